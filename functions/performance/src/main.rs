@@ -1,0 +1,7 @@
+//! The performance category function: see DESIGN.md §2 and docs/.
+use dataflows_shared::{app, Category};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    app::run(Category::Performance).await
+}

@@ -1,0 +1,171 @@
+//! Settings, read from the environment once at cold start and validated; every error names the
+//! variable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::trigger::Category;
+
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub category: Category,
+    pub subscriptions_table: String,
+    pub state_table: String,
+    /// Delays between attempts (DESIGN.md §7); used by the retry scheduler.
+    pub retry_schedule: Vec<Duration>,
+    /// Local development only: allow http:// and private addresses as webhook targets.
+    pub allow_private_targets: bool,
+    /// Records of one batch processed at the same time.
+    pub record_concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl Settings {
+    pub fn from_env(category: Category) -> Result<Self, ConfigError> {
+        Self::from_vars(category, &std::env::vars().collect())
+    }
+
+    /// The same, from an explicit map: what tests call.
+    pub fn from_vars(
+        category: Category,
+        vars: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |var: &'static str| vars.get(var).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let required = |var: &'static str| {
+            get(var).map(str::to_string).ok_or(ConfigError {
+                var,
+                reason: "is required and not set".into(),
+            })
+        };
+        let retry_schedule = parse_schedule(
+            get("RETRY_SCHEDULE").unwrap_or(DEFAULT_RETRY_SCHEDULE),
+        )
+        .map_err(|reason| ConfigError {
+            var: "RETRY_SCHEDULE",
+            reason,
+        })?;
+        let allow_private_targets = match get("ALLOW_PRIVATE_TARGETS") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                return Err(ConfigError {
+                    var: "ALLOW_PRIVATE_TARGETS",
+                    reason: format!("{v:?} is not true or false"),
+                })
+            }
+        };
+        let record_concurrency = match get("RECORD_CONCURRENCY") {
+            None => 10,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or(ConfigError {
+                    var: "RECORD_CONCURRENCY",
+                    reason: format!("{v:?} is not a number from 1 to 1000"),
+                })?,
+        };
+        Ok(Settings {
+            category,
+            subscriptions_table: required("SUBSCRIPTIONS_TABLE")?,
+            state_table: required("STATE_TABLE")?,
+            retry_schedule,
+            allow_private_targets,
+            record_concurrency,
+        })
+    }
+}
+
+/// Parse `5s,5m,30m,2h`: comma-separated numbers with a unit (ms, s, m, h).
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    let mut out = Vec::new();
+    for (i, part) in text.split(',').map(str::trim).enumerate() {
+        let split = part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(part.len());
+        let (num, unit) = part.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("entry {} ({part:?}) does not start with a number", i + 1))?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => {
+                return Err(format!(
+                    "entry {} ({part:?}) needs a unit: ms, s, m or h",
+                    i + 1
+                ))
+            }
+        };
+        out.push(d);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_defaults_and_overrides() {
+        let s = Settings::from_vars(
+            Category::Sms,
+            &vars(&[("SUBSCRIPTIONS_TABLE", "subs"), ("STATE_TABLE", "state")]),
+        )
+        .unwrap();
+        assert_eq!(s.retry_schedule.len(), 7);
+        assert_eq!(s.retry_schedule[1], Duration::from_secs(300));
+        assert!(!s.allow_private_targets);
+        let s = Settings::from_vars(
+            Category::Sms,
+            &vars(&[
+                ("SUBSCRIPTIONS_TABLE", "subs"),
+                ("STATE_TABLE", "state"),
+                ("RETRY_SCHEDULE", "500ms, 1s"),
+                ("ALLOW_PRIVATE_TARGETS", "TRUE"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.retry_schedule,
+            vec![Duration::from_millis(500), Duration::from_secs(1)]
+        );
+        assert!(s.allow_private_targets);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err =
+            Settings::from_vars(Category::Sms, &vars(&[("STATE_TABLE", "state")])).unwrap_err();
+        assert_eq!(err.var, "SUBSCRIPTIONS_TABLE");
+        let base = [("SUBSCRIPTIONS_TABLE", "s"), ("STATE_TABLE", "t")];
+        for (var, value) in [
+            ("RETRY_SCHEDULE", "5x"),
+            ("RETRY_SCHEDULE", "s5"),
+            ("ALLOW_PRIVATE_TARGETS", "yes"),
+            ("RECORD_CONCURRENCY", "0"),
+        ] {
+            let mut v = vars(&base);
+            v.insert(var.into(), value.into());
+            assert_eq!(Settings::from_vars(Category::Sms, &v).unwrap_err().var, var);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Getting a webhook to a subscriber: signing, the HTTP client.
+pub mod client;
+pub mod signing;

@@ -1,0 +1,16 @@
+//! DataFlows SMS webhook triggers: the domain (events, triggers, subscriptions, rules) and the
+//! adapters (DynamoDB, HTTP delivery, the Lambda runtime) shared by the six category functions.
+
+pub mod app;
+pub mod batch;
+pub mod config;
+pub mod delivery;
+pub mod event;
+pub mod logging;
+pub mod rules;
+pub mod store;
+pub mod subscription;
+pub mod trigger;
+pub mod webhook;
+
+pub use trigger::Category;

@@ -1,0 +1,3 @@
+//! Reading and writing DynamoDB: thin adapters around the pure core.
+pub mod attributes;
+pub mod subscriptions;

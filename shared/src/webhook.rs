@@ -1,0 +1,114 @@
+//! The webhook a subscriber receives (DESIGN.md §4): its body, built once per (event, trigger),
+//! and its id, stable per (event, trigger, subscription) so retries carry the same `webhook-id`.
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::event::InputEvent;
+use crate::trigger::Trigger;
+
+/// A webhook to send: the trigger and its serialized body, shared by every subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub trigger: Trigger,
+    pub event_id: String,
+    pub account_id: String,
+    /// The exact bytes that are signed and sent.
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    timestamp: String,
+    account_id: &'a str,
+    event_id: &'a str,
+    data: &'a Value,
+}
+
+impl Webhook {
+    pub fn new(event: &InputEvent, trigger: Trigger, data: &Value) -> Self {
+        let body = Body {
+            ty: trigger.as_str(),
+            timestamp: event.occurred_at.to_rfc3339(),
+            account_id: &event.account_id,
+            event_id: &event.id,
+            data,
+        };
+        Webhook {
+            trigger,
+            event_id: event.id.clone(),
+            account_id: event.account_id.clone(),
+            body: serde_json::to_vec(&body).expect("a JSON value always serializes"),
+        }
+    }
+
+    /// `msg_` and 32 hex digits of SHA-256 over (event id, trigger, account, subscription): the
+    /// same on every attempt and redelivery, different for every subscriber.
+    pub fn id_for(&self, subscription_id: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.event_id.as_str(),
+            self.trigger.as_str(),
+            self.account_id.as_str(),
+            subscription_id,
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let digest = h.finalize();
+        let mut id = String::with_capacity(36);
+        id.push_str("msg_");
+        for b in &digest[..16] {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+    use serde_json::json;
+
+    fn event(id: &str) -> InputEvent {
+        parse_event(
+            &json!({"id": id, "type": "contact.deleted", "account_id": "acc_42",
+                    "occurred_at": "2026-11-30T10:15:00.250+00:00", "data": {"contact_id": "c1"}})
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn body_has_the_documented_shape() {
+        let w = Webhook::new(
+            &event("evt_1"),
+            Trigger::ContactDeleted,
+            &json!({"contact_id": "c1"}),
+        );
+        let body: Value = serde_json::from_slice(&w.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"type": "contact.deleted", "timestamp": "2026-11-30T10:15:00.250Z", "account_id": "acc_42",
+                   "event_id": "evt_1", "data": {"contact_id": "c1"}})
+        );
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let w = Webhook::new(&event("evt_1"), Trigger::ContactDeleted, &json!({}));
+        let id = w.id_for("sub_1");
+        assert_eq!(id, w.id_for("sub_1"));
+        assert_eq!(id.len(), 36);
+        assert!(id.starts_with("msg_"));
+        assert_ne!(id, w.id_for("sub_2"));
+        let other_event = Webhook::new(&event("evt_2"), Trigger::ContactDeleted, &json!({}));
+        assert_ne!(id, other_event.id_for("sub_1"));
+        let other_trigger = Webhook::new(&event("evt_1"), Trigger::ContactAdded, &json!({}));
+        assert_ne!(id, other_trigger.id_for("sub_1"));
+    }
+}
