@@ -486,7 +486,8 @@ pub fn parse_event(body: &str) -> Result<InputEvent, ParseError> {
     })
 }
 
-/// The envelope, for the JSON Schema only (parsing is [`parse_event`]).
+// The envelope, for the JSON Schema only (parsing is `parse_event`).
+/// An input event as the platform publishes it to the EventsTopic.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
 struct Envelope<D> {

@@ -1,0 +1,27 @@
+//! The JSON Schemas in schemas/ are generated from the Rust types. This test fails when they are
+//! out of date; `UPDATE_SCHEMAS=1 cargo test --test schemas` rewrites them.
+
+use std::path::PathBuf;
+
+use dataflows_shared::event::{envelope_schema, event_schema, EventType};
+
+fn check(path: PathBuf, schema: schemars::Schema, stale: &mut Vec<String>) {
+    let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        stale.push(path.display().to_string());
+    }
+}
+
+#[test]
+fn schemas_are_current() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let mut stale = Vec::new();
+    check(root.join("envelope.schema.json"), envelope_schema(), &mut stale);
+    for ty in EventType::ALL {
+        check(root.join(format!("events/{}.schema.json", ty.as_str())), event_schema(*ty), &mut stale);
+    }
+    assert!(stale.is_empty(), "stale schemas (run UPDATE_SCHEMAS=1 cargo test --test schemas): {stale:?}");
+}
