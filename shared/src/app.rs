@@ -147,7 +147,7 @@ impl App {
         let event = &event;
         let mut attempts = Vec::new();
         for emit in &emits {
-            let webhook = Webhook::new(&event, emit.trigger, &emit.data);
+            let webhook = Webhook::new(event, emit.trigger, &emit.data);
             for sub in subs.valid.iter().filter(|s| s.wants(emit.trigger)) {
                 let webhook = webhook.clone();
                 attempts.push(async move {

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod filter;
 pub mod logging;
 pub mod rules;
 pub mod store;

@@ -19,9 +19,20 @@ fn check(path: PathBuf, schema: schemars::Schema, stale: &mut Vec<String>) {
 fn schemas_are_current() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
     let mut stale = Vec::new();
-    check(root.join("envelope.schema.json"), envelope_schema(), &mut stale);
+    check(
+        root.join("envelope.schema.json"),
+        envelope_schema(),
+        &mut stale,
+    );
     for ty in EventType::ALL {
-        check(root.join(format!("events/{}.schema.json", ty.as_str())), event_schema(*ty), &mut stale);
+        check(
+            root.join(format!("events/{}.schema.json", ty.as_str())),
+            event_schema(*ty),
+            &mut stale,
+        );
     }
-    assert!(stale.is_empty(), "stale schemas (run UPDATE_SCHEMAS=1 cargo test --test schemas): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale schemas (run UPDATE_SCHEMAS=1 cargo test --test schemas): {stale:?}"
+    );
 }

@@ -1,3 +1,4 @@
 //! Getting a webhook to a subscriber: signing, the HTTP client.
 pub mod client;
 pub mod signing;
+pub mod ssrf;

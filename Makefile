@@ -1,0 +1,45 @@
+# DataFlows SMS webhook triggers. `make demo` and `make test` are the two commands; see README.md.
+SHELL := /bin/bash
+VENV := .local/venv
+PY := $(VENV)/bin/python
+export SAM_CLI_TELEMETRY := 0
+export CARGO_TERM_COLOR := never
+
+.PHONY: tools build up demo test lint unit integration template sam-build schemas clean
+
+tools:            ## the pinned Python tools, in .local/venv
+	@infra/bootstrap.sh
+
+build:            ## the six function binaries (debug), as the local stack runs them
+	cargo build --workspace --bins
+
+up: tools build   ## the local stack in the foreground; Ctrl-C stops it
+	$(PY) infra/stack.py up
+
+demo: tools build ## publish sample events through the whole local stack and show the verified webhooks
+	$(PY) infra/demo.py
+
+test: tools lint unit template build integration ## everything, emulator included
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace
+
+template:
+	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/sam validate --lint
+
+integration: tools build
+	$(PY) -m pytest -q tests/integration
+
+sam-build: tools  ## what `sam build` deploys: release binaries through cargo-lambda
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build
+
+schemas:          ## regenerate schemas/ from the Rust types
+	UPDATE_SCHEMAS=1 cargo test -p dataflows-shared --test schemas
+
+clean:
+	rm -rf .local .aws-sam target

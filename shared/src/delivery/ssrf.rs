@@ -1,0 +1,223 @@
+//! SSRF guard: webhooks never reach loopback, private, link-local (cloud metadata), CGNAT,
+//! unique-local, multicast, unspecified, documentation or reserved addresses, in any spelling.
+//!
+//! Checked twice, the Svix way: literal IPs in the URL before sending, and every DNS answer inside
+//! the connector's resolver, so the address checked is the address dialled. Both are relaxed only
+//! by `ALLOW_PRIVATE_TARGETS=true` (local development).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::Url;
+
+/// Whether a webhook may be sent to `ip`. Pure; table-tested.
+pub fn is_allowed(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4_allowed(v4),
+        IpAddr::V6(v6) => v6_allowed(v6),
+    }
+}
+
+fn v4_allowed(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0                                   // 0.0.0.0/8 "this network", unspecified
+        || a == 10                             // 10/8 private
+        || a == 127                            // loopback
+        || (a == 100 && (64..128).contains(&b)) // 100.64/10 CGNAT
+        || (a == 169 && b == 254)              // link-local, cloud metadata
+        || (a == 172 && (16..32).contains(&b)) // 172.16/12 private
+        || (a == 192 && b == 0 && c == 0)      // 192.0.0/24 IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2)      // TEST-NET-1
+        || (a == 192 && b == 88 && c == 99)    // 6to4 relay anycast
+        || (a == 192 && b == 168)              // 192.168/16 private
+        || (a == 198 && (b == 18 || b == 19))  // benchmarking
+        || (a == 198 && b == 51 && c == 100)   // TEST-NET-2
+        || (a == 203 && b == 0 && c == 113)    // TEST-NET-3
+        || a >= 224) // multicast 224/4, reserved 240/4, broadcast
+}
+
+fn v6_allowed(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    // Forms that embed an IPv4 address are judged by that address.
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_allowed(v4); // ::ffff:a.b.c.d
+    }
+    if s[..6] == [0, 0, 0, 0, 0, 0] {
+        // ::a.b.c.d (deprecated IPv4-compatible), and :: / ::1.
+        return !ip.is_unspecified()
+            && !ip.is_loopback()
+            && v4_allowed(Ipv4Addr::from(ip.to_bits() as u32));
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b {
+        // 64:ff9b::/96 NAT64 (and the /48 local-use range): the last 32 bits are the IPv4 target.
+        return s[2..6] == [0, 0, 0, 0] && v4_allowed(Ipv4Addr::from(ip.to_bits() as u32));
+    }
+    if s[0] == 0x2002 {
+        // 6to4: 2002:AABB:CCDD::/48 embeds AA.BB.CC.DD.
+        let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
+        return v4_allowed(v4);
+    }
+    !((s[0] & 0xfe00) == 0xfc00          // fc00::/7 unique local
+        || (s[0] & 0xffc0) == 0xfe80     // fe80::/10 link-local
+        || (s[0] & 0xffc0) == 0xfec0     // fec0::/10 site-local (deprecated)
+        || (s[0] & 0xff00) == 0xff00     // ff00::/8 multicast
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23 IETF special purpose, Teredo 2001::/32 included
+        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // 100::/64 discard
+}
+
+/// Why a target was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{host} resolves only to blocked addresses ({addresses})")]
+pub struct Blocked {
+    pub host: String,
+    pub addresses: String,
+}
+
+/// Check a URL whose host is a literal IP (the resolver is not consulted for those).
+pub fn check_literal(url: &Url) -> Result<(), Blocked> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+        _ => return Ok(()),
+    };
+    if is_allowed(ip) {
+        Ok(())
+    } else {
+        Err(Blocked {
+            host: ip.to_string(),
+            addresses: ip.to_string(),
+        })
+    }
+}
+
+/// A resolver that drops every disallowed answer, and fails when none is left.
+#[derive(Debug, Clone, Default)]
+pub struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let answers: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let (allowed, blocked): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                answers.into_iter().partition(|a| is_allowed(a.ip()));
+            if allowed.is_empty() {
+                let addresses = blocked
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Box::new(Blocked { host, addresses })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_table() {
+        let blocked = [
+            "127.0.0.1",
+            "127.1.2.3",
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "10.255.255.255",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.0.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "fd00::1",
+            "fc00::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "100::1",
+            "2001::1",
+        ];
+        let allowed = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "169.253.0.1",
+            "192.169.0.1",
+            "11.0.0.1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001:82b::200e",
+            "2002:808:808::1",
+        ];
+        for a in blocked {
+            assert!(!is_allowed(a.parse().unwrap()), "{a} should be blocked");
+        }
+        for a in allowed {
+            assert!(is_allowed(a.parse().unwrap()), "{a} should be allowed");
+        }
+    }
+
+    #[test]
+    fn literal_hosts_in_any_spelling() {
+        for url in [
+            "https://127.0.0.1/x",
+            "https://2130706433/x", // decimal
+            "https://0x7f.0.0.1/x", // hex
+            "https://0177.0.0.1/x", // octal
+            "https://127.1/x",      // short form
+            "https://[::ffff:127.0.0.1]/x",
+            "https://[::1]:8443/x",
+            "https://169.254.169.254/latest/meta-data/",
+        ] {
+            let u = Url::parse(url).unwrap();
+            assert!(check_literal(&u).is_err(), "{url} should be blocked");
+        }
+        assert!(check_literal(&Url::parse("https://hooks.example.com/x").unwrap()).is_ok());
+        assert!(check_literal(&Url::parse("https://8.8.8.8/x").unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn resolver_drops_blocked_answers() {
+        let err = GuardedResolver
+            .resolve("localhost".parse().unwrap())
+            .await
+            .err()
+            .expect("localhost is blocked");
+        let blocked = err.downcast_ref::<Blocked>().expect("a Blocked error");
+        assert_eq!(blocked.host, "localhost");
+        assert!(blocked.addresses.contains("127.0.0.1") || blocked.addresses.contains("::1"));
+    }
+}
