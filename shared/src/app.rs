@@ -1,20 +1,29 @@
 //! The Lambda entry point every category function shares: build settings and clients once at cold
-//! start, then for each SQS batch parse, load subscriptions (one Query per account), evaluate the
-//! category's rules and deliver.
+//! start, then for each SQS batch: parse, load subscriptions (cached; one Query per uncached
+//! account), evaluate the category's rules, and hand each (webhook, subscription) to the delivery
+//! engine. Retry messages on the queue go straight to the engine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::Utc;
 use futures::future::join_all;
 use lambda_runtime::{service_fn, LambdaEvent};
+use tokio::sync::Semaphore;
 
 use crate::batch::run_batch;
 use crate::config::Settings;
-use crate::delivery::client::{build_client, send, DeliveryError};
-use crate::event::{parse_event, InputEvent, ParseError};
+use crate::delivery::client::build_client;
+use crate::delivery::engine::{Engine, EngineError, Handled, Job};
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::task::{parse_message, Message, RetryTask};
+use crate::event::{InputEvent, ParseError};
 use crate::rules::{evaluate, RuleError};
-use crate::store::subscriptions::{load_account, AccountSubscriptions};
+use crate::store::cache::SubscriptionCache;
+use crate::store::claims::Claims;
+use crate::store::subscriptions::{load_account, AccountSubscriptions, SubscriptionWriter};
 use crate::subscription::ParseOptions;
 use crate::trigger::Category;
 use crate::webhook::Webhook;
@@ -22,24 +31,25 @@ use crate::webhook::Webhook;
 pub struct App {
     pub settings: Settings,
     pub dynamodb: aws_sdk_dynamodb::Client,
-    pub http: reqwest::Client,
+    pub engine: Engine,
+    pub cache: SubscriptionCache,
 }
 
 /// Why one record was not fully handled; it is reported as a batch item failure and redelivered.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordFailure {
-    #[error("malformed event: {0}")]
+    #[error("malformed message: {0}")]
     Malformed(#[from] ParseError),
     #[error("event {event_id}: {source}")]
     Rule { event_id: String, source: RuleError },
-    #[error("event {event_id}: subscriptions unavailable: {reason}")]
-    Subscriptions { event_id: String, reason: String },
-    #[error("event {event_id}: {failed} of {total} deliveries failed; first: {first}")]
+    #[error("account {account_id}: subscriptions unavailable: {reason}")]
+    Subscriptions { account_id: String, reason: String },
+    #[error("event {event_id}: {failed} of {total} deliveries need another go; first: {first}")]
     Delivery {
         event_id: String,
         failed: usize,
         total: usize,
-        first: String,
+        first: Box<EngineError>,
     },
 }
 
@@ -49,11 +59,46 @@ impl App {
     pub async fn from_env(category: Category) -> Result<Self, lambda_runtime::Error> {
         let settings = Settings::from_env(category)?;
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Ok(App {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let http = build_client(settings.allow_private_targets)?;
+        Ok(Self::new(settings, dynamodb, sqs, http))
+    }
+
+    pub fn new(
+        settings: Settings,
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+        http: reqwest::Client,
+    ) -> Self {
+        let engine = Engine {
+            http,
+            claims: Claims {
+                client: dynamodb.clone(),
+                table: settings.state_table.clone(),
+            },
+            subscriptions: SubscriptionWriter {
+                client: dynamodb.clone(),
+                table: settings.subscriptions_table.clone(),
+            },
+            sqs,
+            queue_url: settings.queue_url.clone(),
+            dead_letter_url: settings.dead_letter_queue_url.clone(),
+            policy: RetryPolicy {
+                schedule: settings.retry_schedule.clone(),
+            },
+            lease_seconds: settings.claim_lease.as_secs().max(1) as i64,
+            auto_disable_after: settings.auto_disable_after,
+            guard: !settings.allow_private_targets,
+            limiter: Semaphore::new(settings.delivery_concurrency),
+        };
+        let cache = SubscriptionCache::new(settings.subscription_cache_ttl);
+        App {
             settings,
-            dynamodb: aws_sdk_dynamodb::Client::new(&config),
-            http: build_client()?,
-        })
+            dynamodb,
+            engine,
+            cache,
+        }
     }
 
     fn parse_options(&self) -> ParseOptions {
@@ -64,10 +109,10 @@ impl App {
 
     /// One SQS batch.
     pub async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let records: Vec<(Option<String>, Result<InputEvent, ParseError>)> = event
+        let records: Vec<(Option<String>, Result<Message, ParseError>)> = event
             .records
             .into_iter()
-            .map(|m| (m.message_id, parse_event(m.body.as_deref().unwrap_or(""))))
+            .map(|m| (m.message_id, parse_message(m.body.as_deref().unwrap_or(""))))
             .collect();
         let loaded = self
             .load_subscriptions(records.iter().filter_map(|(_, r)| r.as_ref().ok()))
@@ -79,130 +124,181 @@ impl App {
         Ok(response)
     }
 
-    /// One Query per distinct account in the batch, concurrently. Invalid records are logged once
-    /// each, naming account, subscription and field; they never stop the valid ones.
-    async fn load_subscriptions<'a>(&self, events: impl Iterator<Item = &'a InputEvent>) -> Loaded {
-        let mut accounts: Vec<&str> = events.map(|e| e.account_id.as_str()).collect();
-        accounts.sort_unstable();
-        accounts.dedup();
+    /// Subscriptions of every account in the batch: from the cache, else one Query per account,
+    /// concurrently. Invalid records are logged once per load, naming account, subscription and
+    /// field; they never stop the valid ones.
+    async fn load_subscriptions<'a>(&self, messages: impl Iterator<Item = &'a Message>) -> Loaded {
+        let now = Instant::now();
+        let mut loaded = Loaded::new();
+        let mut missing: Vec<&str> = Vec::new();
+        for account in messages.map(Message::account_id) {
+            if loaded.contains_key(account) || missing.contains(&account) {
+                continue;
+            }
+            match self.cache.get(account, now) {
+                Some(subs) => {
+                    loaded.insert(account.to_string(), Ok(subs));
+                }
+                None => missing.push(account),
+            }
+        }
         let table = &self.settings.subscriptions_table;
         let results = join_all(
-            accounts
+            missing
                 .iter()
                 .map(|a| load_account(&self.dynamodb, table, a, self.parse_options())),
         )
         .await;
-        accounts
-            .into_iter()
-            .zip(results)
-            .map(|(account, result)| {
-                let result = match result {
-                    Ok(subs) => {
-                        for bad in &subs.invalid {
-                            tracing::error!(
-                                account_id = %bad.account_id,
-                                subscription_id = %bad.subscription_id,
-                                field = %bad.field,
-                                reason = %bad.reason,
-                                "subscription record skipped: {bad}"
-                            );
-                        }
-                        Ok(Arc::new(subs))
+        for (account, result) in missing.into_iter().zip(results) {
+            let entry = match result {
+                Ok(subs) => {
+                    for bad in &subs.invalid {
+                        tracing::error!(
+                            account_id = %bad.account_id,
+                            subscription_id = %bad.subscription_id,
+                            field = %bad.field,
+                            reason = %bad.reason,
+                            "subscription record skipped: {bad}"
+                        );
                     }
-                    Err(e) => {
-                        tracing::error!(account_id = account, error = %e, "could not load subscriptions");
-                        Err(e.to_string())
-                    }
-                };
-                (account.to_string(), result)
-            })
-            .collect()
+                    let subs = Arc::new(subs);
+                    self.cache.put(account, subs.clone(), now);
+                    Ok(subs)
+                }
+                Err(e) => {
+                    tracing::error!(account_id = account, error = %e, "could not load subscriptions");
+                    Err(e.to_string())
+                }
+            };
+            loaded.insert(account.to_string(), entry);
+        }
+        loaded
     }
 
-    async fn process(
+    fn subscriptions<'l>(
         &self,
-        parsed: Result<InputEvent, ParseError>,
-        loaded: &Loaded,
-    ) -> Result<(), RecordFailure> {
-        let event = parsed?;
-        let emits =
-            evaluate(self.settings.category, &event).map_err(|source| RecordFailure::Rule {
-                event_id: event.id.clone(),
-                source,
-            })?;
-        if emits.is_empty() {
-            return Ok(());
-        }
-        let subs = match loaded.get(&event.account_id) {
-            Some(Ok(subs)) => subs,
-            Some(Err(reason)) => {
-                return Err(RecordFailure::Subscriptions {
-                    event_id: event.id.clone(),
-                    reason: reason.clone(),
-                })
-            }
-            None => unreachable!("every parsed event's account was loaded"),
-        };
-        let timestamp = chrono::Utc::now().timestamp();
-        let event = &event;
-        let mut attempts = Vec::new();
-        for emit in &emits {
-            let webhook = Webhook::new(event, emit.trigger, &emit.data);
-            for sub in subs.valid.iter().filter(|s| s.wants(emit.trigger)) {
-                let webhook = webhook.clone();
-                attempts.push(async move {
-                    let id = webhook.id_for(&sub.subscription_id);
-                    let result = send(&self.http, sub, &webhook, &id, timestamp).await;
-                    log_attempt(event, sub.subscription_id.as_str(), &webhook, &id, &result);
-                    result
-                });
-            }
-        }
-        let total = attempts.len();
-        let errors: Vec<DeliveryError> = join_all(attempts)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-        match errors.first() {
-            None => Ok(()),
-            Some(first) => Err(RecordFailure::Delivery {
-                event_id: event.id.clone(),
-                failed: errors.len(),
-                total,
-                first: first.to_string(),
+        loaded: &'l Loaded,
+        account_id: &str,
+    ) -> Result<&'l AccountSubscriptions, RecordFailure> {
+        match loaded.get(account_id) {
+            Some(Ok(subs)) => Ok(subs),
+            Some(Err(reason)) => Err(RecordFailure::Subscriptions {
+                account_id: account_id.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Err(RecordFailure::Subscriptions {
+                account_id: account_id.to_string(),
+                reason: "not loaded".into(),
             }),
         }
     }
-}
 
-fn log_attempt(
-    event: &InputEvent,
-    subscription_id: &str,
-    webhook: &Webhook,
-    webhook_id: &str,
-    result: &Result<crate::delivery::client::Delivered, DeliveryError>,
-) {
-    match result {
-        Ok(d) => tracing::info!(
-            event_id = %event.id,
-            account_id = %event.account_id,
-            subscription_id,
-            trigger = %webhook.trigger,
-            webhook_id,
-            status = d.status,
-            latency_ms = d.latency.as_millis() as u64,
-            "webhook delivered"
-        ),
-        Err(e) => tracing::warn!(
-            event_id = %event.id,
-            account_id = %event.account_id,
-            subscription_id,
-            trigger = %webhook.trigger,
-            webhook_id,
-            error = %e,
-            "webhook attempt failed"
-        ),
+    async fn process(&self, parsed: Result<Message, ParseError>, loaded: &Loaded) -> Result<(), RecordFailure> {
+        match parsed? {
+            Message::Event(event) => self.process_event(&event, loaded).await,
+            Message::Retry(task) => self.process_retry(task, loaded).await,
+        }
+    }
+
+    async fn process_event(&self, event: &InputEvent, loaded: &Loaded) -> Result<(), RecordFailure> {
+        let emits = evaluate(self.settings.category, event).map_err(|source| RecordFailure::Rule {
+            event_id: event.id.clone(),
+            source,
+        })?;
+        if emits.is_empty() {
+            return Ok(());
+        }
+        let subs = self.subscriptions(loaded, &event.account_id)?;
+        let first_attempt_at = Utc::now().timestamp();
+        let webhooks: Vec<Webhook> = emits.iter().map(|e| Webhook::new(event, e.trigger, &e.data)).collect();
+        let mut jobs = Vec::new();
+        for (emit, webhook) in emits.iter().zip(&webhooks) {
+            for sub in subs.valid.iter().filter(|s| s.accepts(emit.trigger, &webhook.value)) {
+                jobs.push(Job {
+                    subscription: sub,
+                    webhook_id: webhook.id_for(&sub.subscription_id),
+                    trigger: emit.trigger.as_str(),
+                    event_id: &event.id,
+                    body: &webhook.body,
+                    attempt: 1,
+                    first_attempt_at,
+                });
+            }
+        }
+        let total = jobs.len();
+        let results = join_all(jobs.iter().map(|job| self.engine.run(job))).await;
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(Handled::Disabled) => self.cache.invalidate(&event.account_id),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        let failed = errors.len();
+        match errors.into_iter().next() {
+            None => Ok(()),
+            Some(first) => Err(RecordFailure::Delivery {
+                event_id: event.id.clone(),
+                failed,
+                total,
+                first: Box::new(first),
+            }),
+        }
+    }
+
+    async fn process_retry(&self, task: RetryTask, loaded: &Loaded) -> Result<(), RecordFailure> {
+        let now = Utc::now().timestamp();
+        if task.not_before > now {
+            // A delay longer than SQS allows: wait another leg.
+            let remaining = std::time::Duration::from_secs((task.not_before - now) as u64);
+            return self
+                .engine
+                .enqueue_retry(&task, remaining)
+                .await
+                .map_err(|first| RecordFailure::Delivery {
+                    event_id: task.event_id.clone(),
+                    failed: 1,
+                    total: 1,
+                    first: Box::new(first),
+                });
+        }
+        let subs = self.subscriptions(loaded, &task.account_id)?;
+        let Some(sub) = subs
+            .valid
+            .iter()
+            .find(|s| s.subscription_id == task.subscription_id && s.enabled)
+        else {
+            tracing::warn!(
+                webhook_id = %task.webhook_id,
+                account_id = %task.account_id,
+                subscription_id = %task.subscription_id,
+                "retry dropped: the subscription was deleted, disabled or is invalid"
+            );
+            return Ok(());
+        };
+        let job = Job {
+            subscription: sub,
+            webhook_id: task.webhook_id.clone(),
+            trigger: &task.trigger,
+            event_id: &task.event_id,
+            body: task.body.as_bytes(),
+            attempt: task.attempt,
+            first_attempt_at: task.first_attempt_at,
+        };
+        match self.engine.run(&job).await {
+            Ok(Handled::Disabled) => {
+                self.cache.invalidate(&task.account_id);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(first) => Err(RecordFailure::Delivery {
+                event_id: task.event_id.clone(),
+                failed: 1,
+                total: 1,
+                first: Box::new(first),
+            }),
+        }
     }
 }
 

@@ -70,9 +70,7 @@ where
         }
     }
     if unidentified > 0 {
-        return Err(UnidentifiedFailure {
-            count: unidentified,
-        });
+        return Err(UnidentifiedFailure { count: unidentified });
     }
     Ok(response)
 }
@@ -98,12 +96,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_failed_and_panicking_records_are_reported() {
-        let records = vec![
-            msg("a", "ok"),
-            msg("b", "bad"),
-            msg("c", "panic"),
-            msg("d", "ok"),
-        ];
+        let records = vec![msg("a", "ok"), msg("b", "bad"), msg("c", "panic"), msg("d", "ok")];
         let seen = AtomicUsize::new(0);
         let r = run_batch(records, 2, |m| {
             seen.fetch_add(1, Ordering::SeqCst);

@@ -392,9 +392,7 @@ fn depth(v: &Value) -> usize {
 
 fn required_string(obj: &mut Map<String, Value>, field: &str) -> Result<String, ParseError> {
     match obj.remove(field) {
-        None | Some(Value::Null) => Err(ParseError::Missing {
-            field: field.into(),
-        }),
+        None | Some(Value::Null) => Err(ParseError::Missing { field: field.into() }),
         Some(Value::String(s)) if s.trim().is_empty() => Err(ParseError::Invalid {
             field: field.into(),
             reason: "must not be empty".into(),
@@ -445,8 +443,7 @@ pub fn parse_event(body: &str) -> Result<InputEvent, ParseError> {
             max: MAX_BODY_BYTES,
         });
     }
-    let value: Value =
-        serde_json::from_str(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     if depth(&value) > MAX_DEPTH {
         return Err(ParseError::TooDeep);
     }
@@ -464,11 +461,7 @@ pub fn parse_event(body: &str) -> Result<InputEvent, ParseError> {
         reason,
     })?;
     let data = match obj.remove("data") {
-        None | Some(Value::Null) => {
-            return Err(ParseError::Missing {
-                field: "data".into(),
-            })
-        }
+        None | Some(Value::Null) => return Err(ParseError::Missing { field: "data".into() }),
         Some(v @ Value::Object(_)) => v,
         Some(other) => {
             return Err(ParseError::Invalid {
@@ -506,10 +499,7 @@ pub fn envelope_schema() -> schemars::Schema {
     let mut schema = schemars::schema_for!(Envelope<Map<String, Value>>);
     let names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
     if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-        props.insert(
-            "type".into(),
-            serde_json::json!({"type": "string", "enum": names}),
-        );
+        props.insert("type".into(), serde_json::json!({"type": "string", "enum": names}));
     }
     schema.insert("title".into(), "InputEvent".into());
     schema
@@ -568,9 +558,7 @@ mod tests {
 
     #[test]
     fn offsets_are_normalised_to_utc() {
-        let mut v: Value =
-            serde_json::from_str(&envelope("contact.deleted", json!({"contact_id": "c1"})))
-                .unwrap();
+        let mut v: Value = serde_json::from_str(&envelope("contact.deleted", json!({"contact_id": "c1"}))).unwrap();
         v["occurred_at"] = json!("2026-11-30T12:15:00+02:00");
         let ev = parse_event(&v.to_string()).unwrap();
         assert_eq!(ev.occurred_at.to_rfc3339(), "2026-11-30T10:15:00Z");
@@ -643,8 +631,7 @@ mod tests {
 
     #[test]
     fn occurred_at_must_be_rfc3339() {
-        let mut v: Value =
-            serde_json::from_str(&envelope("contact.deleted", json!({"contact_id": "c"}))).unwrap();
+        let mut v: Value = serde_json::from_str(&envelope("contact.deleted", json!({"contact_id": "c"}))).unwrap();
         v["occurred_at"] = json!("30/11/2026");
         let err = parse_event(&v.to_string()).unwrap_err();
         assert_eq!(err.field(), Some("occurred_at"));
@@ -656,18 +643,12 @@ mod tests {
             "sms.received",
             json!({"message_id": "m", "from": "a", "to": "b", "body": "x".repeat(MAX_BODY_BYTES)}),
         );
-        assert!(matches!(
-            parse_event(&big),
-            Err(ParseError::TooLarge { .. })
-        ));
+        assert!(matches!(parse_event(&big), Err(ParseError::TooLarge { .. })));
         let mut deep = json!(1);
         for _ in 0..40 {
             deep = json!([deep]);
         }
-        let body = envelope(
-            "contact.deleted",
-            json!({"contact_id": "c", "reason": deep}),
-        );
+        let body = envelope("contact.deleted", json!({"contact_id": "c", "reason": deep}));
         assert_eq!(parse_event(&body), Err(ParseError::TooDeep));
     }
 

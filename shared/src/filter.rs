@@ -86,11 +86,7 @@ struct Compiler {
 
 fn err(path: &str, reason: impl Into<String>) -> FilterError {
     FilterError {
-        path: if path.is_empty() {
-            "(root)".into()
-        } else {
-            path.into()
-        },
+        path: if path.is_empty() { "(root)".into() } else { path.into() },
         reason: reason.into(),
     }
 }
@@ -106,9 +102,7 @@ fn join(path: &str, key: &str) -> String {
 impl Filter {
     /// Compile a pattern. Errors name the offending path.
     pub fn compile(pattern: &Value) -> Result<Filter, FilterError> {
-        let size = serde_json::to_vec(pattern)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(pattern).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > MAX_PATTERN_BYTES {
             return Err(err(
                 "",
@@ -130,17 +124,9 @@ impl Filter {
 }
 
 impl Compiler {
-    fn pattern(
-        &mut self,
-        obj: &Map<String, Value>,
-        path: &str,
-        depth: usize,
-    ) -> Result<Pattern, FilterError> {
+    fn pattern(&mut self, obj: &Map<String, Value>, path: &str, depth: usize) -> Result<Pattern, FilterError> {
         if depth > MAX_DEPTH {
-            return Err(err(
-                path,
-                format!("patterns nest at most {MAX_DEPTH} levels"),
-            ));
+            return Err(err(path, format!("patterns nest at most {MAX_DEPTH} levels")));
         }
         if obj.is_empty() {
             return Err(err(
@@ -183,10 +169,7 @@ impl Compiler {
                 other => {
                     return Err(err(
                         &here,
-                        format!(
-                            "must be a list of conditions or a nested pattern, got {}",
-                            kind(other)
-                        ),
+                        format!("must be a list of conditions or a nested pattern, got {}", kind(other)),
                     ))
                 }
             };
@@ -205,9 +188,7 @@ impl Compiler {
         }
         let obj = match c {
             Value::Object(o) => o,
-            Value::Array(_) => {
-                return Err(err(path, "lists do not nest; put the values in one list"))
-            }
+            Value::Array(_) => return Err(err(path, "lists do not nest; put the values in one list")),
             literal => return Ok(Condition::Equals(literal.clone())),
         };
         if obj.len() != 1 {
@@ -250,17 +231,12 @@ fn string(v: &Value, path: &str) -> Result<String, FilterError> {
 fn text(v: &Value, path: &str) -> Result<Text, FilterError> {
     match v {
         Value::String(s) => Ok(Text::Exact(s.clone())),
-        Value::Object(o) if o.len() == 1 && o.contains_key("equals-ignore-case") => {
-            Ok(Text::IgnoreCase(
-                string(&o["equals-ignore-case"], &join(path, "equals-ignore-case"))?.to_lowercase(),
-            ))
-        }
+        Value::Object(o) if o.len() == 1 && o.contains_key("equals-ignore-case") => Ok(Text::IgnoreCase(
+            string(&o["equals-ignore-case"], &join(path, "equals-ignore-case"))?.to_lowercase(),
+        )),
         other => Err(err(
             path,
-            format!(
-                "takes a string or {{\"equals-ignore-case\": ...}}, got {}",
-                kind(other)
-            ),
+            format!("takes a string or {{\"equals-ignore-case\": ...}}, got {}", kind(other)),
         )),
     }
 }
@@ -291,12 +267,7 @@ fn numeric(arg: &Value, path: &str) -> Result<Condition, FilterError> {
             Some("=") => Op::Eq,
             Some(">=") => Op::Ge,
             Some(">") => Op::Gt,
-            _ => {
-                return Err(err(
-                    path,
-                    format!("{} is not one of <, <=, =, >=, >", pair[0]),
-                ))
-            }
+            _ => return Err(err(path, format!("{} is not one of <, <=, =, >=, >", pair[0]))),
         };
         let n = pair[1]
             .as_f64()
@@ -341,10 +312,7 @@ fn anything_but(arg: &Value, path: &str) -> Result<AnythingBut, FilterError> {
                     }
                     Ok(AnythingBut::Wildcard(list))
                 }
-                other => Err(err(
-                    path,
-                    format!("unknown operator {other:?} inside anything-but"),
-                )),
+                other => Err(err(path, format!("unknown operator {other:?} inside anything-but"))),
             }
         }
         Value::Object(_) => Err(err(path, "takes a value, a list, or one operator")),
@@ -355,10 +323,9 @@ fn anything_but(arg: &Value, path: &str) -> Result<AnythingBut, FilterError> {
 fn strings(v: &Value, path: &str) -> Result<Vec<String>, FilterError> {
     match v {
         Value::String(s) => Ok(vec![s.to_lowercase()]),
-        Value::Array(list) if !list.is_empty() => list
-            .iter()
-            .map(|x| string(x, path).map(|s| s.to_lowercase()))
-            .collect(),
+        Value::Array(list) if !list.is_empty() => {
+            list.iter().map(|x| string(x, path).map(|s| s.to_lowercase())).collect()
+        }
         other => Err(err(
             path,
             format!("takes a string or a list of strings, got {}", kind(other)),
@@ -459,9 +426,7 @@ impl Condition {
             Condition::Equals(want) => equal(want, v),
             Condition::Prefix(t) => v.as_str().is_some_and(|s| t.is_prefix_of(s)),
             Condition::Suffix(t) => v.as_str().is_some_and(|s| t.is_suffix_of(s)),
-            Condition::EqualsIgnoreCase(want) => {
-                v.as_str().is_some_and(|s| s.to_lowercase() == *want)
-            }
+            Condition::EqualsIgnoreCase(want) => v.as_str().is_some_and(|s| s.to_lowercase() == *want),
             Condition::Wildcard(w) => v.as_str().is_some_and(|s| wildcard_match(w, s)),
             Condition::Numeric(ops) => v.as_f64().is_some_and(|n| {
                 ops.iter().all(|(op, x)| match op {
@@ -477,12 +442,8 @@ impl Condition {
                 AnythingBut::Values(list) => !list.iter().any(|x| equal(x, v)),
                 AnythingBut::Prefix(t) => v.as_str().is_some_and(|s| !t.is_prefix_of(s)),
                 AnythingBut::Suffix(t) => v.as_str().is_some_and(|s| !t.is_suffix_of(s)),
-                AnythingBut::IgnoreCase(list) => v
-                    .as_str()
-                    .is_some_and(|s| !list.contains(&s.to_lowercase())),
-                AnythingBut::Wildcard(list) => v
-                    .as_str()
-                    .is_some_and(|s| !list.iter().any(|w| wildcard_match(w, s))),
+                AnythingBut::IgnoreCase(list) => v.as_str().is_some_and(|s| !list.contains(&s.to_lowercase())),
+                AnythingBut::Wildcard(list) => v.as_str().is_some_and(|s| !list.iter().any(|w| wildcard_match(w, s))),
             },
         }
     }
@@ -532,16 +493,12 @@ mod tests {
         ));
         assert!(!m(json!({"detail": {"filename": [{"suffix": ".jpg"}]}})));
         // anything-but: a value, a list, a prefix, a suffix, ignoring case, wildcard.
-        assert!(m(
-            json!({"detail": {"state": [{"anything-but": "initializing"}]}})
-        ));
+        assert!(m(json!({"detail": {"state": [{"anything-but": "initializing"}]}})));
         assert!(!m(
             json!({"detail": {"state": [{"anything-but": ["stopped", "terminated"]}]}})
         ));
         assert!(m(json!({"detail": {"c-count": [{"anything-but": 0}]}})));
-        assert!(m(
-            json!({"detail": {"state": [{"anything-but": {"prefix": "init"}}]}})
-        ));
+        assert!(m(json!({"detail": {"state": [{"anything-but": {"prefix": "init"}}]}})));
         assert!(!m(
             json!({"detail": {"filename": [{"anything-but": {"suffix": ".png"}}]}})
         ));
@@ -566,16 +523,10 @@ mod tests {
             json!({"detail-type": [{"equals-ignore-case": "ec2 instance state-change notification"}]})
         ));
         assert!(m(json!({"detail": {"filename": [{"wildcard": "*.png"}]}})));
-        assert!(m(
-            json!({"detail": {"instance-id": [{"wildcard": "i-*abc*0"}]}})
-        ));
-        assert!(!m(
-            json!({"detail": {"instance-id": [{"wildcard": "i-*xyz*"}]}})
-        ));
+        assert!(m(json!({"detail": {"instance-id": [{"wildcard": "i-*abc*0"}]}})));
+        assert!(!m(json!({"detail": {"instance-id": [{"wildcard": "i-*xyz*"}]}})));
         // Arrays in the event: any element.
-        assert!(m(
-            json!({"resources": [{"prefix": "arn:aws:ec2:us-west-1"}]})
-        ));
+        assert!(m(json!({"resources": [{"prefix": "arn:aws:ec2:us-west-1"}]})));
         // $or, at the top and nested.
         assert!(m(
             json!({"$or": [{"detail": {"c-count": [{"numeric": [">", 100]}]}}, {"detail": {"d-count": [3]}}]})
@@ -628,11 +579,7 @@ mod tests {
         ];
         for (pattern, path, reason) in cases {
             let e = Filter::compile(&pattern).unwrap_err();
-            assert_eq!(
-                (e.path.as_str(), e.reason.as_str()),
-                (path, reason),
-                "{pattern}"
-            );
+            assert_eq!((e.path.as_str(), e.reason.as_str()), (path, reason), "{pattern}");
         }
     }
 

@@ -8,9 +8,14 @@ use serde_json::{Map, Value};
 
 use crate::delivery::signing::{Secret, SecretError};
 use crate::event::json_kind;
+use crate::filter::Filter;
 use crate::trigger::Trigger;
 
 pub const MAX_SECRETS: usize = 10;
+pub const MAX_KEYWORDS: usize = 50;
+pub const MAX_KEYWORD_LEN: usize = 256;
+/// Compiled-size limit of one keyword regex: big enough for real rules, too small for abuse.
+pub const MAX_REGEX_BYTES: usize = 256 * 1024;
 
 /// Which triggers a subscription wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +33,79 @@ impl Triggers {
     }
 }
 
+/// balance.low settings: fire below `threshold`, re-arm at or above `rearm_above`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BalanceLow {
+    pub threshold: f64,
+    pub rearm_above: f64,
+}
+
+/// delivery_rate.low / bounce_rate.high settings. `threshold` is a fraction (0.9 = 90%).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateAlert {
+    pub threshold: f64,
+    pub window_minutes: u32,
+    pub min_samples: u32,
+    pub cooldown_minutes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchType {
+    Exact,
+    StartsWith,
+    Contains,
+    Regex,
+}
+
+impl MatchType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchType::Exact => "exact",
+            MatchType::StartsWith => "starts_with",
+            MatchType::Contains => "contains",
+            MatchType::Regex => "regex",
+        }
+    }
+}
+
+/// One keyword rule, compiled once when the record is read.
+#[derive(Debug, Clone)]
+pub struct KeywordRule {
+    pub keyword: String,
+    pub match_type: MatchType,
+    pub case_sensitive: bool,
+    /// The keyword as compared: lowercased unless case-sensitive.
+    folded: String,
+    regex: Option<regex::Regex>,
+}
+
+impl KeywordRule {
+    /// Whether `text` (an inbound SMS body) matches this rule. Text is trimmed first.
+    pub fn matches(&self, text: &str) -> bool {
+        let text = text.trim();
+        if let Some(re) = &self.regex {
+            return re.is_match(text);
+        }
+        let owned;
+        let text = if self.case_sensitive {
+            text
+        } else {
+            owned = text.to_lowercase();
+            owned.as_str()
+        };
+        match self.match_type {
+            MatchType::Exact => text == self.folded,
+            MatchType::StartsWith => {
+                // A whole word: "JOIN" matches "join now" but not "joint".
+                text.strip_prefix(self.folded.as_str())
+                    .is_some_and(|rest| rest.is_empty() || !rest.starts_with(|c: char| c.is_alphanumeric()))
+            }
+            MatchType::Contains => text.contains(self.folded.as_str()),
+            MatchType::Regex => false,
+        }
+    }
+}
+
 /// One validated subscription.
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -41,12 +119,27 @@ pub struct Subscription {
     /// Extra static headers sent with every webhook.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub description: Option<String>,
+    /// EventBridge-style pattern over the webhook body; `None` passes everything.
+    pub filter: Option<Filter>,
+    pub balance_low: Option<BalanceLow>,
+    pub delivery_rate_low: Option<RateAlert>,
+    pub bounce_rate_high: Option<RateAlert>,
+    pub keywords: Vec<KeywordRule>,
+    /// Match the compliance keywords (STOP, START, HELP...); default true.
+    pub reserved_keywords: bool,
+    /// Written by the system: unix seconds of the first failed attempt since the last success.
+    pub failing_since: Option<i64>,
 }
 
 impl Subscription {
     /// Whether this subscription should receive `trigger` at all.
     pub fn wants(&self, trigger: Trigger) -> bool {
         self.enabled && self.triggers.contains(trigger)
+    }
+
+    /// Whether this subscription receives this webhook body: trigger, enabled, and filter.
+    pub fn accepts(&self, trigger: Trigger, body: &Value) -> bool {
+        self.wants(trigger) && self.filter.as_ref().is_none_or(|f| f.matches(body))
     }
 }
 
@@ -115,19 +208,13 @@ fn as_map<'v>(v: &'v Value, decoded: &'v Option<Value>) -> Option<&'v Map<String
 fn key_string(item: &Map<String, Value>, key: &str) -> Result<String, String> {
     match item.get(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(other) => Err(format!(
-            "key `{key}` is {}, not a non-empty string",
-            json_kind(other)
-        )),
+        Some(other) => Err(format!("key `{key}` is {}, not a non-empty string", json_kind(other))),
         None => Err(format!("key `{key}` is missing")),
     }
 }
 
 /// Parse and validate one record. The key attributes come first so every later error names them.
-pub fn parse_record(
-    item: &Map<String, Value>,
-    opts: ParseOptions,
-) -> Result<Subscription, RecordError> {
+pub fn parse_record(item: &Map<String, Value>, opts: ParseOptions) -> Result<Subscription, RecordError> {
     let account_id = key_string(item, "account_id").map_err(|reason| RecordError {
         account_id: "?".into(),
         subscription_id: "?".into(),
@@ -153,24 +240,37 @@ pub fn parse_record(
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s == "true" => true,
         Some(Value::String(s)) if s == "false" => false,
-        Some(other) => {
-            return Err(ctx.err(
-                "enabled",
-                format!("must be a boolean, got {}", json_kind(other)),
-            ))
-        }
+        Some(other) => return Err(ctx.err("enabled", format!("must be a boolean, got {}", json_kind(other)))),
     };
     let headers = parse_headers(&ctx, item.get("headers"))?;
     let description = match item.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => return Err(ctx.err("description", format!("must be a string, got {}", json_kind(other)))),
+    };
+    let filter = match item.get("filter").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => {
+            let decoded = decode_json_text(v);
+            let pattern = decoded.as_ref().unwrap_or(v);
+            Some(Filter::compile(pattern).map_err(|e| ctx.err(&format!("filter.{}", e.path), e.reason))?)
+        }
+    };
+    let balance_low = parse_balance_low(&ctx, item.get("balance_low"))?;
+    let delivery_rate_low = parse_rate_alert(&ctx, "delivery_rate_low", item.get("delivery_rate_low"))?;
+    let bounce_rate_high = parse_rate_alert(&ctx, "bounce_rate_high", item.get("bounce_rate_high"))?;
+    let keywords = parse_keywords(&ctx, item.get("keywords"))?;
+    let reserved_keywords = match item.get("reserved_keywords") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
         Some(other) => {
             return Err(ctx.err(
-                "description",
-                format!("must be a string, got {}", json_kind(other)),
+                "reserved_keywords",
+                format!("must be a boolean, got {}", json_kind(other)),
             ))
         }
     };
+    let failing_since = item.get("failing_since").and_then(Value::as_i64);
     Ok(Subscription {
         account_id,
         subscription_id,
@@ -180,15 +280,212 @@ pub fn parse_record(
         enabled,
         headers,
         description,
+        filter,
+        balance_low,
+        delivery_rate_low,
+        bounce_rate_high,
+        keywords,
+        reserved_keywords,
+        failing_since,
     })
+}
+
+fn object<'v>(
+    ctx: &Ctx,
+    field: &str,
+    v: &'v Value,
+    decoded: &'v Option<Value>,
+) -> Result<&'v Map<String, Value>, RecordError> {
+    as_map(v, decoded).ok_or_else(|| ctx.err(field, format!("must be a map, got {}", json_kind(v))))
+}
+
+fn number(ctx: &Ctx, field: &str, v: Option<&Value>) -> Result<Option<f64>, RecordError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|n| n.is_finite())
+            .map(Some)
+            .ok_or_else(|| ctx.err(field, "must be a finite number")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(Some)
+            .ok_or_else(|| ctx.err(field, format!("must be a number, got the string {s:?}"))),
+        Some(other) => Err(ctx.err(field, format!("must be a number, got {}", json_kind(other)))),
+    }
+}
+
+fn whole(
+    ctx: &Ctx,
+    field: &str,
+    v: Option<&Value>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, RecordError> {
+    match number(ctx, field, v)? {
+        None => Ok(default),
+        Some(n) if n.fract() == 0.0 && n >= *range.start() as f64 && n <= *range.end() as f64 => Ok(n as u32),
+        Some(n) => Err(ctx.err(
+            field,
+            format!(
+                "must be a whole number from {} to {}, got {n}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+fn parse_balance_low(ctx: &Ctx, v: Option<&Value>) -> Result<Option<BalanceLow>, RecordError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let decoded = decode_json_text(v);
+    let map = object(ctx, "balance_low", v, &decoded)?;
+    let threshold = number(ctx, "balance_low.threshold", map.get("threshold"))?
+        .ok_or_else(|| ctx.err("balance_low.threshold", "is required"))?;
+    let rearm_above = number(ctx, "balance_low.rearm_above", map.get("rearm_above"))?.unwrap_or(threshold);
+    if rearm_above < threshold {
+        return Err(ctx.err(
+            "balance_low.rearm_above",
+            format!("({rearm_above}) must be at least the threshold ({threshold})"),
+        ));
+    }
+    Ok(Some(BalanceLow { threshold, rearm_above }))
+}
+
+fn parse_rate_alert(ctx: &Ctx, name: &str, v: Option<&Value>) -> Result<Option<RateAlert>, RecordError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let decoded = decode_json_text(v);
+    let map = object(ctx, name, v, &decoded)?;
+    let field = |f: &str| format!("{name}.{f}");
+    let threshold = number(ctx, &field("threshold"), map.get("threshold"))?
+        .ok_or_else(|| ctx.err(&field("threshold"), "is required"))?;
+    if !(threshold > 0.0 && threshold < 1.0) {
+        return Err(ctx.err(
+            &field("threshold"),
+            format!("must be a fraction between 0 and 1 (0.9 for 90%), got {threshold}"),
+        ));
+    }
+    Ok(Some(RateAlert {
+        threshold,
+        window_minutes: whole(ctx, &field("window_minutes"), map.get("window_minutes"), 60, 1..=1440)?,
+        min_samples: whole(ctx, &field("min_samples"), map.get("min_samples"), 50, 1..=1_000_000)?,
+        cooldown_minutes: whole(
+            ctx,
+            &field("cooldown_minutes"),
+            map.get("cooldown_minutes"),
+            60,
+            0..=10_080,
+        )?,
+    }))
+}
+
+fn parse_keywords(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<KeywordRule>, RecordError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let decoded = decode_json_text(v);
+    let list = as_list(v, &decoded)
+        .ok_or_else(|| ctx.err("keywords", format!("must be a list of rules, got {}", json_kind(v))))?;
+    if list.len() > MAX_KEYWORDS {
+        return Err(ctx.err(
+            "keywords",
+            format!("has {} rules; at most {MAX_KEYWORDS} are allowed", list.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, rule) in list.iter().enumerate() {
+        let field = |f: &str| format!("keywords[{i}]{f}");
+        let map = rule.as_object().ok_or_else(|| {
+            ctx.err(
+                &field(""),
+                format!("must be a map with `keyword`, got {}", json_kind(rule)),
+            )
+        })?;
+        let keyword = match map.get("keyword") {
+            Some(Value::String(k)) if !k.trim().is_empty() && k.len() <= MAX_KEYWORD_LEN => k.trim().to_string(),
+            Some(Value::String(_)) => {
+                return Err(ctx.err(&field(".keyword"), format!("must be 1 to {MAX_KEYWORD_LEN} characters")))
+            }
+            Some(other) => {
+                return Err(ctx.err(
+                    &field(".keyword"),
+                    format!("must be a string, got {}", json_kind(other)),
+                ))
+            }
+            None => return Err(ctx.err(&field(".keyword"), "is required")),
+        };
+        let match_type = match map.get("match") {
+            None | Some(Value::Null) => MatchType::Exact,
+            Some(m) => match m.as_str() {
+                Some("exact") => MatchType::Exact,
+                Some("starts_with") => MatchType::StartsWith,
+                Some("contains") => MatchType::Contains,
+                Some("regex") => MatchType::Regex,
+                _ => {
+                    return Err(ctx.err(
+                        &field(".match"),
+                        format!("{m} is not one of exact, starts_with, contains, regex"),
+                    ))
+                }
+            },
+        };
+        let case_sensitive = match map.get("case_sensitive") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(ctx.err(
+                    &field(".case_sensitive"),
+                    format!("must be a boolean, got {}", json_kind(other)),
+                ))
+            }
+        };
+        let regex = if match_type == MatchType::Regex {
+            let compiled = regex::RegexBuilder::new(&keyword)
+                .case_insensitive(!case_sensitive)
+                .size_limit(MAX_REGEX_BYTES)
+                .dfa_size_limit(MAX_REGEX_BYTES)
+                .build()
+                .map_err(|e| {
+                    ctx.err(
+                        &field(".keyword"),
+                        format!("is not a valid regex: {}", one_line(&e.to_string())),
+                    )
+                })?;
+            Some(compiled)
+        } else {
+            None
+        };
+        let folded = if case_sensitive {
+            keyword.clone()
+        } else {
+            keyword.to_lowercase()
+        };
+        out.push(KeywordRule {
+            keyword,
+            match_type,
+            case_sensitive,
+            folded,
+            regex,
+        });
+    }
+    Ok(out)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn parse_url(ctx: &Ctx, v: Option<&Value>, opts: ParseOptions) -> Result<Url, RecordError> {
     let text = match v {
         Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(ctx.err("url", format!("must be a string, got {}", json_kind(other))))
-        }
+        Some(other) => return Err(ctx.err("url", format!("must be a string, got {}", json_kind(other)))),
         None => return Err(ctx.err("url", "is missing")),
     };
     let url = Url::parse(text).map_err(|e| ctx.err("url", format!("is not a valid URL ({e})")))?;
@@ -201,21 +498,13 @@ fn parse_url(ctx: &Ctx, v: Option<&Value>, opts: ParseOptions) -> Result<Url, Re
                 "must use https (http is allowed only with ALLOW_PRIVATE_TARGETS=true)",
             ))
         }
-        other => {
-            return Err(ctx.err(
-                "url",
-                format!("scheme {other:?} is not supported; use https"),
-            ))
-        }
+        other => return Err(ctx.err("url", format!("scheme {other:?} is not supported; use https"))),
     }
     if url.host().is_none() {
         return Err(ctx.err("url", "has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ctx.err(
-            "url",
-            "must not carry credentials; use `headers` for authentication",
-        ));
+        return Err(ctx.err("url", "must not carry credentials; use `headers` for authentication"));
     }
     Ok(url)
 }
@@ -223,34 +512,20 @@ fn parse_url(ctx: &Ctx, v: Option<&Value>, opts: ParseOptions) -> Result<Url, Re
 fn parse_secrets(ctx: &Ctx, item: &Map<String, Value>) -> Result<Vec<Secret>, RecordError> {
     let parse_one = |field: String, v: &Value| -> Result<Secret, RecordError> {
         match v {
-            Value::String(s) => {
-                Secret::parse(s).map_err(|e: SecretError| ctx.err(&field, e.to_string()))
-            }
-            other => Err(ctx.err(
-                &field,
-                format!("must be a string, got {}", json_kind(other)),
-            )),
+            Value::String(s) => Secret::parse(s).map_err(|e: SecretError| ctx.err(&field, e.to_string())),
+            other => Err(ctx.err(&field, format!("must be a string, got {}", json_kind(other)))),
         }
     };
     match (item.get("secrets"), item.get("secret")) {
-        (Some(_), Some(_)) => {
-            Err(ctx.err("secrets", "give either `secrets` or `secret`, not both"))
-        }
+        (Some(_), Some(_)) => Err(ctx.err("secrets", "give either `secrets` or `secret`, not both")),
         (Some(v), None) => {
             let decoded = decode_json_text(v);
-            let list = as_list(v, &decoded).ok_or_else(|| {
-                ctx.err(
-                    "secrets",
-                    format!("must be a list of strings, got {}", json_kind(v)),
-                )
-            })?;
+            let list = as_list(v, &decoded)
+                .ok_or_else(|| ctx.err("secrets", format!("must be a list of strings, got {}", json_kind(v))))?;
             if list.is_empty() || list.len() > MAX_SECRETS {
                 return Err(ctx.err(
                     "secrets",
-                    format!(
-                        "has {} entries; 1 to {MAX_SECRETS} are required",
-                        list.len()
-                    ),
+                    format!("has {} entries; 1 to {MAX_SECRETS} are required", list.len()),
                 ));
             }
             list.iter()
@@ -259,16 +534,12 @@ fn parse_secrets(ctx: &Ctx, item: &Map<String, Value>) -> Result<Vec<Secret>, Re
                 .collect()
         }
         (None, Some(v)) => Ok(vec![parse_one("secret".into(), v)?]),
-        (None, None) => Err(ctx.err(
-            "secrets",
-            "is missing (give `secrets` as a list, or `secret`)",
-        )),
+        (None, None) => Err(ctx.err("secrets", "is missing (give `secrets` as a list, or `secret`)")),
     }
 }
 
 fn parse_triggers(ctx: &Ctx, v: Option<&Value>) -> Result<Triggers, RecordError> {
-    let v =
-        v.ok_or_else(|| ctx.err("triggers", "is missing (a list of trigger names, or \"*\")"))?;
+    let v = v.ok_or_else(|| ctx.err("triggers", "is missing (a list of trigger names, or \"*\")"))?;
     if v.as_str() == Some("*") {
         return Ok(Triggers::All);
     }
@@ -276,10 +547,7 @@ fn parse_triggers(ctx: &Ctx, v: Option<&Value>) -> Result<Triggers, RecordError>
     let list = as_list(v, &decoded).ok_or_else(|| {
         ctx.err(
             "triggers",
-            format!(
-                "must be a list of trigger names or \"*\", got {}",
-                json_kind(v)
-            ),
+            format!("must be a list of trigger names or \"*\", got {}", json_kind(v)),
         )
     })?;
     if list.is_empty() {
@@ -294,9 +562,7 @@ fn parse_triggers(ctx: &Ctx, v: Option<&Value>) -> Result<Triggers, RecordError>
         if name == "*" {
             return Ok(Triggers::All);
         }
-        let trigger = name
-            .parse::<Trigger>()
-            .map_err(|e| ctx.err(&field, e.to_string()))?;
+        let trigger = name.parse::<Trigger>().map_err(|e| ctx.err(&field, e.to_string()))?;
         if !out.contains(&trigger) {
             out.push(trigger);
         }
@@ -304,10 +570,7 @@ fn parse_triggers(ctx: &Ctx, v: Option<&Value>) -> Result<Triggers, RecordError>
     Ok(Triggers::Only(out))
 }
 
-fn parse_headers(
-    ctx: &Ctx,
-    v: Option<&Value>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, RecordError> {
+fn parse_headers(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<(HeaderName, HeaderValue)>, RecordError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
@@ -321,22 +584,15 @@ fn parse_headers(
     let mut out = Vec::with_capacity(map.len());
     for (name, value) in map {
         let field = format!("headers.{name}");
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ctx.err(&field, "is not a valid header name"))?;
+        let header =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| ctx.err(&field, "is not a valid header name"))?;
         if RESERVED_HEADERS.contains(&header.as_str()) {
-            return Err(ctx.err(
-                &field,
-                "is set by the webhook sender and cannot be overridden",
-            ));
+            return Err(ctx.err(&field, "is set by the webhook sender and cannot be overridden"));
         }
-        let text = value.as_str().ok_or_else(|| {
-            ctx.err(
-                &field,
-                format!("must be a string, got {}", json_kind(value)),
-            )
-        })?;
-        let mut value = HeaderValue::from_str(text)
-            .map_err(|_| ctx.err(&field, "is not a valid header value"))?;
+        let text = value
+            .as_str()
+            .ok_or_else(|| ctx.err(&field, format!("must be a string, got {}", json_kind(value))))?;
+        let mut value = HeaderValue::from_str(text).map_err(|_| ctx.err(&field, "is not a valid header value"))?;
         value.set_sensitive(true);
         out.push((header, value));
     }
@@ -405,16 +661,8 @@ mod tests {
                 "url",
                 "must not carry credentials; use `headers` for authentication",
             ),
-            (
-                json!({"secrets": []}),
-                "secrets",
-                "has 0 entries; 1 to 10 are required",
-            ),
-            (
-                json!({"secrets": ["nope"]}),
-                "secrets[0]",
-                "must start with \"whsec_\"",
-            ),
+            (json!({"secrets": []}), "secrets", "has 0 entries; 1 to 10 are required"),
+            (json!({"secrets": ["nope"]}), "secrets[0]", "must start with \"whsec_\""),
             (
                 json!({"secrets": [S1, "whsec_c2hvcnQ="]}),
                 "secrets[1]",
@@ -440,11 +688,7 @@ mod tests {
                 "triggers",
                 "must be a list of trigger names or \"*\", got a number",
             ),
-            (
-                json!({"enabled": "yes"}),
-                "enabled",
-                "must be a boolean, got a string",
-            ),
+            (json!({"enabled": "yes"}), "enabled", "must be a boolean, got a string"),
             (
                 json!({"headers": {"webhook-signature": "x"}}),
                 "headers.webhook-signature",
@@ -462,16 +706,117 @@ mod tests {
                 v[k] = val.clone();
             }
             let err = parse(v.clone()).unwrap_err();
-            assert_eq!(
-                (err.field.as_str(), err.reason.as_str()),
-                (field, reason),
-                "record {v}"
-            );
+            assert_eq!((err.field.as_str(), err.reason.as_str()), (field, reason), "record {v}");
             assert_eq!(
                 (err.account_id.as_str(), err.subscription_id.as_str()),
                 ("acc_42", "sub_1")
             );
             assert!(!err.to_string().contains("MfKQ9r8"), "secret leaked: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_conditions_filters_and_keywords() {
+        let mut v = base();
+        v["filter"] = json!("{\"data\": {\"status\": [\"failed\"]}}");
+        v["balance_low"] = json!({"threshold": 100});
+        v["delivery_rate_low"] = json!({"threshold": 0.9, "min_samples": 20});
+        v["bounce_rate_high"] = json!("{\"threshold\": \"0.05\", \"window_minutes\": 30}");
+        v["keywords"] = json!([{"keyword": "join", "match": "starts_with"}, {"keyword": "^ORDER\\s+\\d+$", "match": "regex"},
+                               {"keyword": "Promo", "case_sensitive": true}]);
+        v["reserved_keywords"] = json!(false);
+        let s = parse(v).unwrap();
+        assert_eq!(
+            s.balance_low,
+            Some(BalanceLow {
+                threshold: 100.0,
+                rearm_above: 100.0
+            })
+        );
+        assert_eq!(s.delivery_rate_low.unwrap().window_minutes, 60);
+        assert_eq!(s.delivery_rate_low.unwrap().min_samples, 20);
+        assert_eq!(s.bounce_rate_high.unwrap().threshold, 0.05);
+        assert_eq!(s.bounce_rate_high.unwrap().cooldown_minutes, 60);
+        assert!(!s.reserved_keywords);
+        assert!(s.accepts(Trigger::SmsReceived, &json!({"data": {"status": "failed"}})));
+        assert!(!s.accepts(Trigger::SmsReceived, &json!({"data": {"status": "delivered"}})));
+        let k = &s.keywords;
+        assert!(k[0].matches("  JOIN now") && k[0].matches("join") && !k[0].matches("joint"));
+        assert!(k[1].matches("order 4821") && !k[1].matches("order #4821"));
+        assert!(k[2].matches("Promo") && !k[2].matches("promo"));
+    }
+
+    #[test]
+    fn condition_errors_name_the_field() {
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (
+                json!({"filter": {"data": {"status": "failed"}}}),
+                "filter.data.status",
+                "must be a list of conditions or a nested pattern, got a string",
+            ),
+            (
+                json!({"balance_low": {"rearm_above": 5}}),
+                "balance_low.threshold",
+                "is required",
+            ),
+            (
+                json!({"balance_low": {"threshold": "lots"}}),
+                "balance_low.threshold",
+                "must be a number, got the string \"lots\"",
+            ),
+            (
+                json!({"balance_low": {"threshold": 100, "rearm_above": 50}}),
+                "balance_low.rearm_above",
+                "(50) must be at least the threshold (100)",
+            ),
+            (
+                json!({"delivery_rate_low": {"threshold": 90}}),
+                "delivery_rate_low.threshold",
+                "must be a fraction between 0 and 1 (0.9 for 90%), got 90",
+            ),
+            (
+                json!({"bounce_rate_high": {"threshold": 0.1, "window_minutes": 0}}),
+                "bounce_rate_high.window_minutes",
+                "must be a whole number from 1 to 1440, got 0",
+            ),
+            (
+                json!({"bounce_rate_high": [1]}),
+                "bounce_rate_high",
+                "must be a map, got an array",
+            ),
+            (
+                json!({"keywords": [{"keyword": "(unclosed", "match": "regex"}]}),
+                "keywords[0].keyword",
+                "is not a valid regex: regex parse error: (unclosed ^ error: unclosed group",
+            ),
+            (
+                json!({"keywords": [{"keyword": "a{1000}{1000}", "match": "regex"}]}),
+                "keywords[0].keyword",
+                "is not a valid regex: Compiled regex exceeds size limit of 262144 bytes.",
+            ),
+            (
+                json!({"keywords": [{"keyword": "x", "match": "fuzzy"}]}),
+                "keywords[0].match",
+                "\"fuzzy\" is not one of exact, starts_with, contains, regex",
+            ),
+            (
+                json!({"keywords": [{"match": "exact"}]}),
+                "keywords[0].keyword",
+                "is required",
+            ),
+            (
+                json!({"reserved_keywords": "no"}),
+                "reserved_keywords",
+                "must be a boolean, got a string",
+            ),
+        ];
+        for (patch, field, reason) in cases {
+            let mut v = base();
+            for (k, val) in patch.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let err = parse(v.clone()).unwrap_err();
+            assert_eq!((err.field.as_str(), err.reason.as_str()), (field, reason), "record {v}");
         }
     }
 

@@ -107,22 +107,14 @@ impl Category {
                 SmsStatusChanged,
             ],
             Category::Contacts => &[ContactAdded, ContactUpdated, ContactDeleted],
-            Category::Messaging => &[
-                MessageScheduled,
-                MessageCancelled,
-                SmsReceived,
-                AutoReplySent,
-            ],
+            Category::Messaging => &[MessageScheduled, MessageCancelled, SmsReceived, AutoReplySent],
             Category::Performance => &[SmsStatusChanged],
             Category::Admin => &[SenderIdApproved, SenderIdRejected],
         }
     }
 
     pub fn triggers(self) -> impl Iterator<Item = Trigger> {
-        Trigger::ALL
-            .iter()
-            .copied()
-            .filter(move |t| t.category() == self)
+        Trigger::ALL.iter().copied().filter(move |t| t.category() == self)
     }
 }
 

@@ -1,7 +1,6 @@
 //! The webhook a subscriber receives (DESIGN.md §4): its body, built once per (event, trigger),
 //! and its id, stable per (event, trigger, subscription) so retries carry the same `webhook-id`.
 
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -14,34 +13,28 @@ pub struct Webhook {
     pub trigger: Trigger,
     pub event_id: String,
     pub account_id: String,
+    /// The body as JSON, for subscription filters.
+    pub value: Value,
     /// The exact bytes that are signed and sent.
     pub body: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    #[serde(rename = "type")]
-    ty: &'a str,
-    timestamp: String,
-    account_id: &'a str,
-    event_id: &'a str,
-    data: &'a Value,
-}
-
 impl Webhook {
     pub fn new(event: &InputEvent, trigger: Trigger, data: &Value) -> Self {
-        let body = Body {
-            ty: trigger.as_str(),
-            timestamp: event.occurred_at.to_rfc3339(),
-            account_id: &event.account_id,
-            event_id: &event.id,
-            data,
-        };
+        let value = serde_json::json!({
+            "type": trigger.as_str(),
+            "timestamp": event.occurred_at.to_rfc3339(),
+            "account_id": event.account_id,
+            "event_id": event.id,
+            "data": data,
+        });
+        let body = serde_json::to_vec(&value).expect("a JSON value always serializes");
         Webhook {
             trigger,
             event_id: event.id.clone(),
             account_id: event.account_id.clone(),
-            body: serde_json::to_vec(&body).expect("a JSON value always serializes"),
+            value,
+            body,
         }
     }
 
@@ -85,11 +78,7 @@ mod tests {
 
     #[test]
     fn body_has_the_documented_shape() {
-        let w = Webhook::new(
-            &event("evt_1"),
-            Trigger::ContactDeleted,
-            &json!({"contact_id": "c1"}),
-        );
+        let w = Webhook::new(&event("evt_1"), Trigger::ContactDeleted, &json!({"contact_id": "c1"}));
         let body: Value = serde_json::from_slice(&w.body).unwrap();
         assert_eq!(
             body,

@@ -19,11 +19,7 @@ fn check(path: PathBuf, schema: schemars::Schema, stale: &mut Vec<String>) {
 fn schemas_are_current() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
     let mut stale = Vec::new();
-    check(
-        root.join("envelope.schema.json"),
-        envelope_schema(),
-        &mut stale,
-    );
+    check(root.join("envelope.schema.json"), envelope_schema(), &mut stale);
     for ty in EventType::ALL {
         check(
             root.join(format!("events/{}.schema.json", ty.as_str())),

@@ -18,11 +18,14 @@ import stack as local_stack  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+RETRY_SCHEDULE = "1s,1s,1s"
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    s = local_stack.Stack(port=local_stack.free_port(), log_dir=tmp_path_factory.mktemp("logs"))
+    # A short retry schedule so the retry tests finish in seconds: 4 attempts in all.
+    s = local_stack.Stack(port=local_stack.free_port(), log_dir=tmp_path_factory.mktemp("logs"),
+                          env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE})
     yield s
     s.stop()
 
@@ -70,3 +73,26 @@ def envelope(event_type: str, account_id: str, data: dict, event_id: str | None 
 
 def publish(stack, event: dict) -> None:
     stack.client("sns").publish(TopicArn=stack.outputs["EventsTopicArn"], Message=json.dumps(event))
+
+
+def get_item(stack, table_output: str, key: dict) -> dict:
+    item = stack.client("dynamodb").get_item(TableName=stack.outputs[table_output],
+                                             Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True)
+    return item.get("Item", {})
+
+
+def find_dead_letter(stack, queue_output: str, webhook_id: str, timeout: float = 30.0) -> dict | None:
+    """Look through a DLQ (without consuming) for the dead letter of one webhook."""
+    import time
+
+    sqs = stack.client("sqs")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msgs = sqs.receive_message(QueueUrl=stack.outputs[queue_output], MaxNumberOfMessages=10,
+                                   VisibilityTimeout=0, WaitTimeSeconds=1,
+                                   MessageAttributeNames=["All"]).get("Messages", [])
+        for m in msgs:
+            body = json.loads(m["Body"])
+            if body.get("webhook_id") == webhook_id:
+                return {"body": body, "attributes": m.get("MessageAttributes", {})}
+    return None

@@ -1,6 +1,7 @@
 //! The HTTP side of delivery: one client per process, reused across invocations; connect 5 s,
 //! total 15 s; redirects never followed; at most 64 KiB of a response body read.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
@@ -8,22 +9,27 @@ use reqwest::redirect::Policy;
 use reqwest::Client;
 
 use crate::delivery::signing::signature_header;
+use crate::delivery::ssrf::{check_literal, Blocked, GuardedResolver};
 use crate::subscription::Subscription;
-use crate::webhook::Webhook;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub const USER_AGENT: &str = concat!("DataFlows-SMS-Webhooks/", env!("CARGO_PKG_VERSION"));
 
-/// Build the process-wide client. Called once at cold start.
-pub fn build_client() -> Result<Client, reqwest::Error> {
-    Client::builder()
+/// Build the process-wide client. Called once at cold start. Unless private targets are allowed
+/// (local development), every DNS answer passes the SSRF guard before it is dialled.
+pub fn build_client(allow_private_targets: bool) -> Result<Client, reqwest::Error> {
+    let builder = Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(TOTAL_TIMEOUT)
         .redirect(Policy::none())
-        .user_agent(USER_AGENT)
-        .build()
+        .user_agent(USER_AGENT);
+    if allow_private_targets {
+        builder.build()
+    } else {
+        builder.dns_resolver(Arc::new(GuardedResolver)).build()
+    }
 }
 
 /// A completed HTTP exchange with a 2xx answer.
@@ -48,6 +54,8 @@ pub enum DeliveryError {
     },
     #[error("request failed: {0}")]
     Request(String),
+    #[error("target refused by the SSRF guard: {0}")]
+    Blocked(Blocked),
 }
 
 impl DeliveryError {
@@ -69,15 +77,31 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
+fn blocked_cause(err: &reqwest::Error) -> Option<Blocked> {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(b) = cause.downcast_ref::<Blocked>() {
+            return Some(b.clone());
+        }
+        source = cause.source();
+    }
+    None
+}
+
 /// POST one signed webhook to one subscription; `timestamp` is this attempt's unix seconds.
+/// With `guard`, a literal IP host is checked before anything is sent (the resolver checks names).
 pub async fn send(
     client: &Client,
     subscription: &Subscription,
-    webhook: &Webhook,
     webhook_id: &str,
     timestamp: i64,
+    body: &[u8],
+    guard: bool,
 ) -> Result<Delivered, DeliveryError> {
-    let signature = signature_header(&subscription.secrets, webhook_id, timestamp, &webhook.body);
+    if guard {
+        check_literal(&subscription.url).map_err(DeliveryError::Blocked)?;
+    }
+    let signature = signature_header(&subscription.secrets, webhook_id, timestamp, body);
     let mut request = client
         .post(subscription.url.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -88,19 +112,17 @@ pub async fn send(
         request = request.header(name, value);
     }
     let started = Instant::now();
-    let mut response = request
-        .body(webhook.body.clone())
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                DeliveryError::TimedOut(started.elapsed())
-            } else if e.is_connect() {
-                DeliveryError::Connect(describe(&e))
-            } else {
-                DeliveryError::Request(describe(&e))
-            }
-        })?;
+    let mut response = request.body(body.to_vec()).send().await.map_err(|e| {
+        if let Some(blocked) = blocked_cause(&e) {
+            DeliveryError::Blocked(blocked)
+        } else if e.is_timeout() {
+            DeliveryError::TimedOut(started.elapsed())
+        } else if e.is_connect() {
+            DeliveryError::Connect(describe(&e))
+        } else {
+            DeliveryError::Request(describe(&e))
+        }
+    })?;
     let status = response.status();
     if status.is_success() {
         // The body is not needed; dropping the response closes or returns the connection.
@@ -117,9 +139,7 @@ pub async fn send(
     let mut body = Vec::new();
     while body.len() < MAX_RESPONSE_BYTES {
         match response.chunk().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BYTES - body.len())])
-            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BYTES - body.len())]),
             Ok(None) | Err(_) => break,
         }
     }
@@ -128,4 +148,34 @@ pub async fn send(
         body: String::from_utf8_lossy(&body).into_owned(),
         retry_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscription::{parse_record, ParseOptions};
+    use serde_json::json;
+
+    fn sub(url: &str) -> Subscription {
+        let v = json!({"account_id": "a", "subscription_id": "s", "url": url,
+                       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "triggers": "*"});
+        parse_record(v.as_object().unwrap(), ParseOptions::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_guarded_client_refuses_private_targets_before_sending() {
+        let client = build_client(false).unwrap();
+        for url in [
+            "https://127.0.0.1:9/x",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://2130706433/",
+            "https://localhost:9/x",
+        ] {
+            match send(&client, &sub(url), "msg_1", 0, b"{}", true).await {
+                Err(DeliveryError::Blocked(b)) => assert!(!b.addresses.is_empty(), "{url}"),
+                other => panic!("{url}: expected Blocked, got {other:?}"),
+            }
+        }
+    }
 }

@@ -1,4 +1,7 @@
 //! Getting a webhook to a subscriber: signing, the HTTP client.
 pub mod client;
+pub mod engine;
+pub mod retry;
 pub mod signing;
 pub mod ssrf;
+pub mod task;

@@ -35,10 +35,7 @@ pub enum SecretError {
 impl Secret {
     /// Parse `whsec_<base64>`. The error never contains the secret.
     pub fn parse(text: &str) -> Result<Self, SecretError> {
-        let b64 = text
-            .trim()
-            .strip_prefix(PREFIX)
-            .ok_or(SecretError::Prefix)?;
+        let b64 = text.trim().strip_prefix(PREFIX).ok_or(SecretError::Prefix)?;
         let bytes = STANDARD.decode(b64).map_err(|_| SecretError::Base64)?;
         if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&bytes.len()) {
             return Err(SecretError::Length(bytes.len()));
@@ -48,8 +45,7 @@ impl Secret {
 
     /// Sign one message: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
     pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
-            .expect("HMAC accepts keys of any length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(webhook_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
@@ -60,12 +56,7 @@ impl Secret {
 }
 
 /// The `webhook-signature` header value: one `v1,` signature per secret, space separated.
-pub fn signature_header(
-    secrets: &[Secret],
-    webhook_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> String {
+pub fn signature_header(secrets: &[Secret], webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
     secrets
         .iter()
         .map(|s| s.sign(webhook_id, timestamp, body))

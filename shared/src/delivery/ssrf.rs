@@ -44,9 +44,7 @@ fn v6_allowed(ip: Ipv6Addr) -> bool {
     }
     if s[..6] == [0, 0, 0, 0, 0, 0] {
         // ::a.b.c.d (deprecated IPv4-compatible), and :: / ::1.
-        return !ip.is_unspecified()
-            && !ip.is_loopback()
-            && v4_allowed(Ipv4Addr::from(ip.to_bits() as u32));
+        return !ip.is_unspecified() && !ip.is_loopback() && v4_allowed(Ipv4Addr::from(ip.to_bits() as u32));
     }
     if s[0] == 0x64 && s[1] == 0xff9b {
         // 64:ff9b::/96 NAT64 (and the /48 local-use range): the last 32 bits are the IPv4 target.
@@ -99,8 +97,7 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let answers: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let answers: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let (allowed, blocked): (Vec<SocketAddr>, Vec<SocketAddr>) =
                 answers.into_iter().partition(|a| is_allowed(a.ip()));
             if allowed.is_empty() {
@@ -109,8 +106,7 @@ impl Resolve for GuardedResolver {
                     .map(|a| a.ip().to_string())
                     .collect::<Vec<_>>()
                     .join(", ");
-                return Err(Box::new(Blocked { host, addresses })
-                    as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(Blocked { host, addresses }) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })

@@ -28,18 +28,14 @@ pub fn to_json(v: &AttributeValue) -> Value {
         AttributeValue::Ss(set) => Value::Array(set.iter().cloned().map(Value::String).collect()),
         AttributeValue::Ns(set) => Value::Array(set.iter().map(|n| number(n)).collect()),
         AttributeValue::B(b) => Value::String(STANDARD.encode(b.as_ref())),
-        AttributeValue::Bs(set) => Value::Array(
-            set.iter()
-                .map(|b| Value::String(STANDARD.encode(b.as_ref())))
-                .collect(),
-        ),
+        AttributeValue::Bs(set) => {
+            Value::Array(set.iter().map(|b| Value::String(STANDARD.encode(b.as_ref()))).collect())
+        }
         _ => Value::Null,
     }
 }
 
-pub fn item_to_json(
-    item: &std::collections::HashMap<String, AttributeValue>,
-) -> Map<String, Value> {
+pub fn item_to_json(item: &std::collections::HashMap<String, AttributeValue>) -> Map<String, Value> {
     item.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
 }
 

@@ -1,3 +1,5 @@
 //! Reading and writing DynamoDB: thin adapters around the pure core.
 pub mod attributes;
+pub mod cache;
+pub mod claims;
 pub mod subscriptions;

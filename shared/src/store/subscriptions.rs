@@ -52,3 +52,112 @@ pub async fn load_account(
     }
     Ok(out)
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("updating subscription {account_id}/{subscription_id} in table {table}: {source}")]
+pub struct UpdateError {
+    pub table: String,
+    pub account_id: String,
+    pub subscription_id: String,
+    #[source]
+    pub source: aws_sdk_dynamodb::Error,
+}
+
+/// The writes the system makes to subscription records: disabling, and the failing streak.
+#[derive(Debug, Clone)]
+pub struct SubscriptionWriter {
+    pub client: Client,
+    pub table: String,
+}
+
+impl SubscriptionWriter {
+    fn update(
+        &self,
+        account_id: &str,
+        subscription_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("account_id", AttributeValue::S(account_id.to_string()))
+            .key("subscription_id", AttributeValue::S(subscription_id.to_string()))
+            // Never recreate a record the customer deleted.
+            .condition_expression("attribute_exists(account_id)")
+    }
+
+    fn error(&self, account_id: &str, subscription_id: &str, e: impl Into<aws_sdk_dynamodb::Error>) -> UpdateError {
+        UpdateError {
+            table: self.table.clone(),
+            account_id: account_id.to_string(),
+            subscription_id: subscription_id.to_string(),
+            source: e.into(),
+        }
+    }
+
+    /// `enabled = false` with the reason and time.
+    pub async fn disable(
+        &self,
+        account_id: &str,
+        subscription_id: &str,
+        reason: &str,
+        now: &str,
+    ) -> Result<(), UpdateError> {
+        let result = self
+            .update(account_id, subscription_id)
+            .update_expression("SET enabled = :f, disabled_reason = :r, updated_at = :now")
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .expression_attribute_values(":r", AttributeValue::S(reason.to_string()))
+            .expression_attribute_values(":now", AttributeValue::S(now.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()), // deleted meanwhile: nothing to disable
+            Err(e) => Err(self.error(account_id, subscription_id, e)),
+        }
+    }
+
+    /// Start the failing streak if none is running; returns when it started (unix seconds).
+    pub async fn mark_failing(&self, account_id: &str, subscription_id: &str, now: i64) -> Result<i64, UpdateError> {
+        let result = self
+            .update(account_id, subscription_id)
+            .update_expression("SET failing_since = if_not_exists(failing_since, :now)")
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out
+                .attributes()
+                .and_then(|a| a.get("failing_since"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(now)),
+            Err(e) if is_conditional_failure(&e) => Ok(now),
+            Err(e) => Err(self.error(account_id, subscription_id, e)),
+        }
+    }
+
+    /// End the failing streak after a success.
+    pub async fn clear_failing(&self, account_id: &str, subscription_id: &str) -> Result<(), UpdateError> {
+        let result = self
+            .update(account_id, subscription_id)
+            .update_expression("REMOVE failing_since")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(self.error(account_id, subscription_id, e)),
+        }
+    }
+}
+
+fn is_conditional_failure<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+) -> bool {
+    matches!(
+        e.as_service_error(),
+        Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_))
+    )
+}

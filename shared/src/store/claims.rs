@@ -1,0 +1,241 @@
+//! Delivery claims in the State table: one item per webhook-id, so a redelivered SQS message or a
+//! duplicate input event never sends twice to a subscriber that already got it, and concurrent
+//! invocations never send at the same time. The item also holds the attempt log, so the log costs
+//! no extra write: a delivered webhook costs exactly two writes (claim, finish).
+//!
+//! Item: pk `webhook#<id>`, sk `delivery`; status pending | retrying | delivered | exhausted | gone;
+//! lease_until (unix s) while pending; attempts_made; attempts (list of maps); expires_at (TTL).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+
+/// How long claims and their attempt logs are kept.
+pub const CLAIM_TTL_SECONDS: i64 = 7 * 86_400;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours: send now, then `finish`.
+    Won,
+    /// Nothing to do: already delivered, given up, or owned by the retry chain.
+    Settled(String),
+    /// Another invocation holds an unexpired lease: try again later.
+    Busy,
+}
+
+/// The end state of an attempt, written with its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Delivered,
+    Retrying,
+    Exhausted,
+    Gone,
+}
+
+impl Finish {
+    fn as_str(self) -> &'static str {
+        match self {
+            Finish::Delivered => "delivered",
+            Finish::Retrying => "retrying",
+            Finish::Exhausted => "exhausted",
+            Finish::Gone => "gone",
+        }
+    }
+}
+
+/// One attempt, as logged on the claim item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptLog {
+    pub number: u32,
+    pub at: i64,
+    /// HTTP status, or 0 when there was no response.
+    pub status: u16,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+}
+
+/// What the claim is about, stored for operators reading the State table.
+#[derive(Debug, Clone)]
+pub struct ClaimMeta<'a> {
+    pub webhook_id: &'a str,
+    pub account_id: &'a str,
+    pub subscription_id: &'a str,
+    pub event_id: &'a str,
+    pub trigger: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("state table {table}, webhook {webhook_id}: {source}")]
+pub struct StateError {
+    pub table: String,
+    pub webhook_id: String,
+    #[source]
+    pub source: aws_sdk_dynamodb::Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct Claims {
+    pub client: Client,
+    pub table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(webhook_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_string(), s(format!("webhook#{webhook_id}"))),
+        ("sk".to_string(), s("delivery")),
+    ])
+}
+
+impl Claims {
+    fn error(
+        &self,
+        webhook_id: &str,
+        e: SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> StateError {
+        StateError {
+            table: self.table.clone(),
+            webhook_id: webhook_id.to_string(),
+            source: e.into(),
+        }
+    }
+
+    /// Claim a first attempt: wins if nobody claimed this webhook yet, or if a claim is pending
+    /// with an expired lease (its holder died between claim and finish).
+    pub async fn claim_first(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, StateError> {
+        self.claim(
+            meta,
+            now,
+            lease_seconds,
+            "attribute_not_exists(pk) OR (#status = :pending AND lease_until < :now)",
+            None,
+        )
+        .await
+    }
+
+    /// Claim a retry: wins only if the chain has not moved past this retry message (at most
+    /// `previous` attempts made) and nobody holds a live lease, so a duplicated or stale retry
+    /// message cannot send twice.
+    pub async fn claim_retry(
+        &self,
+        meta: &ClaimMeta<'_>,
+        previous: u32,
+        now: i64,
+        lease_seconds: i64,
+    ) -> Result<Claim, StateError> {
+        self.claim(
+            meta,
+            now,
+            lease_seconds,
+            "attempts_made <= :prev AND (#status = :retrying OR (#status = :pending AND lease_until < :now))",
+            Some(previous),
+        )
+        .await
+    }
+
+    async fn claim(
+        &self,
+        meta: &ClaimMeta<'_>,
+        now: i64,
+        lease_seconds: i64,
+        condition: &str,
+        previous: Option<u32>,
+    ) -> Result<Claim, StateError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(meta.webhook_id)))
+            .update_expression(
+                "SET #status = :pending, lease_until = :lease, expires_at = :expires, account_id = :account, \
+                 subscription_id = :sub, event_id = :event, #trigger = :trigger, \
+                 attempts_made = if_not_exists(attempts_made, :zero)",
+            )
+            .condition_expression(condition)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#trigger", "trigger")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":lease", n(now + lease_seconds))
+            .expression_attribute_values(":expires", n(now + CLAIM_TTL_SECONDS))
+            .expression_attribute_values(":account", s(meta.account_id))
+            .expression_attribute_values(":sub", s(meta.subscription_id))
+            .expression_attribute_values(":event", s(meta.event_id))
+            .expression_attribute_values(":trigger", s(meta.trigger))
+            .expression_attribute_values(":zero", n(0))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(prev) = previous {
+            req = req
+                .expression_attribute_values(":prev", n(prev))
+                .expression_attribute_values(":retrying", s("retrying"));
+        }
+        match req.send().await {
+            Ok(_) => Ok(Claim::Won),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let UpdateItemError::ConditionalCheckFailedException(failed) = e.err() else {
+                    unreachable!()
+                };
+                let old = failed.item();
+                let status = old
+                    .and_then(|i| i.get("status"))
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str);
+                let lease = old
+                    .and_then(|i| i.get("lease_until"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok());
+                Ok(match (status, lease) {
+                    (Some("pending"), Some(until)) if until >= now => Claim::Busy,
+                    (Some(other), _) => Claim::Settled(other.to_string()),
+                    // The emulator may not return the old item; a pending claim is then the safe guess.
+                    (None, _) if old.is_none() && previous.is_none() => Claim::Busy,
+                    (None, _) => Claim::Settled("missing".into()),
+                })
+            }
+            Err(e) => Err(self.error(meta.webhook_id, e)),
+        }
+    }
+
+    /// Record an attempt and the state it leaves the webhook in; releases the lease.
+    pub async fn finish(&self, webhook_id: &str, log: &AttemptLog, state: Finish) -> Result<(), StateError> {
+        let mut entry = HashMap::from([
+            ("n".to_string(), n(log.number)),
+            ("at".to_string(), n(log.at)),
+            ("status".to_string(), n(log.status)),
+            ("latency_ms".to_string(), n(log.latency_ms)),
+        ]);
+        if let Some(e) = &log.error {
+            entry.insert("error".into(), s(e.chars().take(500).collect::<String>()));
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(webhook_id)))
+            .update_expression(
+                "SET #status = :state, attempts_made = :n, lease_until = :zero, updated_at = :at, \
+                 attempts = list_append(if_not_exists(attempts, :empty), :entry)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":state", s(state.as_str()))
+            .expression_attribute_values(":n", n(log.number))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":at", n(log.at))
+            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+            .expression_attribute_values(":entry", AttributeValue::L(vec![AttributeValue::M(entry)]))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(webhook_id, e))
+    }
+}

@@ -1,0 +1,136 @@
+"""The delivery engine through the real sms binary on the emulator: retries with one webhook-id,
+the dead-letter queue after the schedule, no duplicate sends, 410 Gone, filters."""
+
+import time
+
+from conftest import SECRET, envelope, find_dead_letter, get_item, publish, put_subscription, unique
+
+SMS = {"message_id": "msg_in_1", "from": "+14155550123", "to": "+14155559876", "body": "hello"}
+
+
+def test_fails_twice_then_succeeds_with_one_webhook_id(stack, receiver):
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/flaky", SECRET, answers=[500, 503, 200])
+    put_subscription(stack, account, "sub_flaky", url, triggers=["sms.received"])
+    publish(stack, envelope("sms.received", account, SMS))
+    hits = receiver.wait_for(lambda r: r.path == f"/{account}/flaky", count=3, timeout=30)
+    assert [h.status for h in hits] == [500, 503, 200]
+    assert all(h.verified for h in hits), [h.error for h in hits]
+    assert len({h.headers["webhook-id"] for h in hits}) == 1
+    assert len({h.body for h in hits}) == 1, "every retry sends the same bytes"
+    # Each retry came after its scheduled delay (1 s, ±20%).
+    gaps = [b.at - a.at for a, b in zip(hits, hits[1:])]
+    assert all(g >= 0.75 for g in gaps), gaps
+    time.sleep(2)
+    assert len(receiver.wait_for(lambda r: r.path == f"/{account}/flaky", count=4, timeout=0)) == 3
+    # The attempt log is on the claim item.
+    claim = get_item(stack, "StateTableName", {"pk": f"webhook#{hits[0].headers['webhook-id']}", "sk": "delivery"})
+    assert claim["status"]["S"] == "delivered"
+    assert [int(a["M"]["status"]["N"]) for a in claim["attempts"]["L"]] == [500, 503, 200]
+    assert "expires_at" in claim
+
+
+def test_always_failing_ends_on_the_dead_letter_queue(stack, receiver):
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/down", SECRET, answers=[502])
+    put_subscription(stack, account, "sub_down", url, triggers=["sms.received"])
+    event = envelope("sms.received", account, SMS)
+    publish(stack, event)
+    hits = receiver.wait_for(lambda r: r.path == f"/{account}/down", count=4, timeout=30)
+    assert len(hits) == 4 and len({h.headers["webhook-id"] for h in hits}) == 1
+    letter = find_dead_letter(stack, "SmsDeadLetterQueueUrl", hits[0].headers["webhook-id"])
+    assert letter is not None, "no dead letter"
+    body = letter["body"]
+    assert body["reason"] == "retry schedule exhausted after 4 attempts"
+    assert body["last_error"] == "receiver answered 502"
+    assert (body["account_id"], body["subscription_id"], body["event_id"]) == (account, "sub_down", event["id"])
+    assert body["payload"]["data"]["body"] == "hello"
+    assert letter["attributes"]["reason"]["StringValue"] == body["reason"]
+    time.sleep(1.5)
+    assert len(receiver.wait_for(lambda r: r.path == f"/{account}/down", count=5, timeout=0)) == 4
+    # The subscription's failing streak has started (auto-disable counts from it).
+    record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_down"})
+    assert "failing_since" in record
+
+
+def test_the_same_event_twice_is_delivered_once(stack, receiver):
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/once", SECRET)
+    put_subscription(stack, account, "sub_once", url, triggers=["sms.received"])
+    event = envelope("sms.received", account, SMS)
+    publish(stack, event)
+    receiver.wait_for(lambda r: r.path == f"/{account}/once")
+    publish(stack, event)
+    time.sleep(3)
+    assert len(receiver.wait_for(lambda r: r.path == f"/{account}/once", count=2, timeout=0)) == 1
+
+
+def test_410_gone_disables_the_subscription(stack, receiver):
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/gone", SECRET, answers=[410])
+    put_subscription(stack, account, "sub_gone", url, triggers=["sms.received"])
+    publish(stack, envelope("sms.received", account, SMS))
+    receiver.wait_for(lambda r: r.path == f"/{account}/gone")
+    deadline = time.monotonic() + 10
+    record = {}
+    while time.monotonic() < deadline:
+        record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_gone"})
+        if record.get("enabled", {}).get("BOOL") is False:
+            break
+        time.sleep(0.2)
+    assert record["enabled"] == {"BOOL": False}
+    assert record["disabled_reason"]["S"].startswith("receiver answered 410 Gone")
+    # No retry after a 410, and nothing more once disabled.
+    publish(stack, envelope("sms.received", account, SMS))
+    time.sleep(2.5)
+    assert len(receiver.wait_for(lambda r: r.path == f"/{account}/gone", count=2, timeout=0)) == 1
+
+
+def test_filters_select_webhooks(stack, receiver):
+    account = unique("acc")
+    vip = receiver.endpoint(f"/{account}/vip", SECRET)
+    put_subscription(stack, account, "sub_vip", vip, triggers=["sms.received"],
+                     filter={"data": {"from": [{"prefix": "+1415"}], "body": [{"wildcard": "*order*"}]}})
+    publish(stack, envelope("sms.received", account, {**SMS, "body": "where is my order?", "message_id": "m_yes"}))
+    publish(stack, envelope("sms.received", account, {**SMS, "body": "hello", "message_id": "m_no"}))
+    publish(stack, envelope("sms.received", account, {**SMS, "from": "+4420", "body": "order", "message_id": "m_no2"}))
+    hits = receiver.wait_for(lambda r: r.path == f"/{account}/vip")
+    time.sleep(2)
+    hits = receiver.wait_for(lambda r: r.path == f"/{account}/vip", count=2, timeout=0)
+    assert [h.json["data"]["message_id"] for h in hits] == ["m_yes"]
+
+
+def test_a_subscription_failing_for_days_is_disabled(stack, receiver):
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/dead", SECRET, answers=[500])
+    six_days_ago = int(time.time()) - 6 * 86_400
+    put_subscription(stack, account, "sub_dead", url, triggers=["sms.received"], failing_since=six_days_ago)
+    publish(stack, envelope("sms.received", account, SMS))
+    receiver.wait_for(lambda r: r.path == f"/{account}/dead")
+    deadline = time.monotonic() + 10
+    record = {}
+    while time.monotonic() < deadline:
+        record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_dead"})
+        if record.get("enabled", {}).get("BOOL") is False:
+            break
+        time.sleep(0.2)
+    assert record["enabled"] == {"BOOL": False}
+    assert record["disabled_reason"]["S"].startswith("every attempt failed since")
+    # Its pending retry is dropped: one attempt only.
+    time.sleep(2)
+    assert len(receiver.wait_for(lambda r: r.path == f"/{account}/dead", count=2, timeout=0)) == 1
+
+
+def test_healthy_subscription_clears_its_failing_streak(stack, receiver):
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/back", SECRET)
+    put_subscription(stack, account, "sub_back", url, triggers=["sms.received"], failing_since=int(time.time()) - 3600)
+    publish(stack, envelope("sms.received", account, SMS))
+    receiver.wait_for(lambda r: r.path == f"/{account}/back")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_back"})
+        if "failing_since" not in record:
+            break
+        time.sleep(0.2)
+    assert "failing_since" not in record and record.get("enabled", {"BOOL": True}) == {"BOOL": True}
