@@ -14,15 +14,17 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use tokio::sync::Semaphore;
 
 use crate::batch::run_batch;
+use crate::categories::decide;
 use crate::config::Settings;
 use crate::delivery::client::build_client;
 use crate::delivery::engine::{Engine, EngineError, Handled, Job};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::task::{parse_message, Message, RetryTask};
 use crate::event::{InputEvent, ParseError};
-use crate::rules::{evaluate, RuleError};
+use crate::rules::{check_consumed, RuleError};
 use crate::store::cache::SubscriptionCache;
 use crate::store::claims::Claims;
+use crate::store::state::{StateStore, StateStoreError};
 use crate::store::subscriptions::{load_account, AccountSubscriptions, SubscriptionWriter};
 use crate::subscription::ParseOptions;
 use crate::trigger::Category;
@@ -31,6 +33,7 @@ use crate::webhook::Webhook;
 pub struct App {
     pub settings: Settings,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub state: StateStore,
     pub engine: Engine,
     pub cache: SubscriptionCache,
 }
@@ -42,6 +45,11 @@ pub enum RecordFailure {
     Malformed(#[from] ParseError),
     #[error("event {event_id}: {source}")]
     Rule { event_id: String, source: RuleError },
+    #[error("event {event_id}: trigger state: {source}")]
+    State {
+        event_id: String,
+        source: Box<StateStoreError>,
+    },
     #[error("account {account_id}: subscriptions unavailable: {reason}")]
     Subscriptions { account_id: String, reason: String },
     #[error("event {event_id}: {failed} of {total} deliveries need another go; first: {first}")]
@@ -93,9 +101,14 @@ impl App {
             limiter: Semaphore::new(settings.delivery_concurrency),
         };
         let cache = SubscriptionCache::new(settings.subscription_cache_ttl);
+        let state = StateStore {
+            client: dynamodb.clone(),
+            table: settings.state_table.clone(),
+        };
         App {
             settings,
             dynamodb,
+            state,
             engine,
             cache,
         }
@@ -201,19 +214,30 @@ impl App {
     }
 
     async fn process_event(&self, event: &InputEvent, loaded: &Loaded) -> Result<(), RecordFailure> {
-        let emits = evaluate(self.settings.category, event).map_err(|source| RecordFailure::Rule {
+        let category = self.settings.category;
+        check_consumed(category, event).map_err(|source| RecordFailure::Rule {
             event_id: event.id.clone(),
             source,
         })?;
+        let subs = self.subscriptions(loaded, &event.account_id)?;
+        let emits = decide(category, &self.state, event, subs, Utc::now())
+            .await
+            .map_err(|source| RecordFailure::State {
+                event_id: event.id.clone(),
+                source: Box::new(source),
+            })?;
         if emits.is_empty() {
             return Ok(());
         }
-        let subs = self.subscriptions(loaded, &event.account_id)?;
         let first_attempt_at = Utc::now().timestamp();
         let webhooks: Vec<Webhook> = emits.iter().map(|e| Webhook::new(event, e.trigger, &e.data)).collect();
         let mut jobs = Vec::new();
         for (emit, webhook) in emits.iter().zip(&webhooks) {
-            for sub in subs.valid.iter().filter(|s| s.accepts(emit.trigger, &webhook.value)) {
+            let audience = subs
+                .valid
+                .iter()
+                .filter(|s| emit.only.as_ref().is_none_or(|only| *only == s.subscription_id));
+            for sub in audience.filter(|s| s.accepts(emit.trigger, &webhook.value)) {
                 jobs.push(Job {
                     subscription: sub,
                     webhook_id: webhook.id_for(&sub.subscription_id),

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod batch;
+pub mod categories;
 pub mod config;
 pub mod delivery;
 pub mod event;

@@ -13,7 +13,13 @@ use dataflows_shared::subscription::ParseOptions;
 const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"Rate of requests exceeds the allowed throughput."}"#;
 
 fn meta() -> ClaimMeta<'static> {
-    ClaimMeta { webhook_id: "msg_1", account_id: "acc", subscription_id: "sub", event_id: "evt", trigger: "sms.received" }
+    ClaimMeta {
+        webhook_id: "msg_1",
+        account_id: "acc",
+        subscription_id: "sub",
+        event_id: "evt",
+        trigger: "sms.received",
+    }
 }
 
 fn lost_race(status: &'static str, lease_until: i64) -> UpdateItemError {
@@ -29,38 +35,67 @@ fn lost_race(status: &'static str, lease_until: i64) -> UpdateItemError {
 #[tokio::test]
 async fn a_claim_held_by_a_live_lease_is_busy() {
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("pending", 1_000_060));
-    let claims = Claims { client: mock_client!(aws_sdk_dynamodb, [&rule]), table: "state".into() };
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
     assert_eq!(claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(), Claim::Busy);
 }
 
 #[tokio::test]
 async fn a_claim_already_delivered_is_settled() {
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("delivered", 0));
-    let claims = Claims { client: mock_client!(aws_sdk_dynamodb, [&rule]), table: "state".into() };
-    assert_eq!(claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(), Claim::Settled("delivered".into()));
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
+    assert_eq!(
+        claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(),
+        Claim::Settled("delivered".into())
+    );
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("retrying", 0));
-    let claims = Claims { client: mock_client!(aws_sdk_dynamodb, [&rule]), table: "state".into() };
-    assert_eq!(claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(), Claim::Settled("retrying".into()));
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
+    assert_eq!(
+        claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(),
+        Claim::Settled("retrying".into())
+    );
 }
 
 #[tokio::test]
 async fn a_won_claim_sends_the_right_condition() {
     let rule = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(|r| {
-            r.condition_expression().is_some_and(|c| c.contains("attribute_not_exists(pk)"))
-                && r.key().and_then(|k| k.get("pk")).and_then(|v| v.as_s().ok()).map(String::as_str)
+            r.condition_expression()
+                .is_some_and(|c| c.contains("attribute_not_exists(pk)"))
+                && r.key()
+                    .and_then(|k| k.get("pk"))
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
                     == Some("webhook#msg_1")
         })
         .then_output(|| UpdateItemOutput::builder().build());
-    let claims = Claims { client: mock_client!(aws_sdk_dynamodb, [&rule]), table: "state".into() };
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
     assert_eq!(claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(), Claim::Won);
     assert_eq!(rule.num_calls(), 1);
 }
 
 #[tokio::test]
 async fn throttled_claims_are_errors_after_the_sdk_retries() {
-    let rule = mock!(aws_sdk_dynamodb::Client::update_item).sequence().http_status(400, Some(THROTTLED.into())).repeatedly().build();
-    let claims = Claims { client: mock_client!(aws_sdk_dynamodb, [&rule]), table: "state".into() };
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item)
+        .sequence()
+        .http_status(400, Some(THROTTLED.into()))
+        .repeatedly()
+        .build();
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
     let err = claims.claim_first(&meta(), 1_000_000, 60).await.unwrap_err();
     assert!(err.to_string().contains("webhook msg_1"), "{err}");
     assert!(rule.num_calls() > 1, "the SDK retried a throttled request");
@@ -68,11 +103,24 @@ async fn throttled_claims_are_errors_after_the_sdk_retries() {
 
 #[tokio::test]
 async fn throttled_subscription_queries_are_errors_naming_the_account() {
-    let rule = mock!(aws_sdk_dynamodb::Client::query).sequence().http_status(400, Some(THROTTLED.into())).repeatedly().build();
+    let rule = mock!(aws_sdk_dynamodb::Client::query)
+        .sequence()
+        .http_status(400, Some(THROTTLED.into()))
+        .repeatedly()
+        .build();
     let client = mock_client!(aws_sdk_dynamodb, [&rule]);
-    let err = load_account(&client, "subs", "acc_42", ParseOptions::default()).await.unwrap_err();
+    let err = load_account(&client, "subs", "acc_42", ParseOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.account_id, "acc_42");
-    assert!(matches!(err.source, aws_sdk_dynamodb::Error::ProvisionedThroughputExceededException(_)), "{:?}", err.source);
+    assert!(
+        matches!(
+            err.source,
+            aws_sdk_dynamodb::Error::ProvisionedThroughputExceededException(_)
+        ),
+        "{:?}",
+        err.source
+    );
 }
 
 #[tokio::test]
@@ -98,7 +146,9 @@ async fn a_throttle_then_success_loads_the_subscriptions() {
         })
         .build();
     let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
-    let subs = load_account(&client, "subs", "acc_42", ParseOptions::default()).await.unwrap();
+    let subs = load_account(&client, "subs", "acc_42", ParseOptions::default())
+        .await
+        .unwrap();
     assert_eq!(subs.valid.len(), 1);
     assert_eq!(rule.num_calls(), 2);
 }
@@ -108,6 +158,12 @@ async fn disabling_a_deleted_subscription_is_not_an_error() {
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
         UpdateItemError::ConditionalCheckFailedException(ConditionalCheckFailedException::builder().build())
     });
-    let writer = SubscriptionWriter { client: mock_client!(aws_sdk_dynamodb, [&rule]), table: "subs".into() };
-    writer.disable("acc", "gone", "receiver answered 410 Gone", "2026-11-30T10:00:00Z").await.unwrap();
+    let writer = SubscriptionWriter {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "subs".into(),
+    };
+    writer
+        .disable("acc", "gone", "receiver answered 410 Gone", "2026-11-30T10:00:00Z")
+        .await
+        .unwrap();
 }

@@ -16,7 +16,14 @@ fn attribute(v: &Value) -> AttributeValue {
         "N" => AttributeValue::N(inner.as_str().unwrap().into()),
         "BOOL" => AttributeValue::Bool(inner.as_bool().unwrap()),
         "L" => AttributeValue::L(inner.as_array().unwrap().iter().map(attribute).collect()),
-        "M" => AttributeValue::M(inner.as_object().unwrap().iter().map(|(k, v)| (k.clone(), attribute(v))).collect()),
+        "M" => AttributeValue::M(
+            inner
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), attribute(v)))
+                .collect(),
+        ),
         other => panic!("unexpected attribute type {other}"),
     }
 }

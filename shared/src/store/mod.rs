@@ -2,4 +2,5 @@
 pub mod attributes;
 pub mod cache;
 pub mod claims;
+pub mod state;
 pub mod subscriptions;
