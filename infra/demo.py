@@ -22,14 +22,53 @@ from receiver import Receiver  # noqa: E402
 ROOT = local_stack.ROOT
 SECRET = "whsec_" + "ZGVtby1zZWNyZXQtZm9yLWxvY2FsLXVzZS1vbmx5IQ=="  # "demo-secret-for-local-use-only!"
 
-# Input sample (events/<type>.json) -> the webhooks it must produce. Grows as triggers land.
-EXPECTED: dict[str, list[str]] = {
-    "sms.received": ["sms.received"],
+# Published in three phases: contact.updated, message.cancelled and contact.deleted need the state
+# that contact.added and message.scheduled store.
+PHASES: list[list[str]] = [
+    ["sms.received", "sms.status_changed", "account.balance_changed", "campaign.started", "campaign.completed",
+     "campaign.failed", "contact.added", "message.scheduled", "auto_reply.sent", "sender_id.approved",
+     "sender_id.rejected"],
+    ["contact.updated", "message.cancelled"],
+    ["contact.deleted"],
+]
+
+# Input sample -> the webhooks it produces for the demo subscription.
+PRODUCES: dict[str, list[str]] = {
+    "sms.received": ["sms.received", "keyword.matched"],
+    "sms.status_changed": ["sms.status_changed", "delivery_rate.low", "bounce_rate.high"],
+    "account.balance_changed": ["balance.low"],
+    "campaign.started": ["campaign.started"],
+    "campaign.completed": ["campaign.completed"],
+    "campaign.failed": ["campaign.failed"],
+    "contact.added": ["contact.added"],
+    "contact.updated": ["contact.updated"],
+    "contact.deleted": ["contact.deleted"],
+    "message.scheduled": ["message.scheduled"],
+    "message.cancelled": ["message.cancelled"],
+    "auto_reply.sent": ["auto_reply.sent"],
+    "sender_id.approved": ["sender_id.approved"],
+    "sender_id.rejected": ["sender_id.rejected"],
 }
 
 # What to show of each webhook's data.
 KEY_FIELDS = {
-    "sms.received": ["from", "to", "body"],
+    "sms.received": ["from", "body"],
+    "sms.status_changed": ["message_id", "status", "previous_status"],
+    "balance.low": ["balance", "threshold"],
+    "campaign.started": ["campaign_id", "recipient_count"],
+    "campaign.completed": ["campaign_id", "delivery_rate"],
+    "campaign.failed": ["campaign_id", "error"],
+    "contact.added": ["contact_id", "group_ids"],
+    "contact.updated": ["changed_fields"],
+    "contact.deleted": ["contact_id", "reason"],
+    "message.scheduled": ["message_id", "send_at"],
+    "message.cancelled": ["message_id", "original_schedule"],
+    "keyword.matched": ["keyword", "match_type"],
+    "auto_reply.sent": ["recipient"],
+    "delivery_rate.low": ["rate", "samples"],
+    "bounce_rate.high": ["rate", "reasons"],
+    "sender_id.approved": ["sender_id"],
+    "sender_id.rejected": ["sender_id", "reason"],
 }
 
 
@@ -70,22 +109,30 @@ def main() -> int:
         ddb.put_item(TableName=outputs["SubscriptionsTableName"], Item={
             "account_id": {"S": account}, "subscription_id": {"S": "sub_demo"}, "url": {"S": url},
             "secrets": {"L": [{"S": SECRET}]}, "triggers": {"S": "*"},
+            "balance_low": {"M": {"threshold": {"N": "100"}}},
+            "delivery_rate_low": {"M": {"threshold": {"N": "0.9"}, "min_samples": {"N": "1"}}},
+            "bounce_rate_high": {"M": {"threshold": {"N": "0.05"}, "min_samples": {"N": "1"}}},
+            "keywords": {"L": [{"M": {"keyword": {"S": "order"}, "match": {"S": "contains"}}}]},
             "description": {"S": "make demo"}})
         print(f"subscription {account}/sub_demo -> {url} (all triggers)")
         sns = local_stack.client("sns", endpoint)
-        expected = []
-        started = time.time()
-        for event_type, triggers in EXPECTED.items():
-            event = sample(event_type)
-            event.update(account_id=account, id=f"evt_demo_{uuid.uuid4().hex[:12]}")
-            sns.publish(TopicArn=outputs["EventsTopicArn"], Message=json.dumps(event))
-            print(f"published {event_type} ({event['id']})")
-            expected += [(t, event["id"]) for t in triggers]
 
         def ours(r):
             return r.path == "/webhooks" and r.json.get("account_id") == account
 
-        hits = receiver.wait_for(ours, count=len(expected), timeout=60)
+        expected = []
+        started = time.time()
+        for phase in PHASES:
+            for event_type in phase:
+                event = sample(event_type)
+                event.update(account_id=account, id=f"evt_demo_{uuid.uuid4().hex[:12]}")
+                sns.publish(TopicArn=outputs["EventsTopicArn"], Message=json.dumps(event))
+                print(f"published {event_type} ({event['id']})")
+                expected += [(t, event["id"]) for t in PRODUCES[event_type]]
+            receiver.wait_for(ours, count=len(expected), timeout=60)
+
+        time.sleep(1)  # a duplicate would arrive now
+        hits = receiver.wait_for(ours, count=10**6, timeout=0)
         print(f"\n{len(hits)} webhook(s) received in {time.time() - started:.1f}s:")
         print(f"  {'trigger':<22} {'subscription':<10} {'signature':<10} key fields")
         for h in hits:
@@ -96,7 +143,10 @@ def main() -> int:
         got = {(h.json["type"], h.json["event_id"]) for h in hits if h.verified}
         missing = [e for e in expected if e not in got]
         invalid = [h for h in hits if not h.verified]
-        if missing or invalid:
+        extra = len(hits) - len(expected)
+        if missing or invalid or extra:
+            if extra:
+                print(f"UNEXPECTED: {extra} webhook(s) more than the {len(expected)} expected")
             for t, ev in missing:
                 print(f"MISSING: {t} for {ev}")
             for h in invalid:
