@@ -125,7 +125,9 @@ def main() -> int:
         for phase in PHASES:
             for event_type in phase:
                 event = sample(event_type)
-                event.update(account_id=account, id=f"evt_demo_{uuid.uuid4().hex[:12]}")
+                # Fresh ids, and now as occurred_at: the rate windows end at the current minute.
+                event.update(account_id=account, id=f"evt_demo_{uuid.uuid4().hex[:12]}",
+                             occurred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
                 sns.publish(TopicArn=outputs["EventsTopicArn"], Message=json.dumps(event))
                 print(f"published {event_type} ({event['id']})")
                 expected += [(t, event["id"]) for t in PRODUCES[event_type]]

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def sample(event_type: str, account: str) -> dict:
     body = json.loads(json.loads((ROOT / "events" / f"{event_type}.json").read_text())["Records"][0]["body"])
-    body.update(account_id=account, id=unique("evt"))
+    # Now as occurred_at: the rate windows end at the current minute, whatever day the test runs.
+    body.update(account_id=account, id=unique("evt"), occurred_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return body
 
 
