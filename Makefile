@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR := never
 
-.PHONY: tools build up demo test lint unit integration template sam-build schemas clean
+.PHONY: tools build up demo test lint unit integration template sam-build schemas redrive clean
 
 tools:            ## the pinned Python tools, in .local/venv
 	@infra/bootstrap.sh
@@ -37,6 +37,9 @@ integration: tools build
 
 sam-build: tools  ## what `sam build` deploys: release binaries through cargo-lambda
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build
+
+redrive: tools    ## move a category's DLQ back to its queue on the local stack: make redrive CATEGORY=sms
+	$(PY) infra/redrive.py --category $(CATEGORY)
 
 schemas:          ## regenerate schemas/ from the Rust types
 	UPDATE_SCHEMAS=1 cargo test -p dataflows-shared --test schemas

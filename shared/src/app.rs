@@ -99,6 +99,7 @@ impl App {
             auto_disable_after: settings.auto_disable_after,
             guard: !settings.allow_private_targets,
             limiter: Semaphore::new(settings.delivery_concurrency),
+            metrics: Default::default(),
         };
         let cache = SubscriptionCache::new(settings.subscription_cache_ttl);
         let state = StateStore {
@@ -133,8 +134,17 @@ impl App {
         let response = run_batch(records, self.settings.record_concurrency, |parsed| {
             self.process(parsed, &loaded)
         })
-        .await?;
-        Ok(response)
+        .await;
+        let (counts, latencies) = self.engine.metrics.take();
+        if let Some(line) = crate::metrics::emf(
+            self.settings.category,
+            counts,
+            &latencies,
+            Utc::now().timestamp_millis(),
+        ) {
+            println!("{line}");
+        }
+        Ok(response?)
     }
 
     /// Subscriptions of every account in the batch: from the cache, else one Query per account,
@@ -210,6 +220,21 @@ impl App {
         match parsed? {
             Message::Event(event) => self.process_event(&event, loaded).await,
             Message::Retry(task) => self.process_retry(task, loaded).await,
+            Message::Redrive(letter) => {
+                let task = RetryTask {
+                    dataflows_retry: 1,
+                    body: serde_json::to_string(&letter.payload).unwrap_or_default(),
+                    webhook_id: letter.webhook_id,
+                    trigger: letter.trigger,
+                    account_id: letter.account_id,
+                    subscription_id: letter.subscription_id,
+                    event_id: letter.event_id,
+                    attempt: 1,
+                    first_attempt_at: chrono::Utc::now().timestamp(),
+                    not_before: 0,
+                };
+                self.deliver_task(task, loaded, true).await
+            }
         }
     }
 
@@ -246,6 +271,7 @@ impl App {
                     body: &webhook.body,
                     attempt: 1,
                     first_attempt_at,
+                    redrive: false,
                 });
             }
         }
@@ -272,6 +298,10 @@ impl App {
     }
 
     async fn process_retry(&self, task: RetryTask, loaded: &Loaded) -> Result<(), RecordFailure> {
+        self.deliver_task(task, loaded, false).await
+    }
+
+    async fn deliver_task(&self, task: RetryTask, loaded: &Loaded, redrive: bool) -> Result<(), RecordFailure> {
         let now = Utc::now().timestamp();
         if task.not_before > now {
             // A delay longer than SQS allows: wait another leg.
@@ -309,6 +339,7 @@ impl App {
             body: task.body.as_bytes(),
             attempt: task.attempt,
             first_attempt_at: task.first_attempt_at,
+            redrive,
         };
         match self.engine.run(&job).await {
             Ok(Handled::Disabled) => {

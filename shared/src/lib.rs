@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod event;
 pub mod filter;
 pub mod logging;
+pub mod metrics;
 pub mod rules;
 pub mod store;
 pub mod subscription;

@@ -1,10 +1,15 @@
 """The delivery engine through the real sms binary on the emulator: retries with one webhook-id,
 the dead-letter queue after the schedule, no duplicate sends, 410 Gone, filters."""
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from conftest import SECRET, envelope, find_dead_letter, get_item, publish, put_subscription, unique
 
+ROOT = Path(__file__).resolve().parents[2]
 SMS = {"message_id": "msg_in_1", "from": "+14155550123", "to": "+14155559876", "body": "hello"}
 
 
@@ -30,9 +35,9 @@ def test_fails_twice_then_succeeds_with_one_webhook_id(stack, receiver):
     assert "expires_at" in claim
 
 
-def test_always_failing_ends_on_the_dead_letter_queue(stack, receiver):
+def test_always_failing_ends_on_the_dead_letter_queue_and_redrive_restarts_it(stack, receiver):
     account = unique("acc")
-    url = receiver.endpoint(f"/{account}/down", SECRET, answers=[502])
+    url = receiver.endpoint(f"/{account}/down", SECRET, answers=[502, 502, 502, 502, 200])
     put_subscription(stack, account, "sub_down", url, triggers=["sms.received"])
     event = envelope("sms.received", account, SMS)
     publish(stack, event)
@@ -51,6 +56,41 @@ def test_always_failing_ends_on_the_dead_letter_queue(stack, receiver):
     # The subscription's failing streak has started (auto-disable counts from it).
     record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_down"})
     assert "failing_since" in record
+    webhook_id = hits[0].headers["webhook-id"]
+    claim = get_item(stack, "StateTableName", {"pk": f"webhook#{webhook_id}", "sk": "delivery"})
+    assert claim["status"]["S"] == "exhausted"
+
+    # The receiver is fixed; the operator redrives this subscription's dead letters.
+    out = subprocess.run([sys.executable, str(ROOT / "infra" / "redrive.py"),
+                          "--dlq-url", stack.outputs["SmsDeadLetterQueueUrl"], "--queue-url", stack.outputs["SmsQueueUrl"],
+                          "--endpoint-url", stack.outputs["EndpointUrl"], "--subscription", "sub_down"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("moved 1 message(s)"), out.stdout
+    hits = receiver.wait_for(lambda r: r.path == f"/{account}/down", count=5, timeout=20)
+    assert hits[4].status == 200 and hits[4].headers["webhook-id"] == webhook_id and hits[4].verified
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        claim = get_item(stack, "StateTableName", {"pk": f"webhook#{webhook_id}", "sk": "delivery"})
+        if claim["status"]["S"] == "delivered":
+            break
+        time.sleep(0.2)
+    assert claim["status"]["S"] == "delivered"
+    assert len(claim["attempts"]["L"]) == 5
+
+
+def test_metrics_are_embedded_in_the_logs(stack, receiver):
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/m", SECRET)
+    put_subscription(stack, account, "sub_m", url, triggers=["sms.received"])
+    publish(stack, envelope("sms.received", account, SMS))
+    receiver.wait_for(lambda r: r.path == f"/{account}/m")
+    time.sleep(0.5)
+    log = next(r for r in stack.runners if r.fn.binary == "sms").log_path.read_text()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"_aws"' in line]
+    assert lines, "no EMF line"
+    emf = lines[-1]
+    assert emf["Category"] == "sms" and emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DataFlows/SmsWebhooks"
+    assert sum(line["WebhooksDelivered"] for line in lines) >= 1
 
 
 def test_the_same_event_twice_is_delivered_once(stack, receiver):

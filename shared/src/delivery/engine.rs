@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use crate::delivery::client::{send, Delivered, DeliveryError};
 use crate::delivery::retry::{parse_retry_after, sqs_delay, Outcome, RetryPolicy, Verdict};
 use crate::delivery::task::{DeadLetter, RetryTask};
+use crate::metrics::{Metrics, Observed};
 use crate::store::claims::{AttemptLog, Claim, ClaimMeta, Claims, Finish, StateError};
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
 use crate::subscription::Subscription;
@@ -30,6 +31,8 @@ pub struct Job<'a> {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub first_attempt_at: i64,
+    /// A dead letter redriven by an operator: restarts the schedule of an exhausted webhook.
+    pub redrive: bool,
 }
 
 /// How a job ended, for the caller's bookkeeping.
@@ -73,6 +76,7 @@ pub struct Engine {
     pub guard: bool,
     /// Bounds concurrent HTTP requests across a batch.
     pub limiter: Semaphore,
+    pub metrics: Metrics,
 }
 
 fn classify(result: &Result<Delivered, DeliveryError>, now: DateTime<Utc>) -> Outcome {
@@ -106,7 +110,9 @@ impl Engine {
             trigger: job.trigger,
         };
         let claimed_at = Utc::now().timestamp();
-        let claim = if job.attempt <= 1 {
+        let claim = if job.redrive {
+            self.claims.claim_redrive(&meta, claimed_at, self.lease_seconds).await?
+        } else if job.attempt <= 1 {
             self.claims.claim_first(&meta, claimed_at, self.lease_seconds).await?
         } else {
             self.claims
@@ -143,10 +149,34 @@ impl Engine {
             error: result.as_ref().err().map(|e| e.to_string()),
         };
         log_attempt(job, &result, &verdict);
+        let handled = self.conclude(job, &result, verdict, &log, now).await;
+        let observed = match (&result, &handled) {
+            (Ok(d), _) => Observed::Delivered {
+                latency_ms: d.latency.as_secs_f64() * 1000.0,
+            },
+            (Err(_), h) => Observed::Failed {
+                retried: matches!(h, Ok(Handled::RetryScheduled { .. })),
+                exhausted: matches!(h, Ok(Handled::DeadLettered)),
+                disabled: matches!(h, Ok(Handled::Disabled)),
+            },
+        };
+        self.metrics.observe(observed);
+        handled
+    }
+
+    async fn conclude(
+        &self,
+        job: &Job<'_>,
+        result: &Result<Delivered, DeliveryError>,
+        verdict: Verdict,
+        log: &AttemptLog,
+        now: DateTime<Utc>,
+    ) -> Result<Handled, EngineError> {
+        let sub = job.subscription;
 
         match verdict {
             Verdict::Delivered => {
-                self.claims.finish(&job.webhook_id, &log, Finish::Delivered).await?;
+                self.claims.finish(&job.webhook_id, log, Finish::Delivered).await?;
                 if sub.failing_since.is_some() {
                     if let Err(e) = self
                         .subscriptions
@@ -173,27 +203,27 @@ impl Engine {
                     not_before,
                 };
                 self.enqueue_retry(&task, delay).await?;
-                self.claims.finish(&job.webhook_id, &log, Finish::Retrying).await?;
+                self.claims.finish(&job.webhook_id, log, Finish::Retrying).await?;
                 if self.failing_too_long(sub, now.timestamp()).await {
                     return Ok(Handled::Disabled);
                 }
                 Ok(Handled::RetryScheduled { delay })
             }
             Verdict::Exhausted => {
-                let reason = match &result {
+                let reason = match result {
                     Err(DeliveryError::Blocked(_)) => "target refused by the SSRF guard".to_string(),
                     _ => format!("retry schedule exhausted after {} attempts", job.attempt),
                 };
                 self.dead_letter(job, &reason, log.error.as_deref().unwrap_or(""))
                     .await?;
-                self.claims.finish(&job.webhook_id, &log, Finish::Exhausted).await?;
+                self.claims.finish(&job.webhook_id, log, Finish::Exhausted).await?;
                 if self.failing_too_long(sub, now.timestamp()).await {
                     return Ok(Handled::Disabled);
                 }
                 Ok(Handled::DeadLettered)
             }
             Verdict::Gone => {
-                self.claims.finish(&job.webhook_id, &log, Finish::Gone).await?;
+                self.claims.finish(&job.webhook_id, log, Finish::Gone).await?;
                 let reason = format!("receiver answered 410 Gone at {}", rfc3339(now.timestamp()));
                 self.subscriptions
                     .disable(

@@ -48,6 +48,8 @@ pub struct DeadLetter {
 pub enum Message {
     Event(InputEvent),
     Retry(RetryTask),
+    /// A dead letter moved back from the DLQ by an operator: try it again from the start.
+    Redrive(DeadLetter),
 }
 
 impl Message {
@@ -55,15 +57,21 @@ impl Message {
         match self {
             Message::Event(e) => &e.account_id,
             Message::Retry(t) => &t.account_id,
+            Message::Redrive(d) => &d.account_id,
         }
     }
 }
 
-/// Parse a queue message: a retry task if it says so, else an input event.
+/// Parse a queue message: a retry task or a redriven dead letter if it says so, else an input event.
 pub fn parse_message(body: &str) -> Result<Message, ParseError> {
     if body.contains("\"dataflows_retry\"") {
         if let Ok(task) = serde_json::from_str::<RetryTask>(body) {
             return Ok(Message::Retry(task));
+        }
+    }
+    if body.contains("\"dataflows_dead_letter\"") {
+        if let Ok(letter) = serde_json::from_str::<DeadLetter>(body) {
+            return Ok(Message::Redrive(letter));
         }
     }
     parse_event(body).map(Message::Event)

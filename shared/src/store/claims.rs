@@ -16,6 +16,13 @@ use aws_sdk_dynamodb::Client;
 /// How long claims and their attempt logs are kept.
 pub const CLAIM_TTL_SECONDS: i64 = 7 * 86_400;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    First,
+    Retry(u32),
+    Redrive,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// Ours: send now, then `finish`.
@@ -112,14 +119,7 @@ impl Claims {
     /// Claim a first attempt: wins if nobody claimed this webhook yet, or if a claim is pending
     /// with an expired lease (its holder died between claim and finish).
     pub async fn claim_first(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, StateError> {
-        self.claim(
-            meta,
-            now,
-            lease_seconds,
-            "attribute_not_exists(pk) OR (#status = :pending AND lease_until < :now)",
-            None,
-        )
-        .await
+        self.claim(meta, now, lease_seconds, Kind::First).await
     }
 
     /// Claim a retry: wins only if the chain has not moved past this retry message (at most
@@ -132,39 +132,40 @@ impl Claims {
         now: i64,
         lease_seconds: i64,
     ) -> Result<Claim, StateError> {
-        self.claim(
-            meta,
-            now,
-            lease_seconds,
-            "attempts_made <= :prev AND (#status = :retrying OR (#status = :pending AND lease_until < :now))",
-            Some(previous),
-        )
-        .await
+        self.claim(meta, now, lease_seconds, Kind::Retry(previous)).await
     }
 
-    async fn claim(
-        &self,
-        meta: &ClaimMeta<'_>,
-        now: i64,
-        lease_seconds: i64,
-        condition: &str,
-        previous: Option<u32>,
-    ) -> Result<Claim, StateError> {
+    /// Claim a webhook given up on and redriven from the dead-letter queue: wins only while it is
+    /// still exhausted, and starts its attempt count (and so its retry schedule) again.
+    pub async fn claim_redrive(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, StateError> {
+        self.claim(meta, now, lease_seconds, Kind::Redrive).await
+    }
+
+    async fn claim(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64, kind: Kind) -> Result<Claim, StateError> {
+        let (condition, attempts) = match kind {
+            Kind::First => (
+                "attribute_not_exists(pk) OR (#status = :pending AND lease_until < :now)",
+                "attempts_made = if_not_exists(attempts_made, :zero)",
+            ),
+            Kind::Retry(_) => (
+                "attempts_made <= :prev AND (#status = :retrying OR (#status = :pending AND lease_until < :now))",
+                "attempts_made = if_not_exists(attempts_made, :zero)",
+            ),
+            Kind::Redrive => ("#status = :exhausted", "attempts_made = :zero"),
+        };
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(meta.webhook_id)))
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :pending, lease_until = :lease, expires_at = :expires, account_id = :account, \
-                 subscription_id = :sub, event_id = :event, #trigger = :trigger, \
-                 attempts_made = if_not_exists(attempts_made, :zero)",
-            )
+                 subscription_id = :sub, event_id = :event, #trigger = :trigger, {attempts}"
+            ))
             .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#trigger", "trigger")
             .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":lease", n(now + lease_seconds))
             .expression_attribute_values(":expires", n(now + CLAIM_TTL_SECONDS))
             .expression_attribute_values(":account", s(meta.account_id))
@@ -173,10 +174,15 @@ impl Claims {
             .expression_attribute_values(":trigger", s(meta.trigger))
             .expression_attribute_values(":zero", n(0))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(prev) = previous {
-            req = req
-                .expression_attribute_values(":prev", n(prev))
-                .expression_attribute_values(":retrying", s("retrying"));
+        match kind {
+            Kind::First => req = req.expression_attribute_values(":now", n(now)),
+            Kind::Retry(prev) => {
+                req = req
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":prev", n(prev))
+                    .expression_attribute_values(":retrying", s("retrying"))
+            }
+            Kind::Redrive => req = req.expression_attribute_values(":exhausted", s("exhausted")),
         }
         match req.send().await {
             Ok(_) => Ok(Claim::Won),
@@ -199,7 +205,7 @@ impl Claims {
                     (Some("pending"), Some(until)) if until >= now => Claim::Busy,
                     (Some(other), _) => Claim::Settled(other.to_string()),
                     // The emulator may not return the old item; a pending claim is then the safe guess.
-                    (None, _) if old.is_none() && previous.is_none() => Claim::Busy,
+                    (None, _) if old.is_none() && kind == Kind::First => Claim::Busy,
                     (None, _) => Claim::Settled("missing".into()),
                 })
             }

@@ -1,0 +1,162 @@
+//! Delivery metrics as CloudWatch Embedded Metric Format: one JSON line per batch on stdout, which
+//! CloudWatch turns into metrics (namespace `DataFlows/SmsWebhooks`, dimension `Category`) with no
+//! API call and no extra latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::trigger::Category;
+
+pub const NAMESPACE: &str = "DataFlows/SmsWebhooks";
+/// EMF accepts at most 100 values per metric in one line.
+const MAX_VALUES: usize = 100;
+
+/// Counters for one batch, shared by its concurrent deliveries.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    exhausted: AtomicU64,
+    disabled: AtomicU64,
+    latencies_ms: Mutex<Vec<f64>>,
+}
+
+/// What one attempt did, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Observed {
+    Delivered {
+        latency_ms: f64,
+    },
+    /// A failed attempt and what followed it.
+    Failed {
+        retried: bool,
+        exhausted: bool,
+        disabled: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub delivered: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub exhausted: u64,
+    pub disabled: u64,
+}
+
+impl Metrics {
+    pub fn observe(&self, o: Observed) {
+        match o {
+            Observed::Delivered { latency_ms } => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                let mut l = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
+                if l.len() < MAX_VALUES {
+                    l.push(latency_ms);
+                }
+            }
+            Observed::Failed {
+                retried,
+                exhausted,
+                disabled,
+            } => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.retried.fetch_add(u64::from(retried), Ordering::Relaxed);
+                self.exhausted.fetch_add(u64::from(exhausted), Ordering::Relaxed);
+                self.disabled.fetch_add(u64::from(disabled), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Take the counts so far and start again.
+    pub fn take(&self) -> (Counts, Vec<f64>) {
+        let counts = Counts {
+            delivered: self.delivered.swap(0, Ordering::Relaxed),
+            failed: self.failed.swap(0, Ordering::Relaxed),
+            retried: self.retried.swap(0, Ordering::Relaxed),
+            exhausted: self.exhausted.swap(0, Ordering::Relaxed),
+            disabled: self.disabled.swap(0, Ordering::Relaxed),
+        };
+        let latencies = std::mem::take(&mut *self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()));
+        (counts, latencies)
+    }
+}
+
+/// The EMF line for one batch, or `None` when nothing was attempted.
+pub fn emf(category: Category, counts: Counts, latencies_ms: &[f64], timestamp_ms: i64) -> Option<Value> {
+    if counts == Counts::default() {
+        return None;
+    }
+    let mut metrics = vec![
+        json!({"Name": "WebhooksDelivered", "Unit": "Count"}),
+        json!({"Name": "WebhooksFailed", "Unit": "Count"}),
+        json!({"Name": "WebhooksRetried", "Unit": "Count"}),
+        json!({"Name": "WebhooksExhausted", "Unit": "Count"}),
+        json!({"Name": "SubscriptionsDisabled", "Unit": "Count"}),
+    ];
+    let mut line = json!({
+        "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": []},
+        "Category": category.as_str(),
+        "WebhooksDelivered": counts.delivered,
+        "WebhooksFailed": counts.failed,
+        "WebhooksRetried": counts.retried,
+        "WebhooksExhausted": counts.exhausted,
+        "SubscriptionsDisabled": counts.disabled,
+    });
+    if !latencies_ms.is_empty() {
+        metrics.push(json!({"Name": "DeliveryLatency", "Unit": "Milliseconds"}));
+        line["DeliveryLatency"] = json!(latencies_ms);
+    }
+    line["_aws"]["CloudWatchMetrics"] =
+        json!([{"Namespace": NAMESPACE, "Dimensions": [["Category"]], "Metrics": metrics}]);
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_becomes_one_emf_line() {
+        let m = Metrics::default();
+        m.observe(Observed::Delivered { latency_ms: 12.0 });
+        m.observe(Observed::Delivered { latency_ms: 30.0 });
+        m.observe(Observed::Failed {
+            retried: true,
+            exhausted: false,
+            disabled: false,
+        });
+        m.observe(Observed::Failed {
+            retried: false,
+            exhausted: true,
+            disabled: true,
+        });
+        let (counts, lat) = m.take();
+        assert_eq!(
+            counts,
+            Counts {
+                delivered: 2,
+                failed: 2,
+                retried: 1,
+                exhausted: 1,
+                disabled: 1
+            }
+        );
+        let line = emf(Category::Sms, counts, &lat, 1_796_033_700_000).unwrap();
+        assert_eq!(line["Category"], "sms");
+        assert_eq!(line["DeliveryLatency"], json!([12.0, 30.0]));
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6
+        );
+        // Taken means reset; nothing attempted means no line.
+        let (counts, lat) = m.take();
+        assert_eq!(emf(Category::Sms, counts, &lat, 0), None);
+    }
+}
