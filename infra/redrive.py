@@ -50,7 +50,8 @@ def main() -> int:
         kwargs.update(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
     sqs = boto3.client("sqs", **kwargs)
 
-    moved = skipped = 0
+    moved = 0
+    skipped: list[str] = []
     seen: set[str] = set()
     while moved < args.max:
         msgs = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=30,
@@ -63,17 +64,21 @@ def main() -> int:
             try:
                 body = json.loads(m["Body"])
             except ValueError:
+                body = None
+            if not isinstance(body, dict):
                 body = {}
             if (args.subscription and body.get("subscription_id") != args.subscription) or \
                     (args.account and body.get("account_id") != args.account):
-                skipped += 1
+                skipped.append(m["ReceiptHandle"])  # stays hidden until the scan ends
                 continue
             attrs = {k: {"DataType": v["DataType"], "StringValue": v["StringValue"]}
                      for k, v in m.get("MessageAttributes", {}).items() if "StringValue" in v}
             sqs.send_message(QueueUrl=queue, MessageBody=m["Body"], MessageAttributes=attrs)
             sqs.delete_message(QueueUrl=dlq, ReceiptHandle=m["ReceiptHandle"])
             moved += 1
-    print(f"moved {moved} message(s) back to {queue}; {skipped} left on the DLQ by the filters")
+    for handle in skipped:  # visible again for the next reader
+        sqs.change_message_visibility(QueueUrl=dlq, ReceiptHandle=handle, VisibilityTimeout=0)
+    print(f"moved {moved} message(s) back to {queue}; {len(skipped)} left on the DLQ by the filters")
     return 0
 
 

@@ -63,6 +63,13 @@ pub enum RecordFailure {
 
 type Loaded = HashMap<String, Result<Arc<AccountSubscriptions>, String>>;
 
+/// One SQS record: its raw body (kept to dead-letter it as is) and what it parsed to.
+pub struct Incoming {
+    message_id: Option<String>,
+    body: String,
+    parsed: Result<Message, ParseError>,
+}
+
 impl App {
     pub async fn from_env(category: Category) -> Result<Self, lambda_runtime::Error> {
         let settings = Settings::from_env(category)?;
@@ -123,13 +130,24 @@ impl App {
 
     /// One SQS batch.
     pub async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let records: Vec<(Option<String>, Result<Message, ParseError>)> = event
+        let records: Vec<(Option<String>, Incoming)> = event
             .records
             .into_iter()
-            .map(|m| (m.message_id, parse_message(m.body.as_deref().unwrap_or(""))))
+            .map(|m| {
+                let body = m.body.unwrap_or_default();
+                let parsed = parse_message(&body);
+                (
+                    m.message_id.clone(),
+                    Incoming {
+                        message_id: m.message_id,
+                        body,
+                        parsed,
+                    },
+                )
+            })
             .collect();
         let loaded = self
-            .load_subscriptions(records.iter().filter_map(|(_, r)| r.as_ref().ok()))
+            .load_subscriptions(records.iter().filter_map(|(_, r)| r.parsed.as_ref().ok()))
             .await;
         let response = run_batch(records, self.settings.record_concurrency, |parsed| {
             self.process(parsed, &loaded)
@@ -216,9 +234,39 @@ impl App {
         }
     }
 
-    async fn process(&self, parsed: Result<Message, ParseError>, loaded: &Loaded) -> Result<(), RecordFailure> {
-        match parsed? {
-            Message::Event(event) => self.process_event(&event, loaded).await,
+    async fn process(&self, incoming: Incoming, loaded: &Loaded) -> Result<(), RecordFailure> {
+        let message = match incoming.parsed {
+            Ok(message) => message,
+            Err(e) => {
+                let field = e.field().map(str::to_string);
+                return self
+                    .reject(
+                        &incoming.body,
+                        incoming.message_id.as_deref(),
+                        &e.to_string(),
+                        field.as_deref(),
+                        e,
+                    )
+                    .await;
+            }
+        };
+        match message {
+            Message::Event(event) => match self.process_event(&event, loaded).await {
+                // A misrouted event can never succeed here: dead-letter it with the reason.
+                Err(RecordFailure::Rule { source, .. }) => {
+                    let reason = source.to_string();
+                    self.engine
+                        .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, Some("type"))
+                        .await
+                        .map_err(|e| RecordFailure::Delivery {
+                            event_id: event.id.clone(),
+                            failed: 1,
+                            total: 1,
+                            first: Box::new(e),
+                        })
+                }
+                other => other,
+            },
             Message::Retry(task) => self.process_retry(task, loaded).await,
             Message::Redrive(letter) => {
                 let task = RetryTask {
@@ -234,6 +282,32 @@ impl App {
                     not_before: 0,
                 };
                 self.deliver_task(task, loaded, true).await
+            }
+        }
+    }
+
+    /// A message that can never be processed: logged with the field at fault and put on the DLQ
+    /// with the reason, so it neither retries in vain nor disturbs the rest of the batch. Only if
+    /// the DLQ cannot be written is the record failed (SQS then redelivers it).
+    async fn reject(
+        &self,
+        body: &str,
+        message_id: Option<&str>,
+        reason: &str,
+        field: Option<&str>,
+        error: ParseError,
+    ) -> Result<(), RecordFailure> {
+        tracing::error!(
+            message_id = message_id.unwrap_or(""),
+            field = field.unwrap_or(""),
+            reason,
+            "malformed message"
+        );
+        match self.engine.dead_letter_message(body, message_id, reason, field).await {
+            Ok(()) => Ok(()),
+            Err(dlq) => {
+                tracing::error!(error = %dlq, "could not dead-letter a malformed message; leaving it to SQS");
+                Err(RecordFailure::Malformed(error))
             }
         }
     }

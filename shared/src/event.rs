@@ -25,7 +25,7 @@ impl Timestamp {
     pub fn parse(s: &str) -> Result<Self, String> {
         DateTime::parse_from_rfc3339(s)
             .map(|t| Timestamp(t.with_timezone(&Utc)))
-            .map_err(|e| format!("not an RFC 3339 timestamp ({e}): {s:?}"))
+            .map_err(|_| format!("not an RFC 3339 timestamp such as 2026-11-30T10:15:00Z: {s:?}"))
     }
     pub fn to_rfc3339(&self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)
@@ -620,7 +620,7 @@ mod tests {
                 envelope("message.scheduled", json!({"message_id": "m", "send_at": "tomorrow", "recipients": [], "body": "b"})),
                 ParseError::Invalid {
                     field: "data.send_at".into(),
-                    reason: "not an RFC 3339 timestamp (premature end of input): \"tomorrow\"".into(),
+                    reason: "not an RFC 3339 timestamp such as 2026-11-30T10:15:00Z: \"tomorrow\"".into(),
                 },
             ),
         ];

@@ -81,18 +81,54 @@ def get_item(stack, table_output: str, key: dict) -> dict:
     return item.get("Item", {})
 
 
+def peek_queue(stack, queue_output: str) -> list[dict]:
+    """Every message on a queue, without consuming it: received hidden, then made visible again."""
+    sqs = stack.client("sqs")
+    url = stack.outputs[queue_output]
+    seen = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                   MessageAttributeNames=["All"]).get("Messages", [])
+        if not msgs:
+            break
+        seen += msgs
+    for i in range(0, len(seen), 10):
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for n, m in enumerate(seen[i:i + 10])])
+    return seen
+
+
 def find_dead_letter(stack, queue_output: str, webhook_id: str, timeout: float = 30.0) -> dict | None:
-    """Look through a DLQ (without consuming) for the dead letter of one webhook."""
+    """The dead letter of one webhook on a DLQ, left in place."""
     import time
 
-    sqs = stack.client("sqs")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        msgs = sqs.receive_message(QueueUrl=stack.outputs[queue_output], MaxNumberOfMessages=10,
-                                   VisibilityTimeout=0, WaitTimeSeconds=1,
-                                   MessageAttributeNames=["All"]).get("Messages", [])
-        for m in msgs:
-            body = json.loads(m["Body"])
-            if body.get("webhook_id") == webhook_id:
+        for m in peek_queue(stack, queue_output):
+            try:
+                body = json.loads(m["Body"])
+            except ValueError:
+                continue  # a malformed input event dead-lettered by another test
+            if isinstance(body, dict) and body.get("webhook_id") == webhook_id:
                 return {"body": body, "attributes": m.get("MessageAttributes", {})}
+        time.sleep(0.5)
     return None
+
+
+def dead_letters_by_source(stack, queue_output: str, source_ids: set[str], timeout: float = 20.0) -> dict:
+    """Dead-lettered messages, left in place, by their original SQS message id:
+    {id: {"reason", "field", "body"}}."""
+    import time
+
+    found: dict = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(found) < len(source_ids):
+        for m in peek_queue(stack, queue_output):
+            attrs = {k: v.get("StringValue") for k, v in m.get("MessageAttributes", {}).items()}
+            if attrs.get("source_message_id") in source_ids:
+                found[attrs["source_message_id"]] = {"reason": attrs.get("reason"), "field": attrs.get("field"),
+                                                     "body": m["Body"]}
+        if len(found) < len(source_ids):
+            time.sleep(0.5)
+    return found

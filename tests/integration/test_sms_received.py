@@ -5,7 +5,7 @@ and verified with the independent Standard Webhooks library."""
 import json
 import time
 
-from conftest import SECRET, envelope, publish, put_subscription, unique
+from conftest import SECRET, dead_letters_by_source, envelope, publish, put_subscription, unique
 
 SMS = {"message_id": "msg_in_1", "from": "+14155550123", "to": "+14155559876", "body": "Is order 4821 shipped?"}
 
@@ -67,8 +67,10 @@ def test_bad_record_does_not_stop_the_good_one(stack, receiver):
     assert any(line.get("field") == "triggers[0]" and line.get("account_id") == account for line in lines), lines
 
 
-def test_batch_with_a_malformed_record_reports_only_that_record(stack, receiver):
-    """The real binary, invoked with one SQS batch: two good records, one malformed."""
+def test_batch_with_malformed_records_delivers_the_rest(stack, receiver):
+    """The real binary, invoked with one SQS batch: two good records, two malformed. The good ones
+    are delivered; the malformed ones go straight to the DLQ with their reason (retrying them could
+    never succeed), so the response fails nothing."""
     account = unique("acc")
     url = receiver.endpoint(f"/{account}/batch", SECRET)
     put_subscription(stack, account, "sub_batch", url, triggers=["sms.received"])
@@ -87,9 +89,13 @@ def test_batch_with_a_malformed_record_reports_only_that_record(stack, receiver)
     runner = next(r for r in stack.runners if r.fn.binary == "sms")
     ok, payload = runner.invoke({"Records": records})
     assert ok, payload
-    assert sorted(f["itemIdentifier"] for f in payload["batchItemFailures"]) == ["bad-1", "junk-1"]
+    assert payload["batchItemFailures"] == []
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/batch", count=2)
     assert sorted(h.json["data"]["message_id"] for h in hits) == ["m0", "m1"]
     assert all(h.verified for h in hits)
+    letters = dead_letters_by_source(stack, "SmsDeadLetterQueueUrl", {"bad-1", "junk-1"})
+    assert letters["bad-1"]["reason"] == "`data.body` is missing" and letters["bad-1"]["field"] == "data.body"
+    assert letters["bad-1"]["body"] == json.dumps(bad), "dead-lettered as it was, ready for a redrive"
+    assert letters["junk-1"]["reason"].startswith("body is not valid JSON: key must be a string")
     log = runner.log_path.read_text()
     assert "`data.body` is missing" in log

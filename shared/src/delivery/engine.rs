@@ -256,6 +256,40 @@ impl Engine {
             })
     }
 
+    /// Put a message that cannot be processed on the DLQ as it is (so a redrive after a fix
+    /// reprocesses it), with the reason, the field at fault and its original message id.
+    pub async fn dead_letter_message(
+        &self,
+        body: &str,
+        message_id: Option<&str>,
+        reason: &str,
+        field: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let attr = |v: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .expect("string attribute")
+        };
+        let mut req = self
+            .sqs
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(if body.is_empty() { "(empty)" } else { body })
+            .message_attributes("reason", attr(&reason.chars().take(1000).collect::<String>()));
+        if let Some(f) = field.filter(|f| !f.is_empty()) {
+            req = req.message_attributes("field", attr(f));
+        }
+        if let Some(id) = message_id {
+            req = req.message_attributes("source_message_id", attr(id));
+        }
+        req.send().await.map(|_| ()).map_err(|e| EngineError::Queue {
+            queue: self.dead_letter_url.clone(),
+            reason: aws_sdk_sqs::Error::from(e).to_string(),
+        })
+    }
+
     async fn dead_letter(&self, job: &Job<'_>, reason: &str, last_error: &str) -> Result<(), EngineError> {
         let sub = job.subscription;
         let letter = DeadLetter {
