@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR := never
 
-.PHONY: tools build up demo test lint unit integration template sam-build schemas redrive clean
+.PHONY: tools build up demo test lint unit integration template sam-build schemas redrive soak fuzz clean
 
 tools:            ## the pinned Python tools, in .local/venv
 	@infra/bootstrap.sh
@@ -37,6 +37,12 @@ integration: tools build
 
 sam-build: tools  ## what `sam build` deploys: release binaries through cargo-lambda
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build
+
+soak: tools build ## thousands of events, failing receivers, killed functions; prints the accounting
+	$(PY) infra/soak.py
+
+fuzz:             ## cargo-fuzz each parser and the filter engine (FUZZ_SECONDS each, default 300)
+	infra/fuzz.sh $(or $(FUZZ_SECONDS),300)
 
 redrive: tools    ## move a category's DLQ back to its queue on the local stack: make redrive CATEGORY=sms
 	$(PY) infra/redrive.py --category $(CATEGORY)

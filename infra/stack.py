@@ -501,20 +501,41 @@ class Runner:
             **fn.environment,
             **env_overrides,
         }
-        binary = binary_dir() / fn.binary
-        if not binary.exists():
-            raise FileNotFoundError(f"{binary} is missing: run `cargo build --workspace` first")
+        self.env = env
+        self.binary = binary_dir() / fn.binary
+        if not self.binary.exists():
+            raise FileNotFoundError(f"{self.binary} is missing: run `cargo build --workspace` first")
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{fn.binary}.log"
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(rie_path()), "--log-level", "error",
-             "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-             "--runtime-api-address", f"127.0.0.1:{self.api_port}", str(binary)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.restarts = 0
+        self._spawn()
         self.invoke_url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
         self.threads = [threading.Thread(target=self._poll, args=(src,), daemon=True, name=f"poll-{fn.binary}")
                         for src in fn.sources]
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(rie_path()), "--log-level", "error",
+             "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
+             "--runtime-api-address", f"127.0.0.1:{self.api_port}", str(self.binary)],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def runtime_pids(self) -> list[int]:
+        """The bootstrap processes the emulator runs (it starts one on the first invoke)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def _restart_if_dead(self) -> None:
+        """The emulator does not restart a runtime that died (crash, SIGKILL); Lambda would start a
+        fresh execution environment, so start a fresh emulator."""
+        if self.proc.poll() is None and self.runtime_pids():
+            return
+        _terminate(self.proc)
+        self._spawn()
+        self.restarts += 1
+        wait_http(f"http://127.0.0.1:{self.port}/", timeout=10)
+        print(f"[{self.fn.binary}] runtime died; started a fresh environment (restart {self.restarts})", file=sys.stderr)
 
     def start(self) -> None:
         for t in self.threads:
@@ -552,6 +573,7 @@ class Runner:
             if not ok:
                 print(f"[{self.fn.binary}] invocation failed, {len(messages)} message(s) left for redelivery: "
                       f"{payload.get('errorMessage', payload)}", file=sys.stderr)
+                self._restart_if_dead()
                 continue
             failed = set()
             if src.report_failures and isinstance(payload, dict):

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::batch::run_batch;
 use crate::categories::decide;
 use crate::config::Settings;
-use crate::delivery::client::build_client;
+use crate::delivery::client::build_client_with_timeout;
 use crate::delivery::engine::{Engine, EngineError, Handled, Job};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::task::{parse_message, Message, RetryTask};
@@ -76,7 +76,7 @@ impl App {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
-        let http = build_client(settings.allow_private_targets)?;
+        let http = build_client_with_timeout(settings.allow_private_targets, settings.http_timeout)?;
         Ok(Self::new(settings, dynamodb, sqs, http))
     }
 

@@ -30,6 +30,8 @@ pub struct Settings {
     pub auto_disable_after: Duration,
     /// How long a delivery claim is held before another invocation may take it over.
     pub claim_lease: Duration,
+    /// Total time allowed for one webhook request (DESIGN.md §7: 15 s; lower only for tests).
+    pub http_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +107,7 @@ impl Settings {
             subscription_cache_ttl: duration("SUBSCRIPTION_CACHE_TTL", "30s")?,
             auto_disable_after: duration("AUTO_DISABLE_AFTER", "5d")?,
             claim_lease: duration("CLAIM_LEASE", "60s")?,
+            http_timeout: duration("HTTP_TIMEOUT", "15s")?,
         })
     }
 }

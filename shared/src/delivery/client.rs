@@ -20,9 +20,14 @@ pub const USER_AGENT: &str = concat!("DataFlows-SMS-Webhooks/", env!("CARGO_PKG_
 /// Build the process-wide client. Called once at cold start. Unless private targets are allowed
 /// (local development), every DNS answer passes the SSRF guard before it is dialled.
 pub fn build_client(allow_private_targets: bool) -> Result<Client, reqwest::Error> {
+    build_client_with_timeout(allow_private_targets, TOTAL_TIMEOUT)
+}
+
+/// The same, with another total timeout (the `HTTP_TIMEOUT` setting).
+pub fn build_client_with_timeout(allow_private_targets: bool, total: Duration) -> Result<Client, reqwest::Error> {
     let builder = Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(TOTAL_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT.min(total))
+        .timeout(total)
         .redirect(Policy::none())
         .user_agent(USER_AGENT);
     if allow_private_targets {

@@ -1,0 +1,296 @@
+"""`make soak`: thousands of input events of every type, across several accounts, through the local
+stack to receivers that fail at random (500s, 429 with Retry-After, answers slower than the
+timeout, connection resets), while the function processes are SIGKILLed at random. Then the
+accounting: every expected webhook must be delivered or on a dead-letter queue with its reason.
+
+  python infra/soak.py [--events 5000] [--accounts 5] [--kills 4] [--fail 0.3] [--deadline 840]
+
+Prints events in, webhooks expected, delivered, lost (must be 0), duplicates by webhook-id, DLQ
+entries and their reasons, restarts, p50/p99 end-to-end latency; exits 1 if anything was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import stack as local_stack  # noqa: E402
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+HTTP_TIMEOUT_S = 2
+RETRY_SCHEDULE = "1s,2s,3s,5s,8s"  # 6 attempts in all
+
+
+def webhook_id(event_id: str, trigger: str, account: str, subscription: str) -> str:
+    """The same derivation as shared/src/webhook.rs."""
+    h = hashlib.sha256()
+    for part in (event_id, trigger, account, subscription):
+        b = part.encode()
+        h.update(struct.pack(">Q", len(b)))
+        h.update(b)
+    return "msg_" + h.hexdigest()[:32]
+
+
+def make_event(kind: str, account: str, n: int) -> tuple[dict, list[str]]:
+    """An input event and the triggers it must produce for a `*` subscription with default settings."""
+    uid = uuid.uuid4().hex[:10]
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sms = {"message_id": f"in_{uid}", "from": "+14155550123", "to": "+14155559876", "body": f"hello {n}"}
+    data, triggers = {
+        "sms.received": (sms, ["sms.received"]),
+        "sms.keyword": ({**sms, "body": "STOP"}, ["sms.received", "keyword.matched"]),
+        "sms.status_changed": ({"message_id": f"out_{uid}", "status": "sent", "recipient": "+1415555"},
+                               ["sms.status_changed"]),
+        "account.balance_changed": ({"balance": 1000 + n}, []),
+        "campaign.started": ({"campaign_id": f"c_{uid}", "recipient_count": 10}, ["campaign.started"]),
+        "campaign.completed": ({"campaign_id": f"c_{uid}", "total_sent": 10, "delivered": 9, "failed": 1},
+                               ["campaign.completed"]),
+        "campaign.failed": ({"campaign_id": f"c_{uid}", "error": {"code": "E1", "message": "x"}}, ["campaign.failed"]),
+        "contact.added": ({"contact_id": f"ct_{uid}", "contact": {"name": "A"}}, ["contact.added"]),
+        "contact.updated": ({"contact_id": f"ct_{uid}", "contact": {"name": "B"}}, ["contact.updated"]),
+        "contact.deleted": ({"contact_id": f"ct_{uid}"}, ["contact.deleted"]),
+        "message.scheduled": ({"message_id": f"s_{uid}", "send_at": "2026-12-31T10:00:00Z", "recipients": ["+1"],
+                               "body": "b"}, ["message.scheduled"]),
+        "message.cancelled": ({"message_id": f"s_{uid}"}, ["message.cancelled"]),
+        "auto_reply.sent": ({"original_message": {"message_id": "m", "from": "+1", "to": "+2", "body": "HOURS"},
+                             "reply": {"message_id": "r", "body": "9-5"}}, ["auto_reply.sent"]),
+        "sender_id.approved": ({"sender_id": "ACME"}, ["sender_id.approved"]),
+        "sender_id.rejected": ({"sender_id": "FREE", "reason": "misleading"}, ["sender_id.rejected"]),
+    }[kind]
+    ty = "sms.received" if kind == "sms.keyword" else kind
+    return {"id": f"evt_{uid}", "type": ty, "account_id": account, "occurred_at": at, "data": data}, triggers
+
+
+KINDS = ["sms.received", "sms.keyword", "sms.status_changed", "account.balance_changed", "campaign.started",
+         "campaign.completed", "campaign.failed", "contact.added", "contact.updated", "contact.deleted",
+         "message.scheduled", "message.cancelled", "auto_reply.sent", "sender_id.approved", "sender_id.rejected"]
+
+
+class FaultyReceiver:
+    """Answers 2xx, or fails at random: 500, 429 + Retry-After, too slow, connection reset."""
+
+    def __init__(self, fail: float, seed: int):
+        self.rng = random.Random(seed)
+        self.fail = fail
+        self.lock = threading.Lock()
+        self.delivered: dict[str, list[float]] = {}  # webhook-id -> times answered 2xx
+        self.faults: Counter = Counter()
+        self.requests = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                wid = self.headers.get("webhook-id", "")
+                with receiver.lock:
+                    receiver.requests += 1
+                    roll = receiver.rng.random()
+                fault = None
+                if roll < receiver.fail:
+                    fault = ["500", "429", "slow", "reset"][int(roll / receiver.fail * 4) % 4]
+                with receiver.lock:
+                    receiver.faults[fault or "ok"] += 1
+                if fault == "500":
+                    self._answer(500)
+                elif fault == "429":
+                    self._answer(429, {"retry-after": "1"})
+                elif fault == "slow":
+                    time.sleep(HTTP_TIMEOUT_S + 0.5)  # the sender has given up by now
+                    self._answer(200)
+                elif fault == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                else:
+                    json.loads(body)
+                    with receiver.lock:
+                        receiver.delivered.setdefault(wid, []).append(time.time())
+                    self._answer(204)
+
+            def _answer(self, status, headers=None):
+                try:
+                    self.send_response(status)
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.request_queue_size = 256
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally`
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=5000)
+    ap.add_argument("--accounts", type=int, default=5)
+    ap.add_argument("--kills", type=int, default=4)
+    ap.add_argument("--fail", type=float, default=0.3)
+    ap.add_argument("--deadline", type=int, default=840, help="seconds for the whole run")
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    started = time.time()
+
+    receiver = FaultyReceiver(args.fail, args.seed)
+    st = local_stack.Stack(port=local_stack.free_port(), log_dir=local_stack.LOCAL / "soak-logs",
+                           env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "HTTP_TIMEOUT": f"{HTTP_TIMEOUT_S}s",
+                                          "LOG_LEVEL": "warn"})
+    try:
+        ddb, sns = st.client("dynamodb"), st.client("sns")
+        accounts = [f"acc_soak_{i}" for i in range(args.accounts)]
+        for a in accounts:
+            ddb.put_item(TableName=st.outputs["SubscriptionsTableName"], Item={
+                "account_id": {"S": a}, "subscription_id": {"S": "sub"},
+                "url": {"S": f"http://127.0.0.1:{receiver.port}/{a}"}, "secret": {"S": SECRET}, "triggers": {"S": "*"}})
+
+        expected: dict[str, float] = {}  # webhook-id -> publish time
+        kills: list[str] = []
+
+        def killer():
+            times = sorted(rng.uniform(15, 150) for _ in range(args.kills))
+            t0 = time.time()
+            for t in times:
+                time.sleep(max(0, t - (time.time() - t0)))
+                runner = rng.choice(st.runners)
+                pids = runner.runtime_pids()
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                kills.append(f"{time.time() - started:.0f}s {runner.fn.binary} ({len(pids)} process)")
+
+        threading.Thread(target=killer, daemon=True).start()
+        sqs = st.client("sqs")
+        queues = [st.outputs[f"{c}QueueUrl"] for c in ["Sms", "Operations", "Contacts", "Messaging", "Performance", "Admin"]]
+
+        def backlog() -> int:
+            return sum(int(sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])
+                           ["Attributes"]["ApproximateNumberOfMessages"]) for q in queues)
+
+        batch = []
+        for n in range(args.events):
+            event, triggers = make_event(KINDS[n % len(KINDS)], accounts[n % len(accounts)], n)
+            now = time.time()
+            for t in triggers:
+                expected[webhook_id(event["id"], t, event["account_id"], "sub")] = now
+            batch.append({"Id": str(len(batch)), "Message": json.dumps(event)})
+            if n % 500 == 499:
+                print(f"  {time.time() - started:5.0f}s  published {n + 1}", flush=True)
+            if len(batch) == 10:
+                sns.publish_batch(TopicArn=st.outputs["EventsTopicArn"], PublishBatchRequestEntries=batch)
+                batch = []
+                # Pace the publisher to what the functions drain: the emulator's SQS slows down as
+                # queues grow (each send costs time proportional to the queue's depth).
+                while n % 100 == 99 and backlog() > 300:
+                    time.sleep(0.5)
+        if batch:
+            sns.publish_batch(TopicArn=st.outputs["EventsTopicArn"], PublishBatchRequestEntries=batch)
+        published = time.time()
+        print(f"published {args.events} events in {published - started:.0f}s; {len(expected)} webhooks expected",
+              flush=True)
+
+        def dead_lettered() -> dict[str, str]:
+            out = {}
+            sqs = st.client("sqs")
+            for cat in ["Sms", "Operations", "Contacts", "Messaging", "Performance", "Admin"]:
+                url = st.outputs[f"{cat}DeadLetterQueueUrl"]
+                seen = []
+                while True:
+                    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30,
+                                               MessageAttributeNames=["All"]).get("Messages", [])
+                    if not msgs:
+                        break
+                    seen += msgs
+                for m in seen:
+                    try:
+                        body = json.loads(m["Body"])
+                    except ValueError:
+                        body = {}
+                    reason = m.get("MessageAttributes", {}).get("reason", {}).get("StringValue", "(none)")
+                    out[body.get("webhook_id") or f"input:{m['MessageId']}"] = reason
+                    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+            return out
+
+        last = None
+        while time.time() - started < args.deadline:
+            with receiver.lock:
+                done = sum(1 for w in expected if w in receiver.delivered)
+            if done != last:
+                print(f"  {time.time() - started:5.0f}s  delivered {done}/{len(expected)}  "
+                      f"requests {receiver.requests}  restarts {sum(r.restarts for r in st.runners)}", flush=True)
+                last = done
+            if done == len(expected):
+                break
+            if done + len(dead_lettered()) >= len(expected) and time.time() - published > 60:
+                break
+            time.sleep(5)
+
+        time.sleep(3)
+        dlq = dead_lettered()
+        with receiver.lock:
+            delivered = {w: times for w, times in receiver.delivered.items() if w in expected}
+            unexpected = [w for w in receiver.delivered if w not in expected]
+        lost = [w for w in expected if w not in delivered and w not in dlq]
+        dups = {w: len(t) for w, t in delivered.items() if len(t) > 1}
+        latencies = [min(times) - expected[w] for w, times in delivered.items()]
+        report = {
+            "events_in": args.events,
+            "webhooks_expected": len(expected),
+            "delivered": len(delivered),
+            "lost": len(lost),
+            "duplicates_by_webhook_id": len(dups),
+            "extra_deliveries_from_duplicates": sum(n - 1 for n in dups.values()),
+            "unexpected_webhooks": len(unexpected),
+            "dead_lettered": len(dlq),
+            "dead_letter_reasons": dict(Counter(dlq.values())),
+            "receiver_requests": receiver.requests,
+            "receiver_faults": dict(receiver.faults),
+            "kills": kills,
+            "runtime_restarts": sum(r.restarts for r in st.runners),
+            "latency_p50_s": round(pct(latencies, 50), 2),
+            "latency_p99_s": round(pct(latencies, 99), 2),
+            "wall_seconds": round(time.time() - started),
+        }
+        print(json.dumps(report, indent=2))
+        (local_stack.LOCAL / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
+        if lost:
+            print(f"LOST {len(lost)}: e.g. {lost[:5]}")
+        return 1 if lost or unexpected else 0
+    finally:
+        st.stop()
+        receiver.server.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
