@@ -17,6 +17,16 @@ fn number(text: &str) -> Value {
         .unwrap_or_else(|| Value::String(text.to_string()))
 }
 
+/// A string attribute.
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// A number attribute.
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
 pub fn to_json(v: &AttributeValue) -> Value {
     match v {
         AttributeValue::S(s) => Value::String(s.clone()),

@@ -13,6 +13,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
+use crate::store::attributes::{n, s};
+
 /// How long claims and their attempt logs are kept.
 pub const CLAIM_TTL_SECONDS: i64 = 7 * 86_400;
 
@@ -87,13 +89,6 @@ pub struct StateError {
 pub struct Claims {
     pub client: Client,
     pub table: String,
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 fn key(webhook_id: &str) -> HashMap<String, AttributeValue> {
