@@ -215,6 +215,38 @@ fn key_string(item: &Map<String, Value>, key: &str) -> Result<String, String> {
 
 /// Parse and validate one record. The key attributes come first so every later error names them.
 pub fn parse_record(item: &Map<String, Value>, opts: ParseOptions) -> Result<Subscription, RecordError> {
+    parse_record_inner(item, opts).map_err(|e| redact(e, item))
+}
+
+/// Errors name fields by their keys, and keys are the customer's text (a header name, a filter
+/// path): scrub the record's secrets from an error wherever they appear, so it is safe to log.
+fn redact(mut e: RecordError, item: &Map<String, Value>) -> RecordError {
+    let raw = item
+        .get("secrets")
+        .map(|v| decode_json_text(v).unwrap_or_else(|| v.clone()));
+    let mut secrets: Vec<String> = raw
+        .iter()
+        .flat_map(|v| v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]))
+        .chain(item.get("secret").cloned())
+        .filter_map(|v| v.as_str().map(str::trim).map(str::to_string))
+        .flat_map(|s| {
+            let tail = s.strip_prefix("whsec_").map(str::to_string);
+            [Some(s), tail].into_iter().flatten()
+        })
+        .filter(|s| s.len() >= 8)
+        .collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in &secrets {
+        for text in [&mut e.field, &mut e.reason, &mut e.account_id, &mut e.subscription_id] {
+            if text.contains(secret.as_str()) {
+                *text = text.replace(secret.as_str(), "<redacted>");
+            }
+        }
+    }
+    e
+}
+
+fn parse_record_inner(item: &Map<String, Value>, opts: ParseOptions) -> Result<Subscription, RecordError> {
     let account_id = key_string(item, "account_id").map_err(|reason| RecordError {
         account_id: "?".into(),
         subscription_id: "?".into(),
@@ -818,6 +850,21 @@ mod tests {
             let err = parse(v.clone()).unwrap_err();
             assert_eq!((err.field.as_str(), err.reason.as_str()), (field, reason), "record {v}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/parse_record/seed_regression_secret_in_header_name): a header
+    /// *name* holding the secret was echoed in the error's field.
+    #[test]
+    fn errors_never_echo_a_secret_even_inside_a_key() {
+        let mut v = base();
+        v["headers"] = json!({format!("x-k{S1}!"): "a\r\nInjected: 1"});
+        let err = parse(v).unwrap_err();
+        assert!(err.field.starts_with("headers.x-k<redacted>"), "{}", err.field);
+        assert!(!err.to_string().contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{err}");
+        let mut v = base();
+        v["filter"] = json!({S1: "not a list"});
+        let err = parse(v).unwrap_err();
+        assert!(!err.to_string().contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{err}");
     }
 
     #[test]
