@@ -225,13 +225,7 @@ def main() -> int:
             sqs = st.client("sqs")
             for cat in ["Sms", "Operations", "Contacts", "Messaging", "Performance", "Admin"]:
                 url = st.outputs[f"{cat}DeadLetterQueueUrl"]
-                seen = []
-                while True:
-                    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30,
-                                               MessageAttributeNames=["All"]).get("Messages", [])
-                    if not msgs:
-                        break
-                    seen += msgs
+                seen = local_stack.peek_queue(sqs, url)
                 for m in seen:
                     try:
                         body = json.loads(m["Body"])
@@ -239,7 +233,6 @@ def main() -> int:
                         body = {}
                     reason = m.get("MessageAttributes", {}).get("reason", {}).get("StringValue", "(none)")
                     out[body.get("webhook_id") or f"input:{m['MessageId']}"] = reason
-                    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
             return out
 
         last = None

@@ -665,6 +665,22 @@ class Stack:
         self.emulator.stop()
 
 
+def peek_queue(sqs, url: str) -> list[dict]:
+    """Every message on a queue, without consuming it: received hidden, then made visible again."""
+    seen: list[dict] = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                   MessageAttributeNames=["All"]).get("Messages", [])
+        if not msgs:
+            break
+        seen += msgs
+    for i in range(0, len(seen), 10):
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for n, m in enumerate(seen[i:i + 10])])
+    return seen
+
+
 def write_outputs(outputs: dict[str, str], path: Path = LOCAL / "outputs.json") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(outputs, indent=2) + "\n")

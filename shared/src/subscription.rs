@@ -643,6 +643,15 @@ mod tests {
                "secrets": [S1], "triggers": ["sms.received"]})
     }
 
+    /// The base record with some attributes replaced.
+    fn patched(patch: &Value) -> Value {
+        let mut v = base();
+        for (k, val) in patch.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        v
+    }
+
     fn parse(v: Value) -> Result<Subscription, RecordError> {
         parse_record(v.as_object().unwrap(), ParseOptions::default())
     }
@@ -733,10 +742,7 @@ mod tests {
             ),
         ];
         for (patch, field, reason) in cases {
-            let mut v = base();
-            for (k, val) in patch.as_object().unwrap() {
-                v[k] = val.clone();
-            }
+            let v = patched(&patch);
             let err = parse(v.clone()).unwrap_err();
             assert_eq!((err.field.as_str(), err.reason.as_str()), (field, reason), "record {v}");
             assert_eq!(
@@ -843,10 +849,7 @@ mod tests {
             ),
         ];
         for (patch, field, reason) in cases {
-            let mut v = base();
-            for (k, val) in patch.as_object().unwrap() {
-                v[k] = val.clone();
-            }
+            let v = patched(&patch);
             let err = parse(v.clone()).unwrap_err();
             assert_eq!((err.field.as_str(), err.reason.as_str()), (field, reason), "record {v}");
         }

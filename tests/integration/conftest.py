@@ -82,21 +82,19 @@ def get_item(stack, table_output: str, key: dict) -> dict:
 
 
 def peek_queue(stack, queue_output: str) -> list[dict]:
-    """Every message on a queue, without consuming it: received hidden, then made visible again."""
-    sqs = stack.client("sqs")
-    url = stack.outputs[queue_output]
-    seen = []
+    return local_stack.peek_queue(stack.client("sqs"), stack.outputs[queue_output])
+
+
+def wait_until(probe, timeout: float = 10.0, every: float = 0.2):
+    """Call `probe` until it returns something truthy (returned) or the time is up (the last value)."""
+    import time
+
+    deadline = time.monotonic() + timeout
     while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
-                                   MessageAttributeNames=["All"]).get("Messages", [])
-        if not msgs:
-            break
-        seen += msgs
-    for i in range(0, len(seen), 10):
-        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
-            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-            for n, m in enumerate(seen[i:i + 10])])
-    return seen
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
 
 
 def find_dead_letter(stack, queue_output: str, webhook_id: str, timeout: float = 30.0) -> dict | None:

@@ -7,9 +7,17 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SECRET, envelope, find_dead_letter, get_item, publish, put_subscription, unique
+from conftest import SECRET, envelope, find_dead_letter, get_item, publish, put_subscription, unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def disabled(stack, account, subscription):
+    """The record once the system has disabled it, else None."""
+    record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": subscription})
+    return record if record.get("enabled", {}).get("BOOL") is False else None
+
+
 SMS = {"message_id": "msg_in_1", "from": "+14155550123", "to": "+14155559876", "body": "hello"}
 
 
@@ -68,13 +76,12 @@ def test_always_failing_ends_on_the_dead_letter_queue_and_redrive_restarts_it(st
     assert out.stdout.startswith("moved 1 message(s)"), out.stdout
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/down", count=5, timeout=20)
     assert hits[4].status == 200 and hits[4].headers["webhook-id"] == webhook_id and hits[4].verified
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def delivered():
         claim = get_item(stack, "StateTableName", {"pk": f"webhook#{webhook_id}", "sk": "delivery"})
-        if claim["status"]["S"] == "delivered":
-            break
-        time.sleep(0.2)
-    assert claim["status"]["S"] == "delivered"
+        return claim if claim["status"]["S"] == "delivered" else None
+
+    claim = wait_until(delivered)
+    assert claim and claim["status"]["S"] == "delivered"
     assert len(claim["attempts"]["L"]) == 5
 
 
@@ -111,13 +118,7 @@ def test_410_gone_disables_the_subscription(stack, receiver):
     put_subscription(stack, account, "sub_gone", url, triggers=["sms.received"])
     publish(stack, envelope("sms.received", account, SMS))
     receiver.wait_for(lambda r: r.path == f"/{account}/gone")
-    deadline = time.monotonic() + 10
-    record = {}
-    while time.monotonic() < deadline:
-        record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_gone"})
-        if record.get("enabled", {}).get("BOOL") is False:
-            break
-        time.sleep(0.2)
+    record = wait_until(lambda: disabled(stack, account, "sub_gone"))
     assert record["enabled"] == {"BOOL": False}
     assert record["disabled_reason"]["S"].startswith("receiver answered 410 Gone")
     # No retry after a 410, and nothing more once disabled.
@@ -147,13 +148,7 @@ def test_a_subscription_failing_for_days_is_disabled(stack, receiver):
     put_subscription(stack, account, "sub_dead", url, triggers=["sms.received"], failing_since=six_days_ago)
     publish(stack, envelope("sms.received", account, SMS))
     receiver.wait_for(lambda r: r.path == f"/{account}/dead")
-    deadline = time.monotonic() + 10
-    record = {}
-    while time.monotonic() < deadline:
-        record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_dead"})
-        if record.get("enabled", {}).get("BOOL") is False:
-            break
-        time.sleep(0.2)
+    record = wait_until(lambda: disabled(stack, account, "sub_dead"))
     assert record["enabled"] == {"BOOL": False}
     assert record["disabled_reason"]["S"].startswith("every attempt failed since")
     # Its pending retry is dropped: one attempt only.
@@ -167,10 +162,10 @@ def test_healthy_subscription_clears_its_failing_streak(stack, receiver):
     put_subscription(stack, account, "sub_back", url, triggers=["sms.received"], failing_since=int(time.time()) - 3600)
     publish(stack, envelope("sms.received", account, SMS))
     receiver.wait_for(lambda r: r.path == f"/{account}/back")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def cleared():
         record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_back"})
-        if "failing_since" not in record:
-            break
-        time.sleep(0.2)
-    assert "failing_since" not in record and record.get("enabled", {"BOOL": True}) == {"BOOL": True}
+        return record if "failing_since" not in record else None
+
+    record = wait_until(cleared)
+    assert record and "failing_since" not in record and record.get("enabled", {"BOOL": True}) == {"BOOL": True}
