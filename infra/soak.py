@@ -167,7 +167,8 @@ def main() -> int:
     receiver = FaultyReceiver(args.fail, args.seed)
     st = local_stack.Stack(port=local_stack.free_port(), log_dir=local_stack.LOCAL / "soak-logs",
                            env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "HTTP_TIMEOUT": f"{HTTP_TIMEOUT_S}s",
-                                          "LOG_LEVEL": "warn"})
+                                          "LOG_LEVEL": "warn"},
+                           fast_transactions=True)
     try:
         ddb, sns = st.client("dynamodb"), st.client("sns")
         accounts = [f"acc_soak_{i}" for i in range(args.accounts)]

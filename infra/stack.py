@@ -446,13 +446,16 @@ def binary_dir() -> Path:
 class Emulator:
     """The moto server, on 127.0.0.1:port."""
 
-    def __init__(self, port: int, log: Path):
+    def __init__(self, port: int, log: Path, fast_transactions: bool = False):
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log, "ab")
-        moto = Path(sys.executable).parent / "moto_server"
-        self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        if fast_transactions:  # see infra/moto_fast_transactions.py
+            cmd = [sys.executable, str(Path(__file__).parent / "moto_fast_transactions.py")]
+        else:
+            cmd = [str(Path(sys.executable).parent / "moto_server")]
+        self.proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)],
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_http(f"{self.endpoint}/moto-api/")
 
@@ -632,9 +635,9 @@ class Stack:
 
     def __init__(self, port: int = 4566, env_overrides: dict[str, str] | None = None,
                  parameters: dict[str, str] | None = None, log_dir: Path = LOCAL / "logs",
-                 functions: list[str] | None = None):
+                 functions: list[str] | None = None, fast_transactions: bool = False):
         self.log_dir = log_dir
-        self.emulator = Emulator(port, log_dir / "moto.log")
+        self.emulator = Emulator(port, log_dir / "moto.log", fast_transactions)
         self.runners: list[Runner] = []
         try:
             self.provisioned = provision(self.emulator.endpoint, parameters)
