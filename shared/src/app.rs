@@ -61,6 +61,18 @@ pub enum RecordFailure {
     },
 }
 
+impl RecordFailure {
+    /// The one delivery step of a record could not be completed.
+    fn one(event_id: String, error: EngineError) -> Self {
+        RecordFailure::Delivery {
+            event_id,
+            failed: 1,
+            total: 1,
+            first: Box::new(error),
+        }
+    }
+}
+
 type Loaded = HashMap<String, Result<Arc<AccountSubscriptions>, String>>;
 
 /// One SQS record: its raw body (kept to dead-letter it as is) and what it parsed to.
@@ -258,12 +270,7 @@ impl App {
                     self.engine
                         .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, Some("type"))
                         .await
-                        .map_err(|e| RecordFailure::Delivery {
-                            event_id: event.id.clone(),
-                            failed: 1,
-                            total: 1,
-                            first: Box::new(e),
-                        })
+                        .map_err(|e| RecordFailure::one(event.id.clone(), e))
                 }
                 other => other,
             },
@@ -384,12 +391,7 @@ impl App {
                 .engine
                 .enqueue_retry(&task, remaining)
                 .await
-                .map_err(|first| RecordFailure::Delivery {
-                    event_id: task.event_id.clone(),
-                    failed: 1,
-                    total: 1,
-                    first: Box::new(first),
-                });
+                .map_err(|first| RecordFailure::one(task.event_id.clone(), first));
         }
         let subs = self.subscriptions(loaded, &task.account_id)?;
         let Some(sub) = subs
@@ -421,12 +423,7 @@ impl App {
                 Ok(())
             }
             Ok(_) => Ok(()),
-            Err(first) => Err(RecordFailure::Delivery {
-                event_id: task.event_id.clone(),
-                failed: 1,
-                total: 1,
-                first: Box::new(first),
-            }),
+            Err(first) => Err(RecordFailure::one(task.event_id.clone(), first)),
         }
     }
 }
