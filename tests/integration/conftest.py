@@ -130,3 +130,9 @@ def dead_letters_by_source(stack, queue_output: str, source_ids: set[str], timeo
         if len(found) < len(source_ids):
             time.sleep(0.5)
     return found
+
+
+def log_records(stack, binary: str = "sms") -> list[dict]:
+    """The JSON log lines a function has written so far."""
+    text = next(r for r in stack.runners if r.fn.binary == binary).log_path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]

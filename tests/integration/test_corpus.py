@@ -4,9 +4,11 @@ sent among them are delivered, and the function never crashes. Bad subscription 
 good one: the good one still delivers and each bad one is logged with its field."""
 
 import json
+import time
 from pathlib import Path
 
-from conftest import SECRET, dead_letters_by_source, envelope, put_subscription, to_ddb_value, unique
+from conftest import (SECRET, dead_letters_by_source, envelope, log_records, publish, put_subscription, to_ddb_value,
+                      unique)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMS = {"message_id": "m", "from": "+14155550123", "to": "+14155559876", "body": "hi"}
@@ -53,16 +55,13 @@ def test_bad_records_are_skipped_and_named(stack, receiver):
         record = {**case["record"], "account_id": account, "subscription_id": f"bad_{i:02d}_{case['name']}"}
         ddb.put_item(TableName=table, Item={k: to_ddb_value(v) for k, v in record.items()})
     put_subscription(stack, account, "sub_good", url, triggers=["sms.received"])
-    from conftest import publish
     publish(stack, envelope("sms.received", account, SMS))
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/good")
     assert len(hits) == 1 and hits[0].verified
-    import time
     time.sleep(0.5)
-    log = next(r for r in stack.runners if r.fn.binary == "sms").log_path.read_text()
-    skipped = [json.loads(line) for line in log.splitlines()
-               if line.startswith("{") and account in line and "subscription record skipped" in line]
+    skipped = [line for line in log_records(stack)
+               if line.get("account_id") == account and line.get("message", "").startswith("subscription record skipped")]
     named = {(s["subscription_id"], s["field"]) for s in skipped}
     for i, case in enumerate(cases):
         assert (f"bad_{i:02d}_{case['name']}", case["field"]) in named, case["name"]
-    assert "MfKQ9r8GKYqrTwjU" not in log, "a secret reached the logs"
+    assert "MfKQ9r8GKYqrTwjU" not in json.dumps(log_records(stack)), "a secret reached the logs"

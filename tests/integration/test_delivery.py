@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SECRET, envelope, find_dead_letter, get_item, publish, put_subscription, unique, wait_until
+from conftest import (SECRET, envelope, find_dead_letter, get_item, log_records, publish, put_subscription, unique,
+                      wait_until)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,8 +93,7 @@ def test_metrics_are_embedded_in_the_logs(stack, receiver):
     publish(stack, envelope("sms.received", account, SMS))
     receiver.wait_for(lambda r: r.path == f"/{account}/m")
     time.sleep(0.5)
-    log = next(r for r in stack.runners if r.fn.binary == "sms").log_path.read_text()
-    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"_aws"' in line]
+    lines = [line for line in log_records(stack) if "_aws" in line]
     assert lines, "no EMF line"
     emf = lines[-1]
     assert emf["Category"] == "sms" and emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DataFlows/SmsWebhooks"
