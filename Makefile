@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR := never
 
-.PHONY: tools build up demo test lint unit integration template sam-build schemas redrive soak fuzz clean
+.PHONY: tools build up demo test lint unit integration template sam-build schemas redrive soak fuzz bench clean
 
 tools:            ## the pinned Python tools, in .local/venv
 	@infra/bootstrap.sh
@@ -40,6 +40,10 @@ sam-build: tools  ## what `sam build` deploys: release binaries through cargo-la
 
 soak: tools build ## thousands of events, failing receivers, killed functions; prints the accounting
 	$(PY) infra/soak.py
+
+bench: tools      ## every performance figure beside its target (docs/performance.md); release build first
+	cargo build --release --workspace --bins
+	$(PY) infra/bench.py $(BENCH_ARGS)
 
 fuzz:             ## cargo-fuzz each parser and the filter engine (FUZZ_SECONDS each, default 300)
 	infra/fuzz.sh $(or $(FUZZ_SECONDS),300)

@@ -13,6 +13,7 @@ use futures::future::join_all;
 use lambda_runtime::{service_fn, LambdaEvent};
 use tokio::sync::Semaphore;
 
+use crate::aws::AwsEnv;
 use crate::batch::run_batch;
 use crate::categories::decide;
 use crate::config::Settings;
@@ -21,6 +22,7 @@ use crate::delivery::engine::{Engine, EngineError, Handled, Job};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::task::{parse_message, Message, RetryTask};
 use crate::event::{InputEvent, ParseError};
+use crate::plan;
 use crate::rules::{check_consumed, RuleError};
 use crate::store::cache::SubscriptionCache;
 use crate::store::claims::Claims;
@@ -28,7 +30,6 @@ use crate::store::state::{StateStore, StateStoreError};
 use crate::store::subscriptions::{load_account, AccountSubscriptions, SubscriptionWriter};
 use crate::subscription::ParseOptions;
 use crate::trigger::Category;
-use crate::webhook::Webhook;
 
 pub struct App {
     pub settings: Settings,
@@ -85,9 +86,8 @@ pub struct Incoming {
 impl App {
     pub async fn from_env(category: Category) -> Result<Self, lambda_runtime::Error> {
         let settings = Settings::from_env(category)?;
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let sqs = aws_sdk_sqs::Client::new(&config);
+        let aws = AwsEnv::from_env()?;
+        let (dynamodb, sqs) = (aws.dynamodb(), aws.sqs());
         let http = build_client_with_timeout(settings.allow_private_targets, settings.http_timeout)?;
         Ok(Self::new(settings, dynamodb, sqs, http))
     }
@@ -336,26 +336,20 @@ impl App {
             return Ok(());
         }
         let first_attempt_at = Utc::now().timestamp();
-        let webhooks: Vec<Webhook> = emits.iter().map(|e| Webhook::new(event, e.trigger, &e.data)).collect();
-        let mut jobs = Vec::new();
-        for (emit, webhook) in emits.iter().zip(&webhooks) {
-            let audience = subs
-                .valid
-                .iter()
-                .filter(|s| emit.only.as_ref().is_none_or(|only| *only == s.subscription_id));
-            for sub in audience.filter(|s| s.accepts(emit.trigger, &webhook.value)) {
-                jobs.push(Job {
-                    subscription: sub,
-                    webhook_id: webhook.id_for(&sub.subscription_id),
-                    trigger: emit.trigger.as_str(),
-                    event_id: &event.id,
-                    body: &webhook.body,
-                    attempt: 1,
-                    first_attempt_at,
-                    redrive: false,
-                });
-            }
-        }
+        let webhooks = plan::webhooks(event, &emits);
+        let jobs: Vec<Job> = plan::deliveries(&emits, &webhooks, &subs.valid)
+            .into_iter()
+            .map(|d| Job {
+                subscription: d.subscription,
+                webhook_id: d.webhook_id,
+                trigger: webhooks[d.webhook].trigger.as_str(),
+                event_id: &event.id,
+                body: &webhooks[d.webhook].body,
+                attempt: 1,
+                first_attempt_at,
+                redrive: false,
+            })
+            .collect();
         let total = jobs.len();
         let results = join_all(jobs.iter().map(|job| self.engine.run(job))).await;
         let mut errors = Vec::new();

@@ -2,6 +2,7 @@
 //! adapters (DynamoDB, HTTP delivery, the Lambda runtime) shared by the six category functions.
 
 pub mod app;
+pub mod aws;
 pub mod batch;
 pub mod categories;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod event;
 pub mod filter;
 pub mod logging;
 pub mod metrics;
+pub mod plan;
 pub mod rules;
 pub mod store;
 pub mod subscription;

@@ -1,0 +1,433 @@
+"""`make bench`: every performance figure of docs/performance.md, each printed beside its target.
+
+  python infra/bench.py [--only size,cold,core,delivery,cost] [--runs 20] [--webhooks 5000]
+                        [--receiver-delay-ms 20] [--aws-delay-ms 5] [--json PATH]
+
+Measures the release binaries in $CARGO_TARGET_DIR/release (default target/release; `make bench`
+builds them first):
+
+  size      each stripped bootstrap, bytes (target <= 8 MB)
+  cold      INIT REPORT duration of the runtime interface emulator, median of --runs cold starts of
+            each function with its real configuration (target <= 20 ms); a listener stands in for
+            AWS and counts connections, to show init makes no network call
+  core      `cargo bench --bench core`: one 1 KiB event against 10 filtered subscriptions, webhooks
+            built and signed; per (event, subscription) pair (target <= 5 us)
+  delivery  one warm sms function process (release bootstrap behind the emulator) delivering
+            --webhooks webhooks to a local receiver, against the bare client loop (same client, same
+            concurrency, no signing, no state) on the same receiver (target >= 80%); the same run
+            gives the peak RSS of the process (target <= 32 MB) and the AWS requests it made, counted
+            by operation at the AWS endpoint (targets: <= 1 subscription Query per account per batch,
+            0 when cached; <= 2 DynamoDB writes per webhook; no SQS call on the happy path)
+  cost      per million webhooks at us-east-1 prices, from the measured counts and durations,
+            beside EventBridge Pipes + API destinations
+
+The AWS endpoint of `delivery` is `dataflows-bench serve` (bench/src/main.rs): it answers DynamoDB
+and SQS the way the happy path sees them, after --aws-delay-ms (DynamoDB's single-digit-ms latency),
+so the run measures this process rather than the emulator's Python (moto serves a few hundred
+writes a second on this machine, far below what one function process asks of it).
+
+Exit status 1 when a figure misses its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import stack as local_stack  # noqa: E402
+
+ROOT = local_stack.ROOT
+FUNCTIONS = ["sms", "operations", "contacts", "messaging", "performance", "admin"]
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+RELEASE = TARGET_DIR / "release"
+
+MB = 1_000_000
+
+
+class Results:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, bool | None]] = []
+        self.data: dict = {}
+
+    def add(self, figure: str, value: str, target: str, ok: bool | None) -> None:
+        self.rows.append((figure, value, target, ok))
+        mark = {True: "ok", False: "MISSED", None: ""}[ok]
+        print(f"  {figure:<52} {value:>22}   target {target:<14} {mark}", flush=True)
+
+    @property
+    def failed(self) -> list[str]:
+        return [r[0] for r in self.rows if r[3] is False]
+
+
+def function_env(name: str, endpoint: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What Lambda gives the function: the template's variables with deployed-looking values."""
+    queue = f"https://sqs.us-east-1.amazonaws.com/123456789012/dataflows-{name}"
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **local_stack.CREDENTIALS,
+        "AWS_REGION": local_stack.REGION,
+        "AWS_DEFAULT_REGION": local_stack.REGION,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_LAMBDA_FUNCTION_NAME": f"dataflows-{name}",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "SUBSCRIPTIONS_TABLE": "dataflows-subscriptions",
+        "STATE_TABLE": "dataflows-state",
+        "QUEUE_URL": queue,
+        "DEAD_LETTER_QUEUE_URL": queue + "-dlq",
+        "LOG_LEVEL": "info",
+        **(extra or {}),
+    }
+
+
+class Emulated:
+    """One function: its bootstrap behind the runtime interface emulator, on free ports."""
+
+    def __init__(self, binary: Path, env: dict[str, str], log: Path):
+        self.port = local_stack.free_port()
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [str(local_stack.rie_path()), "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
+             "--runtime-api-address", f"127.0.0.1:{local_stack.free_port()}", str(binary)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
+        local_stack.wait_http(f"http://127.0.0.1:{self.port}/", timeout=10)
+
+    def invoke(self, event: dict) -> dict:
+        req = urllib.request.Request(self.url, data=json.dumps(event).encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            payload = json.loads(resp.read() or b"null")
+        if isinstance(payload, dict) and "errorType" in payload:
+            raise RuntimeError(f"the function failed: {payload}")
+        return payload
+
+    def runtime_pid(self) -> int:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        if not out:
+            raise RuntimeError("the emulator has no runtime process")
+        return int(out[0])
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        local_stack._terminate(self.proc)
+        self._log.close()
+
+
+class ConnectionCounter:
+    """A TCP listener that accepts and counts connections (and answers nothing)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.count = 0
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            conn.close()
+
+
+def vm_hwm_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+# --- size ------------------------------------------------------------------------------------------
+
+def bench_size(res: Results) -> None:
+    print("size: stripped release bootstraps", flush=True)
+    sizes = {}
+    for name in FUNCTIONS:
+        size = (RELEASE / name).stat().st_size
+        sizes[name] = size
+        res.add(f"size {name}", f"{size / MB:.2f} MB", "<= 8 MB", size <= 8 * MB)
+    res.data["size_bytes"] = sizes
+
+
+# --- cold start ------------------------------------------------------------------------------------
+
+INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: ([0-9.]+)\)")
+
+
+def bench_cold(res: Results, runs: int, log_dir: Path) -> None:
+    print(f"cold: INIT REPORT, median of {runs} cold starts per function", flush=True)
+    counter = ConnectionCounter()
+    res.data["cold_ms"] = {}
+    for name in FUNCTIONS:
+        durations = []
+        rss = []
+        for i in range(runs):
+            fn = Emulated(RELEASE / name, function_env(name, counter.endpoint), log_dir / f"cold-{name}.log")
+            try:
+                fn.invoke({"Records": []})
+                rss.append(vm_hwm_bytes(fn.runtime_pid()))
+                found = INIT_REPORT.findall(fn.output())
+                if not found:
+                    raise RuntimeError(f"no INIT REPORT in {fn.log_path}")
+                durations.append(float(found[-1]))
+            finally:
+                fn.stop()
+        median = statistics.median(durations)
+        res.data["cold_ms"][name] = {"median": median, "min": min(durations), "max": max(durations),
+                                     "rss_after_init": max(rss)}
+        res.add(f"cold start {name} (min {min(durations):.1f}, max {max(durations):.1f})",
+                f"{median:.1f} ms", "<= 20 ms", median <= 20)
+    res.add("network connections during init (all cold starts)", str(counter.count), "0", counter.count == 0)
+
+
+# --- core ------------------------------------------------------------------------------------------
+
+def bench_core(res: Results) -> None:
+    print("core: cargo bench -p dataflows-shared --bench core", flush=True)
+    subprocess.run(["cargo", "bench", "-p", "dataflows-shared", "--bench", "core"], cwd=ROOT, check=True)
+    estimates = TARGET_DIR / "criterion" / "core" / "event_x10_subscriptions" / "new" / "estimates.json"
+    est = json.loads(estimates.read_text())
+    per_event_ns = est["median"]["point_estimate"]
+    per_pair_us = per_event_ns / 10 / 1000
+    res.data["core"] = {"per_event_ns": per_event_ns, "per_pair_us": per_pair_us}
+    res.add("core: per (event, subscription) pair", f"{per_pair_us:.2f} us", "<= 5 us", per_pair_us <= 5)
+
+
+# --- delivery --------------------------------------------------------------------------------------
+
+REPORT = re.compile(r"REPORT RequestId: \S+\s+Init Duration: [0-9.]+ ms\s+Duration: ([0-9.]+) ms")
+
+
+def sms_batch(accounts: int, size: int = 10) -> dict:
+    records = []
+    for i in range(size):
+        event = {"id": f"evt_{uuid.uuid4().hex}", "type": "sms.received", "account_id": f"acc_bench_{i % accounts}",
+                 "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "data": {"message_id": f"in_{uuid.uuid4().hex[:12]}", "from": "+14155550123", "to": "+14155559876",
+                          "body": "Hi, is my order #4821 shipped yet?"}}
+        records.append({"messageId": str(uuid.uuid4()), "receiptHandle": "bench", "body": json.dumps(event),
+                        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                        "eventSource": "aws:sqs", "awsRegion": local_stack.REGION,
+                        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:dataflows-sms"})
+    return {"Records": records}
+
+
+def get_json(url: str, method: str = "GET") -> dict:
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: int, log_dir: Path) -> None:
+    subscriptions, accounts, batch = 10, 2, 10
+    per_batch = batch * subscriptions
+    batches = max(1, webhooks // per_batch)
+    webhooks = batches * per_batch
+    print(f"delivery: {webhooks} webhooks ({batches} batches of {batch} events x {subscriptions} subscriptions, "
+          f"{accounts} accounts); receiver answers after {receiver_delay} ms, AWS after {aws_delay} ms", flush=True)
+    serve = subprocess.Popen(
+        [str(RELEASE / "dataflows-bench"), "serve", "--receiver-delay-ms", str(receiver_delay),
+         "--aws-delay-ms", str(aws_delay), "--subscriptions", str(subscriptions)],
+        stdout=subprocess.PIPE, stderr=open(log_dir / "bench-serve.log", "wb"), text=True, start_new_session=True)
+    fn = None
+    try:
+        ports = json.loads(serve.stdout.readline())
+        receiver, aws = ports["receiver"], ports["aws"]
+        concurrency = 32  # DELIVERY_CONCURRENCY's default
+
+        # The bare client loop: the practical limit.
+        out = subprocess.run([str(RELEASE / "dataflows-bench"), "bare", "--url", f"{receiver}/bare",
+                              "--requests", str(webhooks), "--concurrency", str(concurrency)],
+                             capture_output=True, text=True, check=True)
+        bare = json.loads(out.stdout)
+        if bare["failed"]:
+            raise RuntimeError(f"the bare loop had {bare['failed']} failed requests")
+
+        # One warm function process.
+        fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
+                      log_dir / "delivery-sms.log")
+        fn.invoke(sms_batch(accounts))  # cold start and the subscription cache, not measured
+        get_json(f"{receiver}/reset", "POST")
+        started = time.perf_counter()
+        for _ in range(batches):
+            answer = fn.invoke(sms_batch(accounts))
+            if answer.get("batchItemFailures"):
+                raise RuntimeError(f"records failed: {answer}")
+        seconds = time.perf_counter() - started
+        stats = get_json(f"{receiver}/stats")
+        peak = vm_hwm_bytes(fn.runtime_pid())
+        durations = [float(d) for d in REPORT.findall(fn.output())][1:]
+        fn.stop()
+        fn = None
+        if stats["received"] != webhooks:
+            raise RuntimeError(f"{stats['received']} webhooks arrived, {webhooks} expected")
+        rate = webhooks / seconds
+        ratio = rate / bare["rate"]
+        ops = stats["aws"]
+
+        # The same without the subscription cache: one Query per account per batch at most.
+        fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true",
+                                                                  "SUBSCRIPTION_CACHE_TTL": "0"}),
+                      log_dir / "delivery-sms-uncached.log")
+        get_json(f"{receiver}/reset", "POST")
+        uncached_batches = 10
+        for _ in range(uncached_batches):
+            fn.invoke(sms_batch(accounts))
+        uncached = get_json(f"{receiver}/stats")["aws"]
+        fn.stop()
+        fn = None
+    finally:
+        if fn:
+            fn.stop()
+        local_stack._terminate(serve)
+
+    def count(prefix: str) -> int:
+        return sum(n for op, n in ops.items() if op.startswith(prefix))
+
+    writes = sum(ops.get(f"DynamoDB_20120810.{op}", 0) for op in
+                 ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"))
+    queries = ops.get("DynamoDB_20120810.Query", 0)
+    uncached_queries = uncached.get("DynamoDB_20120810.Query", 0)
+    sqs = count("AmazonSQS.")
+    res.data["delivery"] = {
+        "webhooks": webhooks, "batches": batches, "seconds": seconds, "rate": rate, "bare": bare,
+        "ratio": ratio, "peak_rss": peak, "operations": ops, "uncached_operations": uncached,
+        "invocation_ms": {"mean": statistics.mean(durations), "median": statistics.median(durations)},
+        "receiver_delay_ms": receiver_delay, "aws_delay_ms": aws_delay, "concurrency": concurrency,
+    }
+    res.add("delivery: bare client loop", f"{bare['rate']:.0f} /s", "", None)
+    res.add("delivery: warm sms function", f"{rate:.0f} /s", "", None)
+    res.add("delivery: function / bare", f"{ratio * 100:.0f} %", ">= 80 %", ratio >= 0.8)
+    res.add(f"peak RSS of the function after {webhooks} webhooks", f"{peak / 2**20:.1f} MiB", "<= 32 MB",
+            peak <= 32 * MB)
+    res.add("subscription Queries, cached (whole run)", str(queries), "0", queries == 0)
+    per_batch_q = uncached_queries / uncached_batches
+    res.add(f"subscription Queries per batch, uncached ({accounts} accounts)", f"{per_batch_q:.1f}",
+            f"<= {accounts}", per_batch_q <= accounts)
+    res.add("DynamoDB writes per delivered webhook", f"{writes / webhooks:.2f}", "<= 2", writes / webhooks <= 2)
+    res.add("SQS calls on the happy path", str(sqs), "0", sqs == 0)
+    other = {op: n for op, n in ops.items() if op not in (
+        "DynamoDB_20120810.UpdateItem", "DynamoDB_20120810.PutItem", "DynamoDB_20120810.Query")}
+    res.add("other AWS calls", json.dumps(other) if other else "none", "", None)
+    res.add("invocation duration (10 events, 100 webhooks)", f"{statistics.median(durations):.0f} ms", "", None)
+
+
+# --- cost ------------------------------------------------------------------------------------------
+
+# us-east-1 list prices (USD), November 2026, no free tier:
+PRICES = {
+    "sns_publish_per_million": 0.50,          # SNS standard topic, per million publishes (64 KB each)
+    "sqs_per_million": 0.40,                  # SQS standard queue, per million requests (64 KB each)
+    "lambda_per_million_requests": 0.20,
+    "lambda_gb_second_x86": 0.0000166667,
+    "lambda_gb_second_arm": 0.0000133334,
+    "dynamodb_per_million_wru": 0.625,        # on-demand write request units
+    "dynamodb_per_million_rru": 0.125,        # on-demand read request units
+    "pipes_per_million": 0.40,                # EventBridge Pipes, per million requests after filtering
+    "api_destinations_per_million": 0.20,     # EventBridge API destinations, per million invocations
+}
+
+
+def bench_cost(res: Results) -> None:
+    d = res.data.get("delivery")
+    if not d:
+        print("cost: needs the delivery figures (run with delivery)", flush=True)
+        return
+    print("cost: per million webhooks, one webhook per event (the costliest case), us-east-1", flush=True)
+    p = PRICES
+    million = 1_000_000
+    events = million  # one subscription per event: nothing shared
+    batches = events / 10
+    writes_per_webhook = (sum(n for op, n in d["operations"].items() if op.split(".")[-1] in
+                              ("PutItem", "UpdateItem", "TransactWriteItems")) / d["webhooks"])
+    # An invocation of 10 events x 10 subscriptions took invocation_ms, most of it waiting on the
+    # receiver; with one subscription per event the wait is the same and the work a tenth.
+    invocation_s = d["invocation_ms"]["median"] / 1000
+    gb = 128 / 1024
+    lines = {
+        "SNS publish": events / million * p["sns_publish_per_million"],
+        # SNS -> SQS SendMessage, plus the event source's ReceiveMessage and DeleteMessageBatch per batch
+        "SQS requests": (events + 2 * batches) / million * p["sqs_per_million"],
+        "Lambda requests": batches / million * p["lambda_per_million_requests"],
+        "Lambda duration (128 MB, x86_64)": batches * invocation_s * gb * p["lambda_gb_second_x86"],
+        "DynamoDB writes (claim + result)": million * writes_per_webhook / million * p["dynamodb_per_million_wru"],
+        "DynamoDB subscription Queries": 0.0,  # cached: ~0 per webhook (one per account per 30 s)
+    }
+    total = sum(lines.values())
+    for name, usd in lines.items():
+        res.add(f"  {name}", f"${usd:.3f}", "", None)
+    res.add("cost per million webhooks (this project)", f"${total:.2f}", "", None)
+    pipes = {
+        "SNS publish": events / million * p["sns_publish_per_million"],
+        "SQS requests": (events + 2 * batches) / million * p["sqs_per_million"],
+        "EventBridge Pipes": million / million * p["pipes_per_million"],
+        "API destinations": million / million * p["api_destinations_per_million"],
+    }
+    pipes_total = sum(pipes.values())
+    res.add("EventBridge Pipes + API destinations (unsigned)", f"${pipes_total:.2f}", "", None)
+    res.data["cost"] = {"prices": p, "this": lines, "this_total": total, "pipes": pipes, "pipes_total": pipes_total,
+                        "writes_per_webhook": writes_per_webhook}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="size,cold,core,delivery,cost")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--functions", default=",".join(FUNCTIONS), help="size and cold: these functions only")
+    ap.add_argument("--webhooks", type=int, default=5000)
+    ap.add_argument("--receiver-delay-ms", type=int, default=20)
+    ap.add_argument("--aws-delay-ms", type=int, default=5)
+    ap.add_argument("--json", type=Path, default=local_stack.LOCAL / "bench" / "results.json")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    FUNCTIONS[:] = args.functions.split(",")
+    log_dir = local_stack.LOCAL / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    res = Results()
+    res.data["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    res.data["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                        text=True).stdout.strip()
+    if "size" in only:
+        bench_size(res)
+    if "cold" in only:
+        bench_cold(res, args.runs, log_dir)
+    if "core" in only:
+        bench_core(res)
+    if "delivery" in only:
+        bench_delivery(res, args.webhooks, args.receiver_delay_ms, args.aws_delay_ms, log_dir)
+    if "cost" in only:
+        bench_cost(res)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res.data, indent=2) + "\n")
+    print(f"\nfigures written to {args.json}")
+    if res.failed:
+        print("missed: " + ", ".join(res.failed))
+        return 1
+    print("every figure meets its target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
