@@ -152,6 +152,12 @@ class ConnectionCounter:
             conn.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def vm_hwm_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -217,13 +223,16 @@ def bench_core(res: Results) -> None:
 
 # --- delivery --------------------------------------------------------------------------------------
 
-REPORT = re.compile(r"REPORT RequestId: \S+\s+Init Duration: [0-9.]+ ms\s+Duration: ([0-9.]+) ms")
+REPORT = re.compile(r"REPORT RequestId: \S+\s+(?:Init Duration: [0-9.]+ ms\s+)?Duration: ([0-9.]+) ms")
 
 
-def sms_batch(accounts: int, size: int = 10) -> dict:
+def sms_batch(accounts: int, size: int = 10, single: bool = False) -> dict:
+    """`size` received SMS over `accounts` accounts (10 subscriptions each at the bench AWS
+    endpoint; one subscription when `single`)."""
     records = []
     for i in range(size):
-        event = {"id": f"evt_{uuid.uuid4().hex}", "type": "sms.received", "account_id": f"acc_bench_{i % accounts}",
+        account = f"acc_bench_{i % accounts}" + ("-one" if single else "")
+        event = {"id": f"evt_{uuid.uuid4().hex}", "type": "sms.received", "account_id": account,
                  "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "data": {"message_id": f"in_{uuid.uuid4().hex[:12]}", "from": "+14155550123", "to": "+14155559876",
                           "body": "Hi, is my order #4821 shipped yet?"}}
@@ -270,15 +279,23 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
                       log_dir / "delivery-sms.log")
         fn.invoke(sms_batch(accounts))  # cold start and the subscription cache, not measured
         get_json(f"{receiver}/reset", "POST")
+        log_offset = len(fn.output())
+        cpu_before = cpu_seconds(fn.runtime_pid())
         started = time.perf_counter()
         for _ in range(batches):
             answer = fn.invoke(sms_batch(accounts))
             if answer.get("batchItemFailures"):
                 raise RuntimeError(f"records failed: {answer}")
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds(fn.runtime_pid()) - cpu_before
         stats = get_json(f"{receiver}/stats")
         peak = vm_hwm_bytes(fn.runtime_pid())
-        durations = [float(d) for d in REPORT.findall(fn.output())][1:]
+        output = fn.output()
+        durations = [float(d) for d in REPORT.findall(output)][1:]
+        # What CloudWatch Logs would ingest: the function's JSON lines (logs and EMF metrics) and
+        # Lambda's START/END/REPORT lines; not the emulator's own "(rapid)" lines.
+        log_bytes = sum(len(line) + 1 for line in output[log_offset:].splitlines()
+                        if line.startswith(("{", "START ", "END ", "REPORT ")))
         fn.stop()
         fn = None
         if stats["received"] != webhooks:
@@ -289,13 +306,22 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
 
         # The same without the subscription cache: one Query per account per batch at most.
         fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true",
-                                                                  "SUBSCRIPTION_CACHE_TTL": "0"}),
+                                                                  "SUBSCRIPTION_CACHE_TTL": "0s"}),
                       log_dir / "delivery-sms-uncached.log")
         get_json(f"{receiver}/reset", "POST")
         uncached_batches = 10
         for _ in range(uncached_batches):
             fn.invoke(sms_batch(accounts))
         uncached = get_json(f"{receiver}/stats")["aws"]
+        fn.stop()
+        fn = None
+
+        # One webhook per event (one subscription per account): the invocation the cost model bills.
+        fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
+                      log_dir / "delivery-sms-single.log")
+        for _ in range(21):
+            fn.invoke(sms_batch(accounts, single=True))
+        single_ms = [float(d) for d in REPORT.findall(fn.output())][1:]
         fn.stop()
         fn = None
     finally:
@@ -313,13 +339,23 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
     sqs = count("AmazonSQS.")
     res.data["delivery"] = {
         "webhooks": webhooks, "batches": batches, "seconds": seconds, "rate": rate, "bare": bare,
-        "ratio": ratio, "peak_rss": peak, "operations": ops, "uncached_operations": uncached,
+        "ratio": ratio, "peak_rss": peak, "cpu_us_per_webhook": cpu / webhooks * 1e6, "operations": ops, "uncached_operations": uncached,
         "invocation_ms": {"mean": statistics.mean(durations), "median": statistics.median(durations)},
+        "single_invocation_ms": {"mean": statistics.mean(single_ms), "median": statistics.median(single_ms)},
+        "log_bytes_per_webhook": log_bytes / webhooks,
         "receiver_delay_ms": receiver_delay, "aws_delay_ms": aws_delay, "concurrency": concurrency,
     }
     res.add("delivery: bare client loop", f"{bare['rate']:.0f} /s", "", None)
     res.add("delivery: warm sms function", f"{rate:.0f} /s", "", None)
     res.add("delivery: function / bare", f"{ratio * 100:.0f} %", ">= 80 %", ratio >= 0.8)
+    # What a batch allows at best: the claims (one AWS round trip), ceil(100 / 32) rounds of
+    # receiver latency, the results (one AWS round trip); against the bare loop's time for 100.
+    ideal = per_batch / bare["rate"]
+    floor = 2 * aws_delay / 1000 + -(-per_batch // concurrency) * receiver_delay / 1000
+    if floor > 0:
+        res.add(f"  ceiling of a {per_batch}-webhook batch at {concurrency} in flight", f"{min(1, ideal / floor) * 100:.0f} %",
+                "", None)
+    res.add("CPU time of the function per webhook", f"{cpu / webhooks * 1e6:.0f} us", "", None)
     res.add(f"peak RSS of the function after {webhooks} webhooks", f"{peak / 2**20:.1f} MiB", "<= 32 MB",
             peak <= 32 * MB)
     res.add("subscription Queries, cached (whole run)", str(queries), "0", queries == 0)
@@ -331,7 +367,8 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
     other = {op: n for op, n in ops.items() if op not in (
         "DynamoDB_20120810.UpdateItem", "DynamoDB_20120810.PutItem", "DynamoDB_20120810.Query")}
     res.add("other AWS calls", json.dumps(other) if other else "none", "", None)
-    res.add("invocation duration (10 events, 100 webhooks)", f"{statistics.median(durations):.0f} ms", "", None)
+    res.add("invocation duration, 10 events x 10 subscriptions", f"{statistics.median(durations):.0f} ms", "", None)
+    res.add("invocation duration, 10 events x 1 subscription", f"{statistics.median(single_ms):.0f} ms", "", None)
 
 
 # --- cost ------------------------------------------------------------------------------------------
@@ -347,7 +384,42 @@ PRICES = {
     "dynamodb_per_million_rru": 0.125,        # on-demand read request units
     "pipes_per_million": 0.40,                # EventBridge Pipes, per million requests after filtering
     "api_destinations_per_million": 0.20,     # EventBridge API destinations, per million invocations
+    "cloudwatch_logs_per_gb": 0.50,           # CloudWatch Logs ingestion (Lambda logs, first tier)
 }
+
+
+def cost_lines(d: dict, fanout: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Per million webhooks, when each event goes to `fanout` subscriptions: this project's bill
+    and EventBridge Pipes + API destinations', line by line."""
+    p = PRICES
+    m = 1_000_000
+    webhooks = m
+    events = webhooks / fanout
+    invocations = events / 10  # BatchSize 10
+    writes_per_webhook = (sum(n for op, n in d["operations"].items() if op.split(".")[-1] in
+                              ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"))
+                          / d["webhooks"])
+    # Measured invocations: 10 events x 1 subscription, or 10 events x 10 subscriptions.
+    invocation_s = (d["single_invocation_ms"] if fanout == 1 else d["invocation_ms"])["median"] / 1000
+    this = {
+        "SNS publish": events / m * p["sns_publish_per_million"],
+        # SNS -> SQS SendMessage, and the event source's ReceiveMessage + DeleteMessageBatch per batch
+        "SQS requests": (events + 2 * invocations) / m * p["sqs_per_million"],
+        "Lambda requests": invocations / m * p["lambda_per_million_requests"],
+        "Lambda duration (128 MB, x86_64)": invocations * invocation_s * (128 / 1024) * p["lambda_gb_second_x86"],
+        "DynamoDB writes (claim + result, 1 WRU each)": webhooks * writes_per_webhook / m * p["dynamodb_per_million_wru"],
+        "DynamoDB subscription Queries (cached)": 0.0,
+        "CloudWatch Logs (measured bytes)": webhooks * d["log_bytes_per_webhook"] / 1e9 * p["cloudwatch_logs_per_gb"],
+    }
+    # Pipes: one pipe per destination, each reading its own queue (a message feeds one pipe), so
+    # SNS fans out to one queue per destination; every webhook is a queue message and a pipe request.
+    pipes = {
+        "SNS publish": events / m * p["sns_publish_per_million"],
+        "SQS requests": (webhooks + 2 * webhooks / 10) / m * p["sqs_per_million"],
+        "EventBridge Pipes": webhooks / m * p["pipes_per_million"],
+        "API destinations": webhooks / m * p["api_destinations_per_million"],
+    }
+    return this, pipes
 
 
 def bench_cost(res: Results) -> None:
@@ -355,40 +427,17 @@ def bench_cost(res: Results) -> None:
     if not d:
         print("cost: needs the delivery figures (run with delivery)", flush=True)
         return
-    print("cost: per million webhooks, one webhook per event (the costliest case), us-east-1", flush=True)
-    p = PRICES
-    million = 1_000_000
-    events = million  # one subscription per event: nothing shared
-    batches = events / 10
-    writes_per_webhook = (sum(n for op, n in d["operations"].items() if op.split(".")[-1] in
-                              ("PutItem", "UpdateItem", "TransactWriteItems")) / d["webhooks"])
-    # An invocation of 10 events x 10 subscriptions took invocation_ms, most of it waiting on the
-    # receiver; with one subscription per event the wait is the same and the work a tenth.
-    invocation_s = d["invocation_ms"]["median"] / 1000
-    gb = 128 / 1024
-    lines = {
-        "SNS publish": events / million * p["sns_publish_per_million"],
-        # SNS -> SQS SendMessage, plus the event source's ReceiveMessage and DeleteMessageBatch per batch
-        "SQS requests": (events + 2 * batches) / million * p["sqs_per_million"],
-        "Lambda requests": batches / million * p["lambda_per_million_requests"],
-        "Lambda duration (128 MB, x86_64)": batches * invocation_s * gb * p["lambda_gb_second_x86"],
-        "DynamoDB writes (claim + result)": million * writes_per_webhook / million * p["dynamodb_per_million_wru"],
-        "DynamoDB subscription Queries": 0.0,  # cached: ~0 per webhook (one per account per 30 s)
-    }
-    total = sum(lines.values())
-    for name, usd in lines.items():
-        res.add(f"  {name}", f"${usd:.3f}", "", None)
-    res.add("cost per million webhooks (this project)", f"${total:.2f}", "", None)
-    pipes = {
-        "SNS publish": events / million * p["sns_publish_per_million"],
-        "SQS requests": (events + 2 * batches) / million * p["sqs_per_million"],
-        "EventBridge Pipes": million / million * p["pipes_per_million"],
-        "API destinations": million / million * p["api_destinations_per_million"],
-    }
-    pipes_total = sum(pipes.values())
-    res.add("EventBridge Pipes + API destinations (unsigned)", f"${pipes_total:.2f}", "", None)
-    res.data["cost"] = {"prices": p, "this": lines, "this_total": total, "pipes": pipes, "pipes_total": pipes_total,
-                        "writes_per_webhook": writes_per_webhook}
+    print("cost: per million webhooks at us-east-1 prices, from the measured counts and durations", flush=True)
+    res.data["cost"] = {"prices": PRICES}
+    for fanout in (1, 10):
+        this, pipes = cost_lines(d, fanout)
+        label = "one subscription per event" if fanout == 1 else f"{fanout} subscriptions per event"
+        for name, usd in this.items():
+            res.add(f"  {name}", f"${usd:.3f}", "", None)
+        res.add(f"this project, {label}", f"${sum(this.values()):.2f}", "", None)
+        res.add(f"Pipes + API destinations (unsigned), {label}", f"${sum(pipes.values()):.2f}", "", None)
+        res.data["cost"][f"fanout_{fanout}"] = {"this": this, "this_total": sum(this.values()), "pipes": pipes,
+                                                "pipes_total": sum(pipes.values())}
 
 
 def main() -> int:
