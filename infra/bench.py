@@ -249,8 +249,9 @@ def get_json(url: str, method: str = "GET") -> dict:
         return json.loads(resp.read())
 
 
-def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: int, log_dir: Path) -> None:
-    subscriptions, accounts, batch = 10, 2, 10
+def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: int, log_dir: Path,
+                   batch: int = 10) -> None:
+    subscriptions, accounts = 10, 2
     per_batch = batch * subscriptions
     batches = max(1, webhooks // per_batch)
     webhooks = batches * per_batch
@@ -283,7 +284,7 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
         cpu_before = cpu_seconds(fn.runtime_pid())
         started = time.perf_counter()
         for _ in range(batches):
-            answer = fn.invoke(sms_batch(accounts))
+            answer = fn.invoke(sms_batch(accounts, batch))
             if answer.get("batchItemFailures"):
                 raise RuntimeError(f"records failed: {answer}")
         seconds = time.perf_counter() - started
@@ -309,9 +310,9 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
                                                                   "SUBSCRIPTION_CACHE_TTL": "0s"}),
                       log_dir / "delivery-sms-uncached.log")
         get_json(f"{receiver}/reset", "POST")
-        uncached_batches = 10
+        uncached_batches = 3
         for _ in range(uncached_batches):
-            fn.invoke(sms_batch(accounts))
+            fn.invoke(sms_batch(accounts, batch))
         uncached = get_json(f"{receiver}/stats")["aws"]
         fn.stop()
         fn = None
@@ -320,7 +321,7 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
         fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
                       log_dir / "delivery-sms-single.log")
         for _ in range(21):
-            fn.invoke(sms_batch(accounts, single=True))
+            fn.invoke(sms_batch(accounts, batch, single=True))
         single_ms = [float(d) for d in REPORT.findall(fn.output())][1:]
         fn.stop()
         fn = None
@@ -340,6 +341,7 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
     res.data["delivery"] = {
         "webhooks": webhooks, "batches": batches, "seconds": seconds, "rate": rate, "bare": bare,
         "ratio": ratio, "peak_rss": peak, "cpu_us_per_webhook": cpu / webhooks * 1e6, "operations": ops, "uncached_operations": uncached,
+        "batch": batch, "subscriptions": subscriptions,
         "invocation_ms": {"mean": statistics.mean(durations), "median": statistics.median(durations)},
         "single_invocation_ms": {"mean": statistics.mean(single_ms), "median": statistics.median(single_ms)},
         "log_bytes_per_webhook": log_bytes / webhooks,
@@ -348,7 +350,7 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
     res.add("delivery: bare client loop", f"{bare['rate']:.0f} /s", "", None)
     res.add("delivery: warm sms function", f"{rate:.0f} /s", "", None)
     res.add("delivery: function / bare", f"{ratio * 100:.0f} %", ">= 80 %", ratio >= 0.8)
-    # What a batch allows at best: the claims (one AWS round trip), ceil(100 / 32) rounds of
+    # What a batch allows at best: the claims (one AWS round trip), ceil(webhooks / in flight) rounds of
     # receiver latency, the results (one AWS round trip); against the bare loop's time for 100.
     ideal = per_batch / bare["rate"]
     floor = 2 * aws_delay / 1000 + -(-per_batch // concurrency) * receiver_delay / 1000
@@ -367,8 +369,9 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
     other = {op: n for op, n in ops.items() if op not in (
         "DynamoDB_20120810.UpdateItem", "DynamoDB_20120810.PutItem", "DynamoDB_20120810.Query")}
     res.add("other AWS calls", json.dumps(other) if other else "none", "", None)
-    res.add("invocation duration, 10 events x 10 subscriptions", f"{statistics.median(durations):.0f} ms", "", None)
-    res.add("invocation duration, 10 events x 1 subscription", f"{statistics.median(single_ms):.0f} ms", "", None)
+    res.add(f"invocation duration, {batch} events x {subscriptions} subscriptions", f"{statistics.median(durations):.0f} ms",
+            "", None)
+    res.add(f"invocation duration, {batch} events x 1 subscription", f"{statistics.median(single_ms):.0f} ms", "", None)
 
 
 # --- cost ------------------------------------------------------------------------------------------
@@ -395,16 +398,17 @@ def cost_lines(d: dict, fanout: int) -> tuple[dict[str, float], dict[str, float]
     m = 1_000_000
     webhooks = m
     events = webhooks / fanout
-    invocations = events / 10  # BatchSize 10
+    invocations = events / d["batch"]  # full batches, as under load
+    receives = events / 10  # ReceiveMessage and DeleteMessageBatch take 10 messages each
     writes_per_webhook = (sum(n for op, n in d["operations"].items() if op.split(".")[-1] in
                               ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"))
                           / d["webhooks"])
-    # Measured invocations: 10 events x 1 subscription, or 10 events x 10 subscriptions.
+    # Measured invocations: a batch of events with 1 subscription each, or with 10.
     invocation_s = (d["single_invocation_ms"] if fanout == 1 else d["invocation_ms"])["median"] / 1000
     this = {
         "SNS publish": events / m * p["sns_publish_per_million"],
         # SNS -> SQS SendMessage, and the event source's ReceiveMessage + DeleteMessageBatch per batch
-        "SQS requests": (events + 2 * invocations) / m * p["sqs_per_million"],
+        "SQS requests": (events + 2 * receives) / m * p["sqs_per_million"],
         "Lambda requests": invocations / m * p["lambda_per_million_requests"],
         "Lambda duration (128 MB, x86_64)": invocations * invocation_s * (128 / 1024) * p["lambda_gb_second_x86"],
         "DynamoDB writes (claim + result, 1 WRU each)": webhooks * writes_per_webhook / m * p["dynamodb_per_million_wru"],
@@ -445,9 +449,11 @@ def main() -> int:
     ap.add_argument("--only", default="size,cold,core,delivery,cost")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--functions", default=",".join(FUNCTIONS), help="size and cold: these functions only")
-    ap.add_argument("--webhooks", type=int, default=5000)
+    ap.add_argument("--webhooks", type=int, default=10000)
     ap.add_argument("--receiver-delay-ms", type=int, default=20)
     ap.add_argument("--aws-delay-ms", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=int(local_stack.load_template()["Parameters"]["BatchSize"]["Default"]),
+                    help="events per invocation (default: the template's BatchSize)")
     ap.add_argument("--json", type=Path, default=local_stack.LOCAL / "bench" / "results.json")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -465,7 +471,7 @@ def main() -> int:
     if "core" in only:
         bench_core(res)
     if "delivery" in only:
-        bench_delivery(res, args.webhooks, args.receiver_delay_ms, args.aws_delay_ms, log_dir)
+        bench_delivery(res, args.webhooks, args.receiver_delay_ms, args.aws_delay_ms, log_dir, args.batch_size)
     if "cost" in only:
         bench_cost(res)
     args.json.parent.mkdir(parents=True, exist_ok=True)

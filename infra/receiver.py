@@ -36,6 +36,7 @@ class Endpoint:
     secret: str
     answers: list[int] = field(default_factory=lambda: [200])
     calls: int = 0
+    delay: float = 0.0  # seconds before answering
 
 
 class Receiver:
@@ -51,6 +52,9 @@ class Receiver:
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, verified, error = receiver._answer(self.path, headers, body)
+                ep = receiver.endpoints.get(self.path)
+                if ep and ep.delay:
+                    time.sleep(ep.delay)
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -67,8 +71,8 @@ class Receiver:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def endpoint(self, path: str, secret: str, answers: list[int] | None = None) -> str:
-        self.endpoints[path] = Endpoint(secret, answers or [200])
+    def endpoint(self, path: str, secret: str, answers: list[int] | None = None, delay: float = 0.0) -> str:
+        self.endpoints[path] = Endpoint(secret, answers or [200], delay=delay)
         return self.url(path)
 
     def _answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bool, str | None]:

@@ -18,7 +18,7 @@ use crate::batch::run_batch;
 use crate::categories::decide;
 use crate::config::Settings;
 use crate::delivery::client::build_client_with_timeout;
-use crate::delivery::engine::{Engine, EngineError, Handled, Job};
+use crate::delivery::engine::{Engine, EngineError, Handled, Job, DEADLINE_MARGIN};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::task::{parse_message, Message, RetryTask};
 use crate::event::{InputEvent, ParseError};
@@ -76,6 +76,13 @@ impl RecordFailure {
 
 type Loaded = HashMap<String, Result<Arc<AccountSubscriptions>, String>>;
 
+/// What every record of a batch shares: the subscriptions loaded for it and the invocation's
+/// deadline.
+struct Batch {
+    loaded: Loaded,
+    deadline: Option<Instant>,
+}
+
 /// One SQS record: its raw body (kept to dead-letter it as is) and what it parsed to.
 pub struct Incoming {
     message_id: Option<String>,
@@ -118,6 +125,7 @@ impl App {
             auto_disable_after: settings.auto_disable_after,
             guard: !settings.allow_private_targets,
             limiter: Semaphore::new(settings.delivery_concurrency),
+            send_budget: settings.http_timeout + DEADLINE_MARGIN,
             metrics: Default::default(),
         };
         let cache = SubscriptionCache::new(settings.subscription_cache_ttl);
@@ -140,8 +148,12 @@ impl App {
         }
     }
 
-    /// One SQS batch.
-    pub async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    /// One SQS batch, to be answered before `deadline` (Lambda's; `None` for no limit).
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: Option<Instant>,
+    ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
         let records: Vec<(Option<String>, Incoming)> = event
             .records
             .into_iter()
@@ -158,11 +170,14 @@ impl App {
                 )
             })
             .collect();
-        let loaded = self
-            .load_subscriptions(records.iter().filter_map(|(_, r)| r.parsed.as_ref().ok()))
-            .await;
+        let batch = Batch {
+            loaded: self
+                .load_subscriptions(records.iter().filter_map(|(_, r)| r.parsed.as_ref().ok()))
+                .await,
+            deadline,
+        };
         let response = run_batch(records, self.settings.record_concurrency, |parsed| {
-            self.process(parsed, &loaded)
+            self.process(parsed, &batch)
         })
         .await;
         let (counts, latencies) = self.engine.metrics.take();
@@ -246,7 +261,7 @@ impl App {
         }
     }
 
-    async fn process(&self, incoming: Incoming, loaded: &Loaded) -> Result<(), RecordFailure> {
+    async fn process(&self, incoming: Incoming, batch: &Batch) -> Result<(), RecordFailure> {
         let message = match incoming.parsed {
             Ok(message) => message,
             Err(e) => {
@@ -263,7 +278,7 @@ impl App {
             }
         };
         match message {
-            Message::Event(event) => match self.process_event(&event, loaded).await {
+            Message::Event(event) => match self.process_event(&event, batch).await {
                 // A misrouted event can never succeed here: dead-letter it with the reason.
                 Err(RecordFailure::Rule { source, .. }) => {
                     let reason = source.to_string();
@@ -274,7 +289,7 @@ impl App {
                 }
                 other => other,
             },
-            Message::Retry(task) => self.process_retry(task, loaded).await,
+            Message::Retry(task) => self.deliver_task(task, batch, false).await,
             Message::Redrive(letter) => {
                 let task = RetryTask {
                     dataflows_retry: 1,
@@ -288,7 +303,7 @@ impl App {
                     first_attempt_at: chrono::Utc::now().timestamp(),
                     not_before: 0,
                 };
-                self.deliver_task(task, loaded, true).await
+                self.deliver_task(task, batch, true).await
             }
         }
     }
@@ -319,13 +334,13 @@ impl App {
         }
     }
 
-    async fn process_event(&self, event: &InputEvent, loaded: &Loaded) -> Result<(), RecordFailure> {
+    async fn process_event(&self, event: &InputEvent, batch: &Batch) -> Result<(), RecordFailure> {
         let category = self.settings.category;
         check_consumed(category, event).map_err(|source| RecordFailure::Rule {
             event_id: event.id.clone(),
             source,
         })?;
-        let subs = self.subscriptions(loaded, &event.account_id)?;
+        let subs = self.subscriptions(&batch.loaded, &event.account_id)?;
         let emits = decide(category, &self.state, event, subs, Utc::now())
             .await
             .map_err(|source| RecordFailure::State {
@@ -348,6 +363,7 @@ impl App {
                 attempt: 1,
                 first_attempt_at,
                 redrive: false,
+                deadline: batch.deadline,
             })
             .collect();
         let total = jobs.len();
@@ -372,11 +388,7 @@ impl App {
         }
     }
 
-    async fn process_retry(&self, task: RetryTask, loaded: &Loaded) -> Result<(), RecordFailure> {
-        self.deliver_task(task, loaded, false).await
-    }
-
-    async fn deliver_task(&self, task: RetryTask, loaded: &Loaded, redrive: bool) -> Result<(), RecordFailure> {
+    async fn deliver_task(&self, task: RetryTask, batch: &Batch, redrive: bool) -> Result<(), RecordFailure> {
         let now = Utc::now().timestamp();
         if task.not_before > now {
             // A delay longer than SQS allows: wait another leg.
@@ -387,7 +399,7 @@ impl App {
                 .await
                 .map_err(|first| RecordFailure::one(task.event_id.clone(), first));
         }
-        let subs = self.subscriptions(loaded, &task.account_id)?;
+        let subs = self.subscriptions(&batch.loaded, &task.account_id)?;
         let Some(sub) = subs
             .valid
             .iter()
@@ -410,6 +422,7 @@ impl App {
             attempt: task.attempt,
             first_attempt_at: task.first_attempt_at,
             redrive,
+            deadline: batch.deadline,
         };
         match self.engine.run(&job).await {
             Ok(Handled::Disabled) => {
@@ -420,6 +433,16 @@ impl App {
             Err(first) => Err(RecordFailure::one(task.event_id.clone(), first)),
         }
     }
+}
+
+/// Lambda's deadline (milliseconds since the epoch; 0 when unknown) as an `Instant`, given the
+/// wall clock and the monotonic clock read together.
+pub fn deadline_instant(deadline_ms: u64, now_ms: i64, now: Instant) -> Option<Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let remaining = (deadline_ms as i64).saturating_sub(now_ms).max(0) as u64;
+    Some(now + std::time::Duration::from_millis(remaining))
 }
 
 /// What each function's `main` calls.
@@ -434,7 +457,25 @@ pub async fn run(category: Category) -> Result<(), lambda_runtime::Error> {
     };
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        app.handle(event.payload).await
+        let deadline = deadline_instant(event.context.deadline, Utc::now().timestamp_millis(), Instant::now());
+        app.handle(event.payload, deadline).await
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lambdas_deadline_becomes_an_instant() {
+        let now = Instant::now();
+        assert_eq!(deadline_instant(0, 1_000, now), None, "0: no deadline given");
+        assert_eq!(
+            deadline_instant(31_000, 1_000, now),
+            Some(now + Duration::from_secs(30))
+        );
+        assert_eq!(deadline_instant(500, 1_000, now), Some(now), "already past: now");
+    }
 }

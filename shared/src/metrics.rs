@@ -21,6 +21,7 @@ pub struct Metrics {
     retried: AtomicU64,
     exhausted: AtomicU64,
     disabled: AtomicU64,
+    deferred: AtomicU64,
     latencies_ms: Mutex<Vec<f64>>,
 }
 
@@ -36,6 +37,8 @@ pub enum Observed {
         exhausted: bool,
         disabled: bool,
     },
+    /// Not sent: the invocation's deadline was too close; the same attempt comes back later.
+    Deferred,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +48,7 @@ pub struct Counts {
     pub retried: u64,
     pub exhausted: u64,
     pub disabled: u64,
+    pub deferred: u64,
 }
 
 impl Metrics {
@@ -67,6 +71,9 @@ impl Metrics {
                 self.exhausted.fetch_add(u64::from(exhausted), Ordering::Relaxed);
                 self.disabled.fetch_add(u64::from(disabled), Ordering::Relaxed);
             }
+            Observed::Deferred => {
+                self.deferred.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -78,6 +85,7 @@ impl Metrics {
             retried: self.retried.swap(0, Ordering::Relaxed),
             exhausted: self.exhausted.swap(0, Ordering::Relaxed),
             disabled: self.disabled.swap(0, Ordering::Relaxed),
+            deferred: self.deferred.swap(0, Ordering::Relaxed),
         };
         let latencies = std::mem::take(&mut *self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()));
         (counts, latencies)
@@ -95,6 +103,7 @@ pub fn emf(category: Category, counts: Counts, latencies_ms: &[f64], timestamp_m
         json!({"Name": "WebhooksRetried", "Unit": "Count"}),
         json!({"Name": "WebhooksExhausted", "Unit": "Count"}),
         json!({"Name": "SubscriptionsDisabled", "Unit": "Count"}),
+        json!({"Name": "WebhooksDeferred", "Unit": "Count"}),
     ];
     let mut line = json!({
         "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": []},
@@ -104,6 +113,7 @@ pub fn emf(category: Category, counts: Counts, latencies_ms: &[f64], timestamp_m
         "WebhooksRetried": counts.retried,
         "WebhooksExhausted": counts.exhausted,
         "SubscriptionsDisabled": counts.disabled,
+        "WebhooksDeferred": counts.deferred,
     });
     if !latencies_ms.is_empty() {
         metrics.push(json!({"Name": "DeliveryLatency", "Unit": "Milliseconds"}));
@@ -133,6 +143,7 @@ mod tests {
             exhausted: true,
             disabled: true,
         });
+        m.observe(Observed::Deferred);
         let (counts, lat) = m.take();
         assert_eq!(
             counts,
@@ -141,19 +152,21 @@ mod tests {
                 failed: 2,
                 retried: 1,
                 exhausted: 1,
-                disabled: 1
+                disabled: 1,
+                deferred: 1,
             }
         );
         let line = emf(Category::Sms, counts, &lat, 1_796_033_700_000).unwrap();
         assert_eq!(line["Category"], "sms");
         assert_eq!(line["DeliveryLatency"], json!([12.0, 30.0]));
+        assert_eq!(line["WebhooksDeferred"], 1);
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(
             line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
                 .as_array()
                 .unwrap()
                 .len(),
-            6
+            7
         );
         // Taken means reset; nothing attempted means no line.
         let (counts, lat) = m.take();

@@ -5,8 +5,13 @@
 //! Order matters for "nothing lost": the retry message (or the dead letter) is written before the
 //! claim is finished, so a crash in between leaves a pending claim whose lease expires and whose
 //! SQS message comes back, never a claim that says "retrying" with no retry on its way.
+//!
+//! The invocation's deadline is respected: a job that gets its turn to send when less than the
+//! send budget (HTTP timeout + margin) is left is not sent but deferred, as a retry message for the
+//! same attempt delayed past its claim's lease, so a large batch never runs into the function's
+//! timeout and a deferral never counts as an attempt.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -33,6 +38,8 @@ pub struct Job<'a> {
     pub first_attempt_at: i64,
     /// A dead letter redriven by an operator: restarts the schedule of an exhausted webhook.
     pub redrive: bool,
+    /// When the invocation must have answered (None: no limit, as in tests).
+    pub deadline: Option<Instant>,
 }
 
 /// How a job ended, for the caller's bookkeeping.
@@ -47,6 +54,19 @@ pub enum Handled {
     Disabled,
     /// Already delivered or owned by someone else's retry chain: nothing sent.
     AlreadySettled(String),
+    /// Too close to the invocation's deadline to send: the same attempt comes back after `delay`.
+    Deferred {
+        delay: Duration,
+    },
+}
+
+/// Margin kept, beyond one request's timeout, for writing the result and answering Lambda.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Whether a job whose turn to send comes at `now` must be deferred: a send started now could
+/// outlast the invocation. Pure; `budget` is the HTTP timeout plus [`DEADLINE_MARGIN`].
+pub fn must_defer(now: Instant, deadline: Option<Instant>, budget: Duration) -> bool {
+    deadline.is_some_and(|d| d.saturating_duration_since(now) < budget)
 }
 
 /// Failures that leave the job for SQS to redeliver.
@@ -76,6 +96,8 @@ pub struct Engine {
     pub guard: bool,
     /// Bounds concurrent HTTP requests across a batch.
     pub limiter: Semaphore,
+    /// Time a send needs before the deadline: the HTTP timeout plus [`DEADLINE_MARGIN`].
+    pub send_budget: Duration,
     pub metrics: Metrics,
 }
 
@@ -90,6 +112,23 @@ fn classify(result: &Result<Delivered, DeliveryError>, now: DateTime<Utc>) -> Ou
         Err(DeliveryError::TimedOut(_) | DeliveryError::Connect(_) | DeliveryError::Request(_)) => {
             Outcome::Failed { retry_after: None }
         }
+    }
+}
+
+/// The retry message that carries `job` to its `attempt`, not to be sent before `not_before`.
+fn retry_task(job: &Job<'_>, attempt: u32, not_before: i64) -> RetryTask {
+    let sub = job.subscription;
+    RetryTask {
+        dataflows_retry: 1,
+        webhook_id: job.webhook_id.clone(),
+        trigger: job.trigger.to_string(),
+        account_id: sub.account_id.clone(),
+        subscription_id: sub.subscription_id.clone(),
+        event_id: job.event_id.to_string(),
+        body: String::from_utf8_lossy(job.body).into_owned(),
+        attempt,
+        first_attempt_at: job.first_attempt_at,
+        not_before,
     }
 }
 
@@ -127,6 +166,9 @@ impl Engine {
 
         let result = {
             let _permit = self.limiter.acquire().await.expect("the limiter is never closed");
+            if must_defer(Instant::now(), job.deadline, self.send_budget) {
+                return self.defer(job).await;
+            }
             let now = Utc::now().timestamp();
             send(&self.http, sub, &job.webhook_id, now, job.body, self.guard).await
         };
@@ -190,18 +232,7 @@ impl Engine {
             }
             Verdict::Retry { delay } => {
                 let not_before = now.timestamp() + delay.as_secs_f64().ceil() as i64;
-                let task = RetryTask {
-                    dataflows_retry: 1,
-                    webhook_id: job.webhook_id.clone(),
-                    trigger: job.trigger.to_string(),
-                    account_id: sub.account_id.clone(),
-                    subscription_id: sub.subscription_id.clone(),
-                    event_id: job.event_id.to_string(),
-                    body: String::from_utf8_lossy(job.body).into_owned(),
-                    attempt: job.attempt + 1,
-                    first_attempt_at: job.first_attempt_at,
-                    not_before,
-                };
+                let task = retry_task(job, job.attempt + 1, not_before);
                 self.enqueue_retry(&task, delay).await?;
                 self.claims.finish(&job.webhook_id, log, Finish::Retrying).await?;
                 if self.failing_too_long(sub, now.timestamp()).await {
@@ -237,6 +268,29 @@ impl Engine {
                 Ok(Handled::Disabled)
             }
         }
+    }
+
+    /// Not enough time left in this invocation to send: hand the same attempt to a retry message
+    /// that arrives after the claim's lease has expired (so it can take the claim over), and leave
+    /// the claim pending. Nothing is sent and no attempt is used.
+    async fn defer(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
+        let delay = Duration::from_secs(self.lease_seconds.max(0) as u64 + 1);
+        let not_before = Utc::now().timestamp() + delay.as_secs() as i64;
+        self.enqueue_retry(&retry_task(job, job.attempt, not_before), delay)
+            .await?;
+        let sub = job.subscription;
+        tracing::warn!(
+            event_id = job.event_id,
+            account_id = %sub.account_id,
+            subscription_id = %sub.subscription_id,
+            trigger = job.trigger,
+            webhook_id = %job.webhook_id,
+            attempt = job.attempt,
+            delay_s = delay.as_secs(),
+            "webhook deferred: the invocation's deadline is too close to send it"
+        );
+        self.metrics.observe(Observed::Deferred);
+        Ok(Handled::Deferred { delay })
     }
 
     /// Put a retry on the category queue, delayed by at most 15 minutes (the rest is chained).
@@ -410,6 +464,24 @@ fn log_attempt(job: &Job<'_>, result: &Result<Delivered, DeliveryError>, verdict
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_send_starts_only_with_its_budget_left() {
+        let now = Instant::now();
+        let budget = Duration::from_secs(17);
+        assert!(!must_defer(now, None, budget), "no deadline, no deferral");
+        assert!(!must_defer(now, Some(now + Duration::from_secs(30)), budget));
+        assert!(
+            !must_defer(now, Some(now + budget), budget),
+            "exactly the budget is enough"
+        );
+        assert!(must_defer(now, Some(now + budget - Duration::from_millis(1)), budget));
+        assert!(must_defer(now, Some(now), budget));
+        assert!(
+            must_defer(now + Duration::from_secs(5), Some(now), budget),
+            "already past"
+        );
+    }
 
     #[test]
     fn classification() {

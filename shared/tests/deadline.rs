@@ -1,0 +1,104 @@
+//! The deadline guard: a job whose turn to send comes too close to the invocation's deadline is
+//! not sent. Its claim is taken and left pending, the same attempt goes back on the queue delayed
+//! past the claim's lease, no result is written, and no attempt is used. (aws-smithy-mocks for
+//! DynamoDB and SQS; the HTTP client points at a port nothing listens on, so a send would fail and
+//! show up as a retry or an error instead of a deferral.)
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_sqs::operation::send_message::SendMessageOutput;
+use aws_smithy_mocks::{mock, mock_client};
+use dataflows_shared::delivery::client::build_client;
+use dataflows_shared::delivery::engine::{Engine, Handled, Job};
+use dataflows_shared::delivery::retry::RetryPolicy;
+use dataflows_shared::metrics::Metrics;
+use dataflows_shared::store::claims::Claims;
+use dataflows_shared::store::subscriptions::SubscriptionWriter;
+use dataflows_shared::subscription::{parse_record, ParseOptions};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+const LEASE_SECONDS: i64 = 60;
+
+#[tokio::test]
+async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
+    let claim = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| UpdateItemOutput::builder().build());
+    let sent: Arc<Mutex<Vec<(String, Option<i32>)>>> = Arc::default();
+    let capture = sent.clone();
+    let queue = mock!(aws_sdk_sqs::Client::send_message)
+        .match_requests(move |r| {
+            capture
+                .lock()
+                .unwrap()
+                .push((r.message_body().unwrap_or_default().to_string(), r.delay_seconds()));
+            true
+        })
+        .then_output(|| SendMessageOutput::builder().message_id("m-1").build());
+    let dynamodb = mock_client!(aws_sdk_dynamodb, [&claim]);
+    let engine = Engine {
+        http: build_client(true).unwrap(),
+        claims: Claims {
+            client: dynamodb.clone(),
+            table: "state".into(),
+        },
+        subscriptions: SubscriptionWriter {
+            client: dynamodb,
+            table: "subscriptions".into(),
+        },
+        sqs: mock_client!(aws_sdk_sqs, [&queue]),
+        queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms".into(),
+        dead_letter_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms-dlq".into(),
+        policy: RetryPolicy {
+            schedule: vec![Duration::from_secs(5)],
+        },
+        lease_seconds: LEASE_SECONDS,
+        auto_disable_after: Duration::from_secs(5 * 86_400),
+        guard: false,
+        limiter: Semaphore::new(4),
+        send_budget: Duration::from_secs(17),
+        metrics: Metrics::default(),
+    };
+    let record = json!({
+        "account_id": "acc_1", "subscription_id": "crm", "url": "http://127.0.0.1:9/hook",
+        "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "triggers": ["sms.received"],
+    });
+    let sub = parse_record(
+        record.as_object().unwrap(),
+        ParseOptions {
+            allow_private_targets: true,
+        },
+    )
+    .unwrap();
+    let body = br#"{"type":"sms.received"}"#;
+    let job = Job {
+        subscription: &sub,
+        webhook_id: "msg_0123".into(),
+        trigger: "sms.received",
+        event_id: "evt_1",
+        body,
+        attempt: 3,
+        first_attempt_at: 1_796_033_700,
+        redrive: false,
+        // 10 s left, the budget is 17 s.
+        deadline: Some(Instant::now() + Duration::from_secs(10)),
+    };
+
+    let handled = engine.run(&job).await.unwrap();
+
+    let delay = Duration::from_secs(LEASE_SECONDS as u64 + 1);
+    assert_eq!(handled, Handled::Deferred { delay });
+    assert_eq!(claim.num_calls(), 1, "the claim only: no result written");
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent.len(), 1, "one retry message");
+    let (message, delay_seconds) = &sent[0];
+    assert_eq!(*delay_seconds, Some(61), "after the claim's lease has expired");
+    let task: Value = serde_json::from_str(message).unwrap();
+    assert_eq!(task["attempt"], 3, "the same attempt: a deferral is not an attempt");
+    assert_eq!(task["webhook_id"], "msg_0123");
+    assert_eq!(task["first_attempt_at"], 1_796_033_700);
+    assert_eq!(task["body"], r#"{"type":"sms.received"}"#);
+    let (counts, _) = engine.metrics.take();
+    assert_eq!((counts.deferred, counts.delivered, counts.failed), (1, 0, 0));
+}
