@@ -22,10 +22,13 @@ use tokio::sync::Semaphore;
 
 const LEASE_SECONDS: i64 = 60;
 
+/// Each SQS message the engine sent: body and delay.
+type Sent = Arc<Mutex<Vec<(String, Option<i32>)>>>;
+
 #[tokio::test]
 async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
     let claim = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| UpdateItemOutput::builder().build());
-    let sent: Arc<Mutex<Vec<(String, Option<i32>)>>> = Arc::default();
+    let sent: Sent = Arc::default();
     let capture = sent.clone();
     let queue = mock!(aws_sdk_sqs::Client::send_message)
         .match_requests(move |r| {
