@@ -84,5 +84,5 @@ def test_queues_tables_and_alarms_have_their_template_properties(provisioned):
     assert dlq_alarm["Dimensions"] == [{"Name": "QueueName", "Value": "dataflows-local-SmsDeadLetterQueue"}]
     fns = {f.binary: f for f in provisioned.functions}
     assert sorted(fns) == ["admin", "contacts", "messaging", "operations", "performance", "sms"]
-    assert fns["sms"].sources[0].report_failures and fns["sms"].sources[0].batch_size == 10
+    assert fns["sms"].sources[0].report_failures and fns["sms"].sources[0].batch_size == 100  # the BatchSize default
     assert fns["sms"].environment["SUBSCRIPTIONS_TABLE"] == provisioned.outputs["SubscriptionsTableName"]
