@@ -1,7 +1,8 @@
 """`make bench`: every performance figure of docs/performance.md, each printed beside its target.
 
-  python infra/bench.py [--only size,cold,core,delivery,cost] [--runs 20] [--webhooks 5000]
-                        [--receiver-delay-ms 20] [--aws-delay-ms 5] [--json PATH]
+  python infra/bench.py [--only size,cold,core,delivery,cost] [--functions sms,...] [--runs 20]
+                        [--webhooks 10000] [--batch-size 100] [--receiver-delay-ms 20]
+                        [--aws-delay-ms 5] [--json PATH]
 
 Measures the release binaries in $CARGO_TARGET_DIR/release (default target/release; `make bench`
 builds them first):
@@ -279,12 +280,13 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
         fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
                       log_dir / "delivery-sms.log")
         fn.invoke(sms_batch(accounts))  # cold start and the subscription cache, not measured
+        events = [sms_batch(accounts, batch) for _ in range(batches)]
         get_json(f"{receiver}/reset", "POST")
         log_offset = len(fn.output())
         cpu_before = cpu_seconds(fn.runtime_pid())
         started = time.perf_counter()
-        for _ in range(batches):
-            answer = fn.invoke(sms_batch(accounts, batch))
+        for event in events:
+            answer = fn.invoke(event)
             if answer.get("batchItemFailures"):
                 raise RuntimeError(f"records failed: {answer}")
         seconds = time.perf_counter() - started

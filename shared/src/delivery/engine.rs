@@ -165,8 +165,9 @@ impl Engine {
         }
 
         let result = {
-            let _permit = self.limiter.acquire().await.expect("the limiter is never closed");
+            let permit = self.limiter.acquire().await.expect("the limiter is never closed");
             if must_defer(Instant::now(), job.deadline, self.send_budget) {
+                drop(permit); // the slot is for sends, not for the retry message
                 return self.defer(job).await;
             }
             let now = Utc::now().timestamp();
