@@ -15,15 +15,15 @@ use tokio::sync::Semaphore;
 
 use crate::aws::AwsEnv;
 use crate::batch::run_batch;
-use crate::categories::decide;
+use crate::categories::{count_outcomes, decide, new_token};
 use crate::config::Settings;
 use crate::delivery::client::build_client_with_timeout;
 use crate::delivery::engine::{Engine, EngineError, Handled, Job, DEADLINE_MARGIN};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::task::{parse_message, Message, RetryTask};
-use crate::event::{InputEvent, ParseError};
+use crate::event::{EventData, InputEvent, ParseError};
 use crate::plan;
-use crate::rules::{check_consumed, RuleError};
+use crate::rules::{check_consumed, Emit, RuleError};
 use crate::store::cache::SubscriptionCache;
 use crate::store::claims::Claims;
 use crate::store::state::{StateStore, StateStoreError};
@@ -88,6 +88,8 @@ pub struct Incoming {
     message_id: Option<String>,
     body: String,
     parsed: Result<Message, ParseError>,
+    /// What the batch-wide pass (outcome counts) already decided for this event.
+    decided: Option<Result<Vec<Emit>, StateStoreError>>,
 }
 
 impl App {
@@ -154,7 +156,7 @@ impl App {
         event: SqsEvent,
         deadline: Option<Instant>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let records: Vec<(Option<String>, Incoming)> = event
+        let mut records: Vec<(Option<String>, Incoming)> = event
             .records
             .into_iter()
             .map(|m| {
@@ -166,6 +168,7 @@ impl App {
                         message_id: m.message_id,
                         body,
                         parsed,
+                        decided: None,
                     },
                 )
             })
@@ -176,6 +179,9 @@ impl App {
                 .await,
             deadline,
         };
+        if self.settings.category == Category::Performance {
+            self.count_batch(&mut records, &batch.loaded).await;
+        }
         let response = run_batch(records, self.settings.record_concurrency, |parsed| {
             self.process(parsed, &batch)
         })
@@ -243,6 +249,43 @@ impl App {
         loaded
     }
 
+    /// The performance category counts a batch's outcomes per account in one pass (one update per
+    /// counter item per batch: categories::count_outcomes) before the records are delivered.
+    async fn count_batch(&self, records: &mut [(Option<String>, Incoming)], loaded: &Loaded) {
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (_, r)) in records.iter().enumerate() {
+            if let Ok(Message::Event(e)) = &r.parsed {
+                if matches!(e.data, EventData::SmsStatusChanged(_)) && matches!(loaded.get(&e.account_id), Some(Ok(_)))
+                {
+                    groups.entry(e.account_id.as_str()).or_default().push(i);
+                }
+            }
+        }
+        let now = Utc::now();
+        let decided = join_all(groups.into_iter().map(|(account, indexes)| {
+            let events: Vec<&InputEvent> = indexes
+                .iter()
+                .filter_map(|i| match &records[*i].1.parsed {
+                    Ok(Message::Event(e)) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let subs = match loaded.get(account) {
+                Some(Ok(subs)) => subs.clone(),
+                _ => unreachable!("grouped only accounts whose subscriptions loaded"),
+            };
+            async move {
+                let token = new_token();
+                let results = count_outcomes(&self.state, &events, &subs, now, &token).await;
+                indexes.into_iter().zip(results).collect::<Vec<_>>()
+            }
+        }))
+        .await;
+        for (i, result) in decided.into_iter().flatten() {
+            records[i].1.decided = Some(result);
+        }
+    }
+
     fn subscriptions<'l>(
         &self,
         loaded: &'l Loaded,
@@ -278,12 +321,21 @@ impl App {
             }
         };
         match message {
-            Message::Event(event) => match self.process_event(&event, batch).await {
+            Message::Event(event) => match self.process_event(&event, incoming.decided, batch).await {
                 // A misrouted event can never succeed here: dead-letter it with the reason.
                 Err(RecordFailure::Rule { source, .. }) => {
                     let reason = source.to_string();
                     self.engine
                         .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, Some("type"))
+                        .await
+                        .map_err(|e| RecordFailure::one(event.id.clone(), e))
+                }
+                // State DynamoDB refuses as invalid (an item over 400 KB): retrying cannot help.
+                Err(RecordFailure::State { source, .. }) if source.is_permanent() => {
+                    let reason = format!("trigger state: {source}");
+                    tracing::error!(event_id = %event.id, reason, "event cannot be evaluated; dead-lettered");
+                    self.engine
+                        .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, None)
                         .await
                         .map_err(|e| RecordFailure::one(event.id.clone(), e))
                 }
@@ -334,19 +386,26 @@ impl App {
         }
     }
 
-    async fn process_event(&self, event: &InputEvent, batch: &Batch) -> Result<(), RecordFailure> {
+    async fn process_event(
+        &self,
+        event: &InputEvent,
+        decided: Option<Result<Vec<Emit>, StateStoreError>>,
+        batch: &Batch,
+    ) -> Result<(), RecordFailure> {
         let category = self.settings.category;
         check_consumed(category, event).map_err(|source| RecordFailure::Rule {
             event_id: event.id.clone(),
             source,
         })?;
         let subs = self.subscriptions(&batch.loaded, &event.account_id)?;
-        let emits = decide(category, &self.state, event, subs, Utc::now())
-            .await
-            .map_err(|source| RecordFailure::State {
-                event_id: event.id.clone(),
-                source: Box::new(source),
-            })?;
+        let emits = match decided {
+            Some(result) => result,
+            None => decide(category, &self.state, event, subs, Utc::now()).await,
+        }
+        .map_err(|source| RecordFailure::State {
+            event_id: event.id.clone(),
+            source: Box::new(source),
+        })?;
         if emits.is_empty() {
             return Ok(());
         }

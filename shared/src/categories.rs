@@ -1,23 +1,70 @@
-//! The shell around the trigger rules: for each (category, event), read the state the rules need,
-//! call the pure rules, and commit the state writes together with the decision (store::state), so
-//! every stateful condition is evaluated once per input event, even when SQS redelivers it.
+//! The shell around the trigger rules: for each (category, event), decide whether any
+//! subscription needs state (none: no read, no write), read what the category states it reads,
+//! call the pure rules, and commit. Three commit shapes, by what the state is
+//! (docs/performance.md, "Trigger state"):
+//!
+//! - **message status** (sms): one conditional put of the message's own item, which also remembers
+//!   the receipts that changed it, so a redelivery sends the same webhook again;
+//! - **outcome counts** (performance, a whole batch per account): markers per message and one
+//!   aggregated, token-guarded update per counter item ([`count_outcomes`], rules::counting);
+//! - **per-entity state** (balance, contacts, schedules): the state writes and a decision item in one
+//!   transaction, so a redelivered event re-sends the same webhooks and never fires twice.
+//!
+//! Refusals are told apart (store::state): a failed condition means someone changed the state
+//! first (read again) or a duplicate; throttling and transaction conflicts wait a jittered backoff;
+//! an invalid write is permanent and the record is dead-lettered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use crate::event::{EventData, InputEvent, MessageScheduled, Status, Timestamp};
-use crate::rules::state::{self as pure, AlertState, BalanceState, Bucket, MessageStatus, RateKind};
+use crate::event::{EventData, InputEvent, MessageScheduled, Timestamp};
+use crate::rules::counting::{self, AlertInput, Marker, Outcome, Role};
+use crate::rules::state::{self as pure, BalanceState, MessageStatus, StatusStep};
 use crate::rules::{self, CampaignCounts, Emit};
-use crate::store::state::{number_attr, StateStore, StateStoreError, Versioned, Write};
+use crate::store::keys::{self, Key};
+use crate::store::state::{Applied, Refusal, StateStore, StateStoreError, TokenState, Versioned, Write};
 use crate::store::subscriptions::AccountSubscriptions;
 use crate::trigger::{Category, Trigger};
 
-/// Conflicting concurrent updates are retried this many times before the record is failed.
-const ATTEMPTS: usize = 4;
+/// Evaluations per event when the state keeps changing under it, or DynamoDB keeps refusing.
+const ATTEMPTS: usize = 5;
+/// Concurrent requests per batch group.
+const IN_FLIGHT: usize = 16;
 
-/// What `category` emits for `event`, given the account's subscriptions.
+/// A jittered exponential wait before attempt `attempt + 1`: 20 ms × 2^attempt × [0.5, 1.5).
+async fn backoff(attempt: usize) {
+    let base = 20.0 * f64::from(1u32 << attempt.min(6));
+    let jitter = 0.5 + rand::random::<f64>();
+    tokio::time::sleep(Duration::from_millis((base * jitter) as u64)).await;
+}
+
+/// After a refusal on attempt `attempt`: wait and go on (`Ok`), or the error to report.
+async fn after_refusal(state: &StateStore, r: Refusal, attempt: usize) -> Result<(), StateStoreError> {
+    match r {
+        // Someone changed the state first: read again, after a short jittered pause.
+        Refusal::Condition(_) => {
+            backoff(attempt.min(1)).await;
+            Ok(())
+        }
+        Refusal::Busy(reason) if attempt + 1 >= ATTEMPTS => Err(StateStoreError::Busy {
+            table: state.table.clone(),
+            attempts: ATTEMPTS,
+            reason,
+        }),
+        Refusal::Busy(_) => {
+            backoff(attempt + 1).await;
+            Ok(())
+        }
+        other => Err(state.refused(other)),
+    }
+}
+
+/// What `category` emits for `event`, given the account's subscriptions. The performance
+/// category's status receipts go through [`count_outcomes`] a batch at a time instead.
 pub async fn decide(
     category: Category,
     state: &StateStore,
@@ -28,119 +75,475 @@ pub async fn decide(
     if let Some(emits) = rules::stateless(category, event) {
         return Ok(emits);
     }
+    let wants = |t: Trigger| subs.valid.iter().any(|s| s.wants(t));
     match (category, &event.data) {
         // Per-subscription rules over the message itself: no state.
-        (Category::Messaging, EventData::SmsReceived(d)) => {
-            return Ok(subs
-                .valid
-                .iter()
-                .filter(|s| s.wants(Trigger::KeywordMatched))
-                .filter_map(|s| {
-                    let (keyword, match_type, reserved) =
-                        pure::keyword_match(&d.body, &s.keywords, s.reserved_keywords)?;
-                    Some(Emit::to(
-                        Trigger::KeywordMatched,
-                        rules::keyword_matched(d, &keyword, match_type, reserved),
-                        &s.subscription_id,
-                    ))
-                })
-                .collect())
-        }
-        // Reads counters, writes nothing.
+        (Category::Messaging, EventData::SmsReceived(d)) => Ok(subs
+            .valid
+            .iter()
+            .filter(|s| s.wants(Trigger::KeywordMatched))
+            .filter_map(|s| {
+                let (keyword, match_type, reserved) = pure::keyword_match(&d.body, &s.keywords, s.reserved_keywords)?;
+                Some(Emit::to(
+                    Trigger::KeywordMatched,
+                    rules::keyword_matched(d, &keyword, match_type, reserved),
+                    &s.subscription_id,
+                ))
+            })
+            .collect()),
+        // Reads the counts the performance function keeps, writes nothing.
         (Category::Operations, EventData::CampaignCompleted(d)) => {
+            if !wants(Trigger::CampaignCompleted) {
+                return Ok(vec![]);
+            }
             let counted = if d.total_sent.is_some() && d.delivered.is_some() && d.failed.is_some() {
                 CampaignCounts::default()
             } else {
-                campaign_counts(state, &event.account_id, &d.campaign_id).await?
+                let items = state
+                    .partition(&keys::campaign_partition(&event.account_id, &d.campaign_id))
+                    .await?;
+                counting::campaign_counts(&items)
             };
-            return Ok(vec![Emit::all(
+            Ok(vec![Emit::all(
                 Trigger::CampaignCompleted,
                 rules::campaign_completed(d, counted, event.occurred_at),
-            )]);
+            )])
         }
-        _ => {}
+        (Category::Sms, EventData::SmsStatusChanged(_)) => {
+            if !wants(Trigger::SmsStatusChanged) {
+                return Ok(vec![]);
+            }
+            message_status(state, event, now).await
+        }
+        (Category::Performance, EventData::SmsStatusChanged(_)) => {
+            let token = new_token();
+            count_outcomes(state, &[event], subs, now, &token)
+                .await
+                .pop()
+                .expect("one result per event")
+        }
+        _ => decide_with_decision(category, state, event, subs, now).await,
     }
-    for _ in 0..ATTEMPTS {
-        if let Some(emits) = state.decision(category, &event.id).await? {
-            return Ok(emits);
+}
+
+// ---------------------------------------------------------------- message status (sms)
+
+async fn message_status(
+    state: &StateStore,
+    event: &InputEvent,
+    now: DateTime<Utc>,
+) -> Result<Vec<Emit>, StateStoreError> {
+    let EventData::SmsStatusChanged(d) = &event.data else {
+        return Ok(vec![]);
+    };
+    let key = keys::message_status(&event.account_id, &d.message_id);
+    let emit = |previous| {
+        vec![Emit::all(
+            Trigger::SmsStatusChanged,
+            rules::sms_status_changed(d, previous, event.occurred_at),
+        )]
+    };
+    for attempt in 0..ATTEMPTS {
+        let prev: Option<Versioned<MessageStatus>> = state.get(&key).await?;
+        match pure::status_step(prev.as_ref().map(|p| &p.doc), &event.id, d.status, event.occurred_at) {
+            StatusStep::Again(previous) => return Ok(emit(previous)),
+            StatusStep::Ignore => return Ok(vec![]),
+            StatusStep::Apply { previous, next } => {
+                let doc = serde_json::to_value(&next).expect("state serializes");
+                match state.put(&key, &doc, prev.map(|p| p.version), now.timestamp()).await {
+                    Ok(()) => return Ok(emit(previous)),
+                    Err(r) => after_refusal(state, r, attempt).await?,
+                }
+            }
         }
-        let (emits, writes) = evaluate(category, state, event, subs, now).await?;
-        if emits.is_empty() && writes.is_empty() {
-            return Ok(emits);
+    }
+    Err(StateStoreError::Contended {
+        key: key.to_string(),
+        attempts: ATTEMPTS,
+    })
+}
+
+// ---------------------------------------------------------------- outcome counts (performance)
+
+/// A fresh batch token: 64 random bits.
+pub fn new_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Count the final outcomes of one account's status receipts in a batch and evaluate its rate
+/// alerts: one result per event, in order. `token` names this batch's counter updates.
+pub async fn count_outcomes(
+    state: &StateStore,
+    events: &[&InputEvent],
+    subs: &AccountSubscriptions,
+    now: DateTime<Utc>,
+    token: &str,
+) -> Vec<Result<Vec<Emit>, StateStoreError>> {
+    let mut results: Vec<Result<Vec<Emit>, StateStoreError>> = events.iter().map(|_| Ok(vec![])).collect();
+    let feeds = counting::feeds(&subs.valid);
+    if !feeds.any() {
+        return results; // no subscription needs counts: no read, no write
+    }
+    let Some(account) = events.first().map(|e| e.account_id.as_str()) else {
+        return results;
+    };
+    let finals: Vec<(usize, Outcome)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.data {
+            EventData::SmsStatusChanged(d) => counting::outcome(d, e.occurred_at).map(|o| (i, o)),
+            _ => None,
+        })
+        .collect();
+
+    // 1. One marker per message, owned by its event.
+    let placed: Vec<(usize, Marked)> = futures::stream::iter(finals.iter())
+        .map(|(i, o)| async move {
+            let e = events[*i];
+            (*i, mark(state, account, e, o, feeds, token, now).await)
+        })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await;
+    let mut contributions: Vec<(usize, Role, Key)> = Vec::new();
+    let mut counted = Vec::new();
+    for (i, r) in placed {
+        match r {
+            Ok(roles) if roles.is_empty() => {}
+            Ok(roles) => {
+                counted.push(i);
+                contributions.extend(roles.into_iter().map(|(role, key)| (i, role, key)));
+            }
+            Err(e) => results[i] = Err(e),
         }
-        match state.commit(category, &event.id, &emits, writes, now.timestamp()).await {
-            Ok(()) => return Ok(emits),
-            Err(StateStoreError::Conflict) => continue,
+    }
+
+    // 2. One update per counter item, with the batch's sum.
+    let outcomes: HashMap<usize, &Outcome> = finals.iter().map(|(i, o)| (*i, o)).collect();
+    let deltas = counting::aggregate(contributions.iter().map(|(i, role, key)| (key, *role, outcomes[i])));
+    let applied: Vec<(Key, Result<(), StateStoreError>)> = futures::stream::iter(deltas.iter())
+        .map(|(key, delta)| async move { (key.clone(), apply(state, key, token, delta, now).await) })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await;
+    for (key, r) in applied {
+        if let Err(e) = r {
+            let message = e.to_string();
+            for (i, _, k) in &contributions {
+                if *k == key && results[*i].is_ok() {
+                    results[*i] = Err(StateStoreError::Busy {
+                        table: state.table.clone(),
+                        attempts: ATTEMPTS,
+                        reason: format!("counter {key}: {message}"),
+                    });
+                }
+            }
+            counted.retain(|i| !contributions.iter().any(|(j, _, k)| j == i && *k == key));
+        }
+    }
+
+    // 3. The rate alerts, once per account and batch.
+    if feeds.rates {
+        let carrier = counted.iter().copied().max_by_key(|i| (events[*i].occurred_at.0, *i));
+        match alerts(state, account, events, subs, carrier, now).await {
+            Ok(emits) => {
+                for (i, emit) in emits {
+                    if let Ok(list) = &mut results[i] {
+                        list.push(emit);
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(StateStoreError::Busy {
+                        table: state.table.clone(),
+                        attempts: ATTEMPTS,
+                        reason: format!("rate alerts: {message}"),
+                    });
+                }
+            }
+        }
+    }
+    results
+}
+
+/// The counters one receipt is to be counted in by this batch.
+type Marked = Result<Vec<(Role, Key)>, StateStoreError>;
+
+/// Put the marker of one final receipt. The roles (and counter items) it is to be counted in by
+/// this batch: all of them for a new message, none for a duplicate, those not yet applied for a
+/// redelivery of the marker's own event.
+async fn mark(
+    state: &StateStore,
+    account: &str,
+    event: &InputEvent,
+    o: &Outcome,
+    feeds: counting::Feeds,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Marked {
+    let EventData::SmsStatusChanged(d) = &event.data else {
+        return Ok(vec![]);
+    };
+    let key = keys::outcome_marker(account, &d.message_id);
+    let roles = counting::roles(feeds, o);
+    let marker = counting::marker(account, &event.id, o, &roles, token);
+    let doc = serde_json::to_value(&marker).expect("markers serialize");
+    for attempt in 0..ATTEMPTS {
+        match state.put(&key, &doc, None, now.timestamp()).await {
+            Ok(()) => return Ok(marker.placed.into_iter().map(|(r, p)| (r, p.key)).collect()),
+            Err(Refusal::Condition(old)) => {
+                let Some(old) = state.old_doc::<Marker>(&key, &old)? else {
+                    backoff(attempt).await; // deleted in between (TTL): try again
+                    continue;
+                };
+                if old.doc.event_id != event.id {
+                    return Ok(vec![]); // another receipt of this message counted it: a duplicate
+                }
+                return recover(state, account, &key, old, token, now).await;
+            }
+            Err(r) => after_refusal(state, r, attempt).await?,
+        }
+    }
+    Err(StateStoreError::Contended {
+        key: key.to_string(),
+        attempts: ATTEMPTS,
+    })
+}
+
+/// The marker's own event again (a redelivery, maybe after a crash): each role whose token was
+/// not applied is voided at its counter, then counted again under this batch's token.
+async fn recover(
+    state: &StateStore,
+    account: &str,
+    key: &Key,
+    old: Versioned<Marker>,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Marked {
+    let mut redo = Vec::new();
+    for (role, p) in &old.doc.placed {
+        if p.token == token {
+            redo.push(*role); // this very batch, an earlier try
+            continue;
+        }
+        let seen = match state.token_state(&p.key, &p.token).await? {
+            TokenState::Unknown => state.void(&p.key, &p.token, now.timestamp()).await?,
+            known => known,
+        };
+        if seen == TokenState::Voided {
+            redo.push(*role);
+        }
+    }
+    if redo.is_empty() {
+        return Ok(vec![]); // counted before
+    }
+    let mut next = old.doc.clone();
+    for role in &redo {
+        next.placed
+            .insert(*role, counting::place(account, *role, &old.doc.outcome, token));
+    }
+    if next == old.doc {
+        return Ok(redo.into_iter().map(|r| (r, next.placed[&r].key.clone())).collect());
+    }
+    let doc = serde_json::to_value(&next).expect("markers serialize");
+    match state.put(key, &doc, Some(old.version), now.timestamp()).await {
+        Ok(()) => Ok(redo.into_iter().map(|r| (r, next.placed[&r].key.clone())).collect()),
+        // Another invocation is recovering the same event: it counts it.
+        Err(Refusal::Condition(_)) => Ok(vec![]),
+        Err(r) => Err(state.refused(r)),
+    }
+}
+
+async fn apply(
+    state: &StateStore,
+    key: &Key,
+    token: &str,
+    delta: &counting::Delta,
+    now: DateTime<Utc>,
+) -> Result<(), StateStoreError> {
+    let mut with_numbers = true;
+    let mut attempt = 0;
+    loop {
+        match state.apply(key, token, delta, with_numbers, now.timestamp()).await {
+            Ok(Applied::Done) => return Ok(()),
+            Ok(Applied::ListFull) => with_numbers = false,
+            Ok(Applied::Voided) => return Err(StateStoreError::Voided { key: key.clone() }),
+            Err(StateStoreError::Busy { reason, .. }) if attempt + 1 < ATTEMPTS => {
+                tracing::debug!(key = %key, reason, "counter busy; backing off");
+                backoff(attempt + 1).await;
+            }
             Err(e) => return Err(e),
         }
-    }
-    Err(StateStoreError::Conflict)
-}
-
-async fn campaign_counts(state: &StateStore, account: &str, campaign: &str) -> Result<CampaignCounts, StateStoreError> {
-    let items = state
-        .range(&format!("campaign#{account}#{campaign}"), "counters", "counters")
-        .await?;
-    Ok(items
-        .first()
-        .map(|i| CampaignCounts {
-            total: number_attr(i, "total"),
-            delivered: number_attr(i, "delivered"),
-            failed: number_attr(i, "failed"),
-        })
-        .unwrap_or_default())
-}
-
-type Decision = (Vec<Emit>, Vec<Write>);
-
-fn put<T: serde::Serialize>(pk: String, sk: &str, doc: &T, prev: Option<u64>) -> Write {
-    Write::Put {
-        pk,
-        sk: sk.into(),
-        doc: serde_json::to_value(doc).expect("state serializes"),
-        expect: prev,
+        attempt += 1;
+        if attempt >= ATTEMPTS {
+            return Err(StateStoreError::Contended {
+                key: key.to_string(),
+                attempts: ATTEMPTS,
+            });
+        }
     }
 }
 
+/// Evaluate the account's rate alerts over the buckets, store the states that changed, and say
+/// which event carries which webhook.
+async fn alerts(
+    state: &StateStore,
+    account: &str,
+    events: &[&InputEvent],
+    subs: &AccountSubscriptions,
+    carrier: Option<usize>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(usize, Emit)>, StateStoreError> {
+    let wanted: Vec<(String, pure::RateKind, Trigger, crate::subscription::RateAlert)> = subs
+        .valid
+        .iter()
+        .flat_map(|s| counting::rate_alerts(s).map(move |(k, t, c)| (s.subscription_id.clone(), k, t, c)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let latest = carrier.map_or(i64::MIN, |i| events[i].occurred_at.0.timestamp().div_euclid(60));
+    let now_minute = now.timestamp().div_euclid(60).max(latest);
+    let widest = wanted.iter().map(|w| w.3.window_minutes).max().unwrap_or(60);
+    for attempt in 0..ATTEMPTS {
+        let mut inputs = Vec::with_capacity(wanted.len());
+        for (sub, kind, trigger, cfg) in &wanted {
+            let key = keys::rate_alert(account, sub, trigger.as_str());
+            let stored = state.get::<counting::AlertDoc>(&key).await?;
+            inputs.push(AlertInput {
+                subscription_id: sub.clone(),
+                kind: *kind,
+                trigger: *trigger,
+                cfg: *cfg,
+                key,
+                state: stored.map(|v| (v.doc, v.version)),
+            });
+        }
+        let buckets = if carrier.is_some() {
+            state
+                .range(
+                    &keys::perf_partition(account),
+                    &keys::bucket_sk(now_minute - i64::from(widest) + 1, 0),
+                    &keys::bucket_sk(now_minute, 99),
+                )
+                .await?
+                .iter()
+                .filter_map(counting::parse_bucket)
+                .collect()
+        } else {
+            vec![]
+        };
+        let decision = counting::evaluate_alerts(&inputs, &buckets, &ids, carrier, now_minute, now.timestamp());
+        let mut refused = None;
+        for (key, doc, expect) in &decision.writes {
+            let doc = serde_json::to_value(doc).expect("alert state serializes");
+            if let Err(r) = state.put(key, &doc, *expect, now.timestamp()).await {
+                refused = Some(r);
+                break;
+            }
+        }
+        match refused {
+            None => return Ok(decision.emits),
+            Some(r) => after_refusal(state, r, attempt).await?,
+        }
+    }
+    Err(StateStoreError::Contended {
+        key: keys::perf_partition(account),
+        attempts: ATTEMPTS,
+    })
+}
+
+// ---------------------------------------------------------------- per-entity state with a decision
+
+/// The contact as last seen.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContactSnapshot {
     contact: Map<String, Value>,
     occurred_at: Timestamp,
 }
 
-async fn evaluate(
+/// What one event's evaluation reads; empty when no subscription needs the state.
+pub fn reads(category: Category, event: &InputEvent, subs: &AccountSubscriptions) -> Vec<Key> {
+    let wants = |t: Trigger| subs.valid.iter().any(|s| s.wants(t));
+    let account = &event.account_id;
+    match (category, &event.data) {
+        (Category::Operations, EventData::BalanceChanged(_)) => subs
+            .valid
+            .iter()
+            .filter(|s| s.wants(Trigger::BalanceLow) && s.balance_low.is_some())
+            .map(|s| keys::balance(account, &s.subscription_id))
+            .collect(),
+        (Category::Contacts, EventData::ContactAdded(d))
+            if wants(Trigger::ContactUpdated) || wants(Trigger::ContactDeleted) =>
+        {
+            vec![keys::contact(account, &d.contact_id)]
+        }
+        (Category::Contacts, EventData::ContactUpdated(d))
+            if wants(Trigger::ContactUpdated) || wants(Trigger::ContactDeleted) =>
+        {
+            vec![keys::contact(account, &d.contact_id)]
+        }
+        (Category::Contacts, EventData::ContactDeleted(d)) if wants(Trigger::ContactDeleted) => {
+            vec![keys::contact(account, &d.contact_id)]
+        }
+        (Category::Messaging, EventData::MessageScheduled(d)) if wants(Trigger::MessageCancelled) => {
+            vec![keys::schedule(account, &d.message_id)]
+        }
+        (Category::Messaging, EventData::MessageCancelled(d)) if wants(Trigger::MessageCancelled) => {
+            vec![keys::schedule(account, &d.message_id)]
+        }
+        _ => vec![],
+    }
+}
+
+/// The state read for one evaluation: each key's document, absent when the item does not exist.
+pub type Snapshot = BTreeMap<Key, Versioned<Value>>;
+
+fn typed<T: serde::de::DeserializeOwned>(snap: &Snapshot, key: &Key) -> Result<Option<Versioned<T>>, StateStoreError> {
+    snap.get(key)
+        .map(|v| {
+            serde_json::from_value(v.doc.clone())
+                .map(|doc| Versioned {
+                    doc,
+                    version: v.version,
+                })
+                .map_err(|e| StateStoreError::Corrupt {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .transpose()
+}
+
+fn put<T: serde::Serialize>(key: Key, doc: &T, prev: Option<u64>) -> Write {
+    Write::Put {
+        key,
+        doc: serde_json::to_value(doc).expect("state serializes"),
+        expect: prev,
+    }
+}
+
+/// Pure: the emits and the state writes of one event, over what `reads` read.
+pub fn evaluate(
     category: Category,
-    state: &StateStore,
+    snap: &Snapshot,
     event: &InputEvent,
     subs: &AccountSubscriptions,
-    now: DateTime<Utc>,
-) -> Result<Decision, StateStoreError> {
+) -> Result<(Vec<Emit>, Vec<Write>), StateStoreError> {
     let account = &event.account_id;
     let at = event.occurred_at;
+    let fed = !reads(category, event, subs).is_empty();
     let mut emits = Vec::new();
     let mut writes = Vec::new();
     match (category, &event.data) {
-        (Category::Sms, EventData::SmsStatusChanged(d)) => {
-            let pk = format!("msg#{account}#{}", d.message_id);
-            let prev: Option<Versioned<MessageStatus>> = state.get(&pk, "status").await?;
-            if let Some(previous) = pure::status_transition(prev.as_ref().map(|p| &p.doc), d.status, at) {
-                emits.push(Emit::all(
-                    Trigger::SmsStatusChanged,
-                    rules::sms_status_changed(d, previous, at),
-                ));
-                let doc = MessageStatus {
-                    status: d.status,
-                    occurred_at: at,
-                };
-                writes.push(put(pk, "status", &doc, prev.map(|p| p.version)));
-            }
-        }
         (Category::Operations, EventData::BalanceChanged(d)) => {
             for sub in subs.valid.iter().filter(|s| s.wants(Trigger::BalanceLow)) {
                 let Some(cfg) = &sub.balance_low else { continue };
-                let pk = format!("balance#{account}");
-                let sk = format!("sub#{}", sub.subscription_id);
-                let prev: Option<Versioned<BalanceState>> = state.get(&pk, &sk).await?;
+                let key = keys::balance(account, &sub.subscription_id);
+                let prev: Option<Versioned<BalanceState>> = typed(snap, &key)?;
                 let Some((fire, next)) = pure::balance_rule(cfg, prev.as_ref().map(|p| &p.doc), d.balance, at) else {
                     continue; // stale
                 };
@@ -151,43 +554,26 @@ async fn evaluate(
                         &sub.subscription_id,
                     ));
                 }
-                writes.push(put(pk, &sk, &next, prev.map(|p| p.version)));
-            }
-        }
-        (Category::Operations, EventData::SmsStatusChanged(d)) => {
-            // Campaign counters, for campaign.completed: each message's final outcome counted once.
-            if let (Some(campaign), true) = (&d.campaign_id, d.status.is_final()) {
-                let pk = format!("campaign#{account}#{campaign}");
-                let marker = format!("msg#{}", d.message_id);
-                if state.get::<Value>(&pk, &marker).await?.is_none() {
-                    writes.push(put(pk.clone(), &marker, &json!({"status": d.status}), None));
-                    let outcome = if d.status == Status::Delivered {
-                        "delivered"
-                    } else {
-                        "failed"
-                    };
-                    writes.push(Write::Add {
-                        pk,
-                        sk: "counters".into(),
-                        numbers: vec![("total".into(), 1), (outcome.into(), 1)],
-                        strings: vec![],
-                    });
+                if prev.as_ref().is_none_or(|p| p.doc != next) {
+                    writes.push(put(key, &next, prev.map(|p| p.version)));
                 }
             }
         }
         (Category::Contacts, EventData::ContactAdded(d)) => {
-            let pk = format!("contact#{account}#{}", d.contact_id);
-            let prev: Option<Versioned<ContactSnapshot>> = state.get(&pk, "snapshot").await?;
             emits.push(Emit::all(Trigger::ContactAdded, rules::contact_added(d)));
-            let doc = ContactSnapshot {
-                contact: d.contact.clone(),
-                occurred_at: at,
-            };
-            writes.push(put(pk, "snapshot", &doc, prev.map(|p| p.version)));
+            if fed {
+                let key = keys::contact(account, &d.contact_id);
+                let prev: Option<Versioned<ContactSnapshot>> = typed(snap, &key)?;
+                let doc = ContactSnapshot {
+                    contact: d.contact.clone(),
+                    occurred_at: at,
+                };
+                writes.push(put(key, &doc, prev.map(|p| p.version)));
+            }
         }
-        (Category::Contacts, EventData::ContactUpdated(d)) => {
-            let pk = format!("contact#{account}#{}", d.contact_id);
-            let prev: Option<Versioned<ContactSnapshot>> = state.get(&pk, "snapshot").await?;
+        (Category::Contacts, EventData::ContactUpdated(d)) if fed => {
+            let key = keys::contact(account, &d.contact_id);
+            let prev: Option<Versioned<ContactSnapshot>> = typed(snap, &key)?;
             if prev.as_ref().is_some_and(|p| at < p.doc.occurred_at) {
                 return Ok((emits, writes)); // older than the snapshot: stale
             }
@@ -198,126 +584,36 @@ async fn evaluate(
                 contact: d.contact.clone(),
                 occurred_at: at,
             };
-            writes.push(put(pk, "snapshot", &doc, prev.map(|p| p.version)));
+            writes.push(put(key, &doc, prev.map(|p| p.version)));
         }
-        (Category::Contacts, EventData::ContactDeleted(d)) => {
-            let pk = format!("contact#{account}#{}", d.contact_id);
-            let prev: Option<Versioned<ContactSnapshot>> = state.get(&pk, "snapshot").await?;
+        (Category::Contacts, EventData::ContactDeleted(d)) if fed => {
+            let key = keys::contact(account, &d.contact_id);
+            let prev: Option<Versioned<ContactSnapshot>> = typed(snap, &key)?;
             emits.push(Emit::all(
                 Trigger::ContactDeleted,
                 rules::contact_deleted(d, prev.as_ref().map(|p| &p.doc.contact), at),
             ));
             if let Some(p) = prev {
-                writes.push(Write::Delete {
-                    pk,
-                    sk: "snapshot".into(),
-                    expect: p.version,
-                });
+                writes.push(Write::Delete { key, expect: p.version });
             }
         }
         (Category::Messaging, EventData::MessageScheduled(d)) => {
-            let pk = format!("schedule#{account}#{}", d.message_id);
-            let prev: Option<Versioned<Value>> = state.get(&pk, "schedule").await?;
             emits.push(Emit::all(Trigger::MessageScheduled, rules::message_scheduled(d)));
-            writes.push(put(pk, "schedule", d, prev.map(|p| p.version)));
+            if fed {
+                let key = keys::schedule(account, &d.message_id);
+                let prev: Option<Versioned<Value>> = typed(snap, &key)?;
+                writes.push(put(key, d, prev.map(|p| p.version)));
+            }
         }
-        (Category::Messaging, EventData::MessageCancelled(d)) => {
-            let pk = format!("schedule#{account}#{}", d.message_id);
-            let prev: Option<Versioned<MessageScheduled>> = state.get(&pk, "schedule").await?;
+        (Category::Messaging, EventData::MessageCancelled(d)) if fed => {
+            let key = keys::schedule(account, &d.message_id);
+            let prev: Option<Versioned<MessageScheduled>> = typed(snap, &key)?;
             emits.push(Emit::all(
                 Trigger::MessageCancelled,
                 rules::message_cancelled(d, prev.as_ref().map(|p| &p.doc)),
             ));
             if let Some(p) = prev {
-                writes.push(Write::Delete {
-                    pk,
-                    sk: "schedule".into(),
-                    expect: p.version,
-                });
-            }
-        }
-        (Category::Performance, EventData::SmsStatusChanged(d)) if d.status.is_final() => {
-            let pk = format!("perf#{account}");
-            let marker = format!("msg#{}", d.message_id);
-            if state.get::<Value>(&pk, &marker).await?.is_some() {
-                return Ok((emits, writes)); // this message's outcome is already counted
-            }
-            writes.push(put(pk.clone(), &marker, &json!({"status": d.status}), None));
-            let minute = at.0.timestamp().div_euclid(60);
-            let mut current = Bucket {
-                minute,
-                ..Default::default()
-            };
-            let mut numbers = vec![(d.status.as_str().to_string(), 1)];
-            let delivered = u64::from(d.status == Status::Delivered);
-            match d.status {
-                Status::Delivered => current.delivered = 1,
-                Status::Bounced => current.bounced = 1,
-                Status::Expired => current.expired = 1,
-                _ => current.failed = 1,
-            }
-            if let Some(c) = &d.campaign_id {
-                numbers.push((format!("c#{c}#t"), 1));
-                numbers.push((format!("c#{c}#d"), delivered as i64));
-                current.campaigns.insert(c.clone(), (1, delivered));
-            }
-            let mut strings = vec![];
-            if d.status == Status::Bounced {
-                let code = d.error_code.as_ref().map_or("unknown".to_string(), |c| c.0.clone());
-                numbers.push((format!("e#{code}"), 1));
-                current.bounce_codes.insert(code, 1);
-                strings.push(("bounced_numbers".to_string(), d.recipient.clone()));
-                current.bounced_numbers.push(d.recipient.clone());
-            }
-            writes.push(Write::Add {
-                pk: pk.clone(),
-                sk: bucket_key(minute),
-                numbers,
-                strings,
-            });
-
-            let alerts: Vec<_> = subs
-                .valid
-                .iter()
-                .flat_map(|s| {
-                    [
-                        (s, RateKind::DeliveryLow, Trigger::DeliveryRateLow, s.delivery_rate_low),
-                        (s, RateKind::BounceHigh, Trigger::BounceRateHigh, s.bounce_rate_high),
-                    ]
-                })
-                .filter_map(|(s, kind, trigger, cfg)| Some((s, kind, trigger, cfg?)))
-                .filter(|(s, _, trigger, _)| s.wants(*trigger))
-                .collect();
-            if alerts.is_empty() {
-                return Ok((emits, writes));
-            }
-            let now_minute = now.timestamp().div_euclid(60).max(minute);
-            let widest = alerts.iter().map(|(_, _, _, c)| c.window_minutes).max().unwrap_or(60);
-            let items = state
-                .range(
-                    &pk,
-                    &bucket_key(now_minute - widest as i64 + 1),
-                    &bucket_key(now_minute),
-                )
-                .await?;
-            let mut buckets: Vec<Bucket> = items.iter().map(parse_bucket).collect();
-            buckets.push(current);
-            for (sub, kind, trigger, cfg) in alerts {
-                let stats = pure::window(&buckets, now_minute, cfg.window_minutes);
-                let sk = format!("alert#{}#{}", sub.subscription_id, trigger.as_str());
-                let prev: Option<Versioned<AlertState>> = state.get(&pk, &sk).await?;
-                let before = prev.as_ref().map(|p| p.doc).unwrap_or_default();
-                let (fired, next) = pure::rate_alert(kind, &cfg, &stats, before, now.timestamp());
-                if let Some(rate) = fired {
-                    let data = match kind {
-                        RateKind::DeliveryLow => pure::delivery_rate_data(rate, &cfg, &stats),
-                        RateKind::BounceHigh => pure::bounce_rate_data(rate, &cfg, &stats),
-                    };
-                    emits.push(Emit::to(trigger, data, &sub.subscription_id));
-                }
-                if next != before {
-                    writes.push(put(pk.clone(), &sk, &next, prev.map(|p| p.version)));
-                }
+                writes.push(Write::Delete { key, expect: p.version });
             }
         }
         _ => {}
@@ -325,43 +621,166 @@ async fn evaluate(
     Ok((emits, writes))
 }
 
-fn bucket_key(minute: i64) -> String {
-    format!("bucket#{minute:012}")
-}
-
-fn parse_bucket(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> Bucket {
-    let minute = item
-        .get("sk")
-        .and_then(|v| v.as_s().ok())
-        .and_then(|s| s.strip_prefix("bucket#"))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_default();
-    let mut campaigns: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut bounce_codes = BTreeMap::new();
-    for (name, value) in item {
-        let count = value.as_n().ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        if let Some(rest) = name.strip_prefix("c#") {
-            if let Some(c) = rest.strip_suffix("#t") {
-                campaigns.entry(c.to_string()).or_default().0 += count;
-            } else if let Some(c) = rest.strip_suffix("#d") {
-                campaigns.entry(c.to_string()).or_default().1 += count;
+async fn decide_with_decision(
+    category: Category,
+    state: &StateStore,
+    event: &InputEvent,
+    subs: &AccountSubscriptions,
+    now: DateTime<Utc>,
+) -> Result<Vec<Emit>, StateStoreError> {
+    let keys = reads(category, event, subs);
+    if keys.is_empty() {
+        // No subscription needs this state: decide over nothing, store nothing.
+        return Ok(evaluate(category, &Snapshot::new(), event, subs)?.0);
+    }
+    let decision = keys::decision(category.as_str(), &event.account_id, &event.id);
+    for attempt in 0..ATTEMPTS {
+        if let Some(stored) = state.decision(&decision).await? {
+            return Ok(stored_emits(stored));
+        }
+        let mut snap = Snapshot::new();
+        for key in &keys {
+            if let Some(v) = state.get::<Value>(key).await? {
+                snap.insert(key.clone(), v);
             }
-        } else if let Some(code) = name.strip_prefix("e#") {
-            bounce_codes.insert(code.to_string(), count);
+        }
+        let (emits, writes) = evaluate(category, &snap, event, subs)?;
+        if writes.is_empty() {
+            return Ok(emits);
+        }
+        match state
+            .commit(&decision, &store_emits(&emits), writes, now.timestamp())
+            .await
+        {
+            Ok(()) => return Ok(emits),
+            Err(r) => after_refusal(state, r, attempt).await?,
         }
     }
-    Bucket {
-        minute,
-        delivered: number_attr(item, "delivered"),
-        failed: number_attr(item, "failed"),
-        bounced: number_attr(item, "bounced"),
-        expired: number_attr(item, "expired"),
-        campaigns,
-        bounce_codes,
-        bounced_numbers: item
-            .get("bounced_numbers")
-            .and_then(|v| v.as_ss().ok())
-            .cloned()
-            .unwrap_or_default(),
+    Err(StateStoreError::Contended {
+        key: decision.to_string(),
+        attempts: ATTEMPTS,
+    })
+}
+
+/// Emits as a decision item holds them.
+fn store_emits(emits: &[Emit]) -> Value {
+    Value::Array(
+        emits
+            .iter()
+            .map(|e| json!({"trigger": e.trigger.as_str(), "data": e.data, "only": e.only}))
+            .collect(),
+    )
+}
+
+fn stored_emits(stored: Value) -> Vec<Emit> {
+    let Value::Array(list) = stored else { return vec![] };
+    list.into_iter()
+        .filter_map(|mut e| {
+            let trigger = e.get("trigger")?.as_str()?.parse::<Trigger>().ok()?;
+            Some(Emit {
+                trigger,
+                data: e.get_mut("data").map(Value::take).unwrap_or(Value::Null),
+                only: e.get("only").and_then(Value::as_str).map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+    use crate::subscription::{parse_record, ParseOptions};
+
+    fn subs(records: &[Value]) -> AccountSubscriptions {
+        AccountSubscriptions {
+            valid: records
+                .iter()
+                .map(|r| parse_record(r.as_object().unwrap(), ParseOptions::default()).unwrap())
+                .collect(),
+            invalid: vec![],
+        }
+    }
+
+    fn sub(id: &str, triggers: Value) -> Value {
+        json!({"account_id": "acc", "subscription_id": id, "url": "https://x.example.com",
+               "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "triggers": triggers,
+               "balance_low": {"threshold": 100, "rearm_above": 150}})
+    }
+
+    fn event(ty: &str, data: Value) -> InputEvent {
+        parse_event(
+            &json!({"id": "evt_1", "type": ty, "account_id": "acc", "occurred_at": "2026-11-30T10:00:00Z", "data": data})
+                .to_string(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn no_subscription_that_needs_state_means_nothing_is_read() {
+        let added = event(
+            "contact.added",
+            json!({"contact_id": "c1", "contact": {"name": "Dana"}}),
+        );
+        let cancel = event("message.cancelled", json!({"message_id": "m1"}));
+        let balance = event("account.balance_changed", json!({"balance": 5}));
+        let only_added = subs(&[sub("s", json!(["contact.added", "message.scheduled"]))]);
+        assert!(reads(Category::Contacts, &added, &only_added).is_empty());
+        assert!(reads(Category::Messaging, &cancel, &only_added).is_empty());
+        assert!(reads(Category::Operations, &balance, &only_added).is_empty());
+        // contact.added still goes out, with no state written.
+        let (emits, writes) = evaluate(Category::Contacts, &Snapshot::new(), &added, &only_added).unwrap();
+        assert_eq!((emits.len(), writes.len()), (1, 0));
+
+        let all = subs(&[sub("s", json!("*"))]);
+        assert_eq!(
+            reads(Category::Contacts, &added, &all),
+            vec![keys::contact("acc", "c1")]
+        );
+        assert_eq!(
+            reads(Category::Operations, &balance, &all),
+            vec![keys::balance("acc", "s")]
+        );
+        let (_, writes) = evaluate(Category::Contacts, &Snapshot::new(), &added, &all).unwrap();
+        assert_eq!(writes.len(), 1);
+    }
+
+    #[test]
+    fn balance_writes_only_what_changes() {
+        let all = subs(&[sub("s", json!(["balance.low"]))]);
+        let key = keys::balance("acc", "s");
+        let armed = json!({"armed": true, "last_at": "2026-11-30T09:00:00Z"});
+        let mut snap = Snapshot::new();
+        snap.insert(key.clone(), Versioned { doc: armed, version: 3 });
+        let low = event("account.balance_changed", json!({"balance": 5}));
+        let (emits, writes) = evaluate(Category::Operations, &snap, &low, &all).unwrap();
+        assert_eq!(emits.len(), 1);
+        assert!(matches!(&writes[..], [Write::Put { expect: Some(3), .. }]));
+    }
+
+    #[test]
+    fn a_corrupt_state_item_is_named() {
+        let all = subs(&[sub("s", json!("*"))]);
+        let key = keys::contact("acc", "c1");
+        let mut snap = Snapshot::new();
+        snap.insert(
+            key.clone(),
+            Versioned {
+                doc: json!({"nope": 1}),
+                version: 1,
+            },
+        );
+        let updated = event("contact.updated", json!({"contact_id": "c1", "contact": {}}));
+        let err = evaluate(Category::Contacts, &snap, &updated, &all).unwrap_err();
+        assert!(matches!(err, StateStoreError::Corrupt { key: k, .. } if k == key));
+    }
+
+    #[test]
+    fn decisions_round_trip() {
+        let emits = vec![
+            Emit::all(Trigger::ContactAdded, json!({"a": 1})),
+            Emit::to(Trigger::BalanceLow, json!({"b": 2}), "sub#1"),
+        ];
+        assert_eq!(stored_emits(store_emits(&emits)), emits);
     }
 }

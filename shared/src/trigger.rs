@@ -99,13 +99,7 @@ impl Category {
         use EventType::*;
         match self {
             Category::Sms => &[SmsReceived, SmsStatusChanged],
-            Category::Operations => &[
-                BalanceChanged,
-                CampaignStarted,
-                CampaignCompleted,
-                CampaignFailed,
-                SmsStatusChanged,
-            ],
+            Category::Operations => &[BalanceChanged, CampaignStarted, CampaignCompleted, CampaignFailed],
             Category::Contacts => &[ContactAdded, ContactUpdated, ContactDeleted],
             Category::Messaging => &[MessageScheduled, MessageCancelled, SmsReceived, AutoReplySent],
             Category::Performance => &[SmsStatusChanged],

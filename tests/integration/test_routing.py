@@ -9,7 +9,7 @@ import stack as local_stack
 
 EXPECTED = {
     "sms.received": {"Sms", "Messaging"},
-    "sms.status_changed": {"Sms", "Operations", "Performance"},
+    "sms.status_changed": {"Sms", "Performance"},
     "account.balance_changed": {"Operations"},
     "campaign.started": {"Operations"},
     "campaign.completed": {"Operations"},

@@ -2,6 +2,7 @@
 //! state and `now`) to the webhooks to emit. No I/O and no clock in here; the shell that reads and
 //! writes state is `crate::categories`.
 
+pub mod counting;
 pub mod state;
 
 use serde_json::{json, Map, Value};

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::Client;
 use crate::store::attributes::{n, s};
 
 /// How long claims and their attempt logs are kept.
-pub const CLAIM_TTL_SECONDS: i64 = 7 * 86_400;
+pub const CLAIM_TTL_SECONDS: i64 = 16 * 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -2,5 +2,6 @@
 pub mod attributes;
 pub mod cache;
 pub mod claims;
+pub mod keys;
 pub mod state;
 pub mod subscriptions;
