@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR := never
 
-.PHONY: tools build up demo test lint unit integration template sam-build schemas redrive soak fuzz bench clean
+.PHONY: tools build up demo test lint unit emulator-test integration template sam-build schemas redrive soak fuzz bench clean
 
 tools:            ## the pinned Python tools, in .local/venv
 	@infra/bootstrap.sh
@@ -19,7 +19,7 @@ up: tools build   ## the local stack in the foreground; Ctrl-C stops it
 demo: tools build ## publish sample events through the whole local stack and show the verified webhooks
 	$(PY) infra/demo.py
 
-test: tools lint unit template build integration ## everything, emulator included
+test: tools lint unit template emulator-test build integration ## everything, emulator included
 
 lint:
 	cargo fmt --all -- --check
@@ -31,6 +31,9 @@ unit:
 template:
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint
+
+emulator-test: tools ## the emulator's DynamoDB behaviours (conflicts, throttling, size limit, accounting); no Rust
+	$(PY) -m pytest -q tests/emulator
 
 integration: tools build
 	$(PY) -m pytest -q tests/integration

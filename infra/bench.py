@@ -1,8 +1,8 @@
 """`make bench`: every performance figure of docs/performance.md, each printed beside its target.
 
-  python infra/bench.py [--only size,cold,core,delivery,cost] [--functions sms,...] [--runs 20]
+  python infra/bench.py [--only size,cold,core,delivery,cost,state] [--functions sms,...] [--runs 20]
                         [--webhooks 10000] [--batch-size 100] [--receiver-delay-ms 20]
-                        [--aws-delay-ms 5] [--json PATH]
+                        [--aws-delay-ms 5] [--state-messages 1000] [--state-item-wcu 50] [--json PATH]
 
 Measures the release binaries in $CARGO_TARGET_DIR/release (default target/release; `make bench`
 builds them first):
@@ -21,6 +21,11 @@ builds them first):
             0 when cached; <= 2 DynamoDB writes per webhook; no SQS call on the happy path)
   cost      per million webhooks at us-east-1 prices, from the measured counts and durations,
             beside EventBridge Pipes + API destinations
+  state     trigger state at bulk-sender scale through the whole local stack, every DynamoDB request
+            counted by the emulator (infra/bench_state.py): write and read units per receipt with and
+            without a subscription that needs state (targets: 0 writes unsubscribed, <= 2 write units
+            per receipt subscribed), the hottest item (<= 0.1 write units per receipt, a per-account
+            ceiling >= 10,000 receipts/s), conflicts and throttles, DynamoDB per million input events
 
 The AWS endpoint of `delivery` is `dataflows-bench serve` (bench/src/main.rs): it answers DynamoDB
 and SQS the way the happy path sees them, after --aws-delay-ms (DynamoDB's single-digit-ms latency),
@@ -49,6 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
+from bench_state import bench_state  # noqa: E402
 
 ROOT = local_stack.ROOT
 FUNCTIONS = ["sms", "operations", "contacts", "messaging", "performance", "admin"]
@@ -448,7 +454,10 @@ def bench_cost(res: Results) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="size,cold,core,delivery,cost")
+    ap.add_argument("--only", default="size,cold,core,delivery,cost,state")
+    ap.add_argument("--state-messages", type=int, default=1000, help="state: messages per account (2 receipts each)")
+    ap.add_argument("--state-item-wcu", type=float, default=50,
+                    help="state: the emulator's per-item write limit, scaled down from 1,000 so this machine meets it")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--functions", default=",".join(FUNCTIONS), help="size and cold: these functions only")
     ap.add_argument("--webhooks", type=int, default=10000)
@@ -476,6 +485,8 @@ def main() -> int:
         bench_delivery(res, args.webhooks, args.receiver_delay_ms, args.aws_delay_ms, log_dir, args.batch_size)
     if "cost" in only:
         bench_cost(res)
+    if "state" in only:
+        bench_state(res, log_dir, args.state_messages, PRICES, args.state_item_wcu)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res.data, indent=2) + "\n")
     print(f"\nfigures written to {args.json}")

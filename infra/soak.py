@@ -3,10 +3,19 @@ stack to receivers that fail at random (500s, 429 with Retry-After, answers slow
 timeout, connection resets), while the function processes are SIGKILLed at random. Then the
 accounting: every expected webhook must be delivered or on a dead-letter queue with its reason.
 
-  python infra/soak.py [--events 5000] [--accounts 5] [--kills 4] [--fail 0.3] [--deadline 840]
+  python infra/soak.py [--events 5000] [--accounts 5] [--bulk-messages 1000] [--kills 4] [--fail 0.3]
+                       [--item-wcu 20] [--deadline 900]
+
+Besides the mixed accounts, one bulk sender sends a campaign: a `sent` and a final receipt per
+message, published as fast as the emulator takes them, subscribed to receipts, campaign.completed and
+both rate alerts (set never to fire), so its outcome counts run under the kills; once its receipts
+are in, a campaign.completed without figures must report exactly --bulk-messages. The emulator
+conflicts and throttles like DynamoDB (infra/dynamodb_emulator.py), its per-item write limit scaled
+down to --item-wcu so this machine meets it.
 
 Prints events in, webhooks expected, delivered, lost (must be 0), duplicates by webhook-id, DLQ
-entries and their reasons, restarts, p50/p99 end-to-end latency; exits 1 if anything was lost.
+entries and their reasons, restarts, conflicts and throttles met, the bulk campaign's count,
+p50/p99 end-to-end latency; exits 1 if anything was lost or the count is wrong.
 """
 
 from __future__ import annotations
@@ -91,6 +100,7 @@ class FaultyReceiver:
         self.delivered: dict[str, list[float]] = {}  # webhook-id -> times answered 2xx
         self.faults: Counter = Counter()
         self.requests = 0
+        self.completed: dict[str, dict] = {}  # campaign id -> data of its campaign.completed
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -119,9 +129,11 @@ class FaultyReceiver:
                     self.connection.close()
                     self.close_connection = True
                 else:
-                    json.loads(body)
+                    doc = json.loads(body)
                     with receiver.lock:
                         receiver.delivered.setdefault(wid, []).append(time.time())
+                        if doc.get("type") == "campaign.completed":
+                            receiver.completed[doc["data"]["campaign_id"]] = doc["data"]
                     self._answer(204)
 
             def _answer(self, status, headers=None):
@@ -156,9 +168,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=5000)
     ap.add_argument("--accounts", type=int, default=5)
+    ap.add_argument("--bulk-messages", type=int, default=1000, help="the bulk sender's campaign (2 receipts each)")
+    ap.add_argument("--item-wcu", type=float, default=20, help="the emulator's per-item write limit (WCU/s)")
     ap.add_argument("--kills", type=int, default=4)
     ap.add_argument("--fail", type=float, default=0.3)
-    ap.add_argument("--deadline", type=int, default=840, help="seconds for the whole run")
+    ap.add_argument("--deadline", type=int, default=900, help="seconds for the whole run")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -168,7 +182,7 @@ def main() -> int:
     st = local_stack.Stack(port=local_stack.free_port(), log_dir=local_stack.LOCAL / "soak-logs",
                            env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "HTTP_TIMEOUT": f"{HTTP_TIMEOUT_S}s",
                                           "LOG_LEVEL": "warn"},
-                           fast_transactions=True)
+                           config={"item_wcu_per_second": args.item_wcu, "hold_ms": 30})
     try:
         ddb, sns = st.client("dynamodb"), st.client("sns")
         accounts = [f"acc_soak_{i}" for i in range(args.accounts)]
@@ -176,6 +190,14 @@ def main() -> int:
             ddb.put_item(TableName=st.outputs["SubscriptionsTableName"], Item={
                 "account_id": {"S": a}, "subscription_id": {"S": "sub"},
                 "url": {"S": f"http://127.0.0.1:{receiver.port}/{a}"}, "secret": {"S": SECRET}, "triggers": {"S": "*"}})
+        bulk = "acc_soak_bulk"
+        never = {"M": {"threshold": {"N": "0.99"}, "window_minutes": {"N": "60"}, "min_samples": {"N": "1"},
+                       "cooldown_minutes": {"N": "60"}}}
+        ddb.put_item(TableName=st.outputs["SubscriptionsTableName"], Item={
+            "account_id": {"S": bulk}, "subscription_id": {"S": "sub"},
+            "url": {"S": f"http://127.0.0.1:{receiver.port}/{bulk}"}, "secret": {"S": SECRET},
+            "triggers": {"L": [{"S": t} for t in ["sms.status_changed", "campaign.completed", "bounce_rate.high"]]},
+            "bounce_rate_high": never})
 
         expected: dict[str, float] = {}  # webhook-id -> publish time
         kills: list[str] = []
@@ -198,6 +220,25 @@ def main() -> int:
         def backlog() -> int:
             return sum(int(sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])
                            ["Attributes"]["ApproximateNumberOfMessages"]) for q in queues)
+
+        # The bulk sender: a campaign's receipts, all published up front, as fast as they are taken.
+        bulk_campaign = f"cmp_bulk_{uuid.uuid4().hex[:6]}"
+        receipts = []
+        for i in range(args.bulk_messages):
+            mid = f"bulk_{uuid.uuid4().hex[:12]}"
+            final = "delivered" if i % 10 < 8 else ("failed" if i % 10 == 8 else "bounced")
+            for status, ago in (("sent", 2), (final, 1)):
+                receipts.append({"id": f"evt_{uuid.uuid4().hex[:16]}", "type": "sms.status_changed", "account_id": bulk,
+                                 "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - ago)),
+                                 "data": {"message_id": mid, "status": status, "recipient": f"+1415{i:07d}",
+                                          "campaign_id": bulk_campaign}})
+        for k in range(0, len(receipts), 10):
+            chunk = receipts[k:k + 10]
+            for e in chunk:
+                expected[webhook_id(e["id"], "sms.status_changed", bulk, "sub")] = time.time()
+            sns.publish_batch(TopicArn=st.outputs["EventsTopicArn"],
+                              PublishBatchRequestEntries=[{"Id": str(j), "Message": json.dumps(e)} for j, e in enumerate(chunk)])
+        print(f"  {time.time() - started:5.0f}s  published {len(receipts)} bulk receipts", flush=True)
 
         batch = []
         for n in range(args.events):
@@ -236,8 +277,20 @@ def main() -> int:
                     out[body.get("webhook_id") or f"input:{m['MessageId']}"] = reason
             return out
 
+        bulk_receipts = {webhook_id(e["id"], "sms.status_changed", bulk, "sub") for e in receipts}
+        completed_sent = False
         last = None
         while time.time() - started < args.deadline:
+            with receiver.lock:
+                receipts_in = sum(1 for w in bulk_receipts if w in receiver.delivered)
+            if not completed_sent and receipts_in + len(bulk_receipts & set(dead_lettered())) >= len(bulk_receipts):
+                done_event = {"id": f"evt_{uuid.uuid4().hex[:16]}", "type": "campaign.completed", "account_id": bulk,
+                              "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "data": {"campaign_id": bulk_campaign, "name": "bulk"}}
+                expected[webhook_id(done_event["id"], "campaign.completed", bulk, "sub")] = time.time()
+                sns.publish(TopicArn=st.outputs["EventsTopicArn"], Message=json.dumps(done_event))
+                completed_sent = True
+                print(f"  {time.time() - started:5.0f}s  bulk receipts in; campaign.completed published", flush=True)
             with receiver.lock:
                 done = sum(1 for w in expected if w in receiver.delivered)
             if done != last:
@@ -246,7 +299,7 @@ def main() -> int:
                 last = done
             if done == len(expected):
                 break
-            if done + len(dead_lettered()) >= len(expected) and time.time() - published > 60:
+            if completed_sent and done + len(dead_lettered()) >= len(expected) and time.time() - published > 60:
                 break
             time.sleep(5)
 
@@ -258,6 +311,8 @@ def main() -> int:
         lost = [w for w in expected if w not in delivered and w not in dlq]
         dups = {w: len(t) for w, t in delivered.items() if len(t) > 1}
         latencies = [min(times) - expected[w] for w, times in delivered.items()]
+        stats = st.emulator.stats()
+        counted = receiver.completed.get(bulk_campaign, {})
         report = {
             "events_in": args.events,
             "webhooks_expected": len(expected),
@@ -272,6 +327,13 @@ def main() -> int:
             "receiver_faults": dict(receiver.faults),
             "kills": kills,
             "runtime_restarts": sum(r.restarts for r in st.runners),
+            "bulk_receipts": len(receipts),
+            "bulk_campaign_counted": {k: counted.get(k) for k in ("total_sent", "delivered", "failed")},
+            "bulk_campaign_expected": {"total_sent": args.bulk_messages,
+                                       "delivered": sum(1 for i in range(args.bulk_messages) if i % 10 < 8),
+                                       "failed": sum(1 for i in range(args.bulk_messages) if i % 10 >= 8)},
+            "dynamodb_refused": stats["refused"],
+            "dynamodb_requests": sum(stats["requests"].values()),
             "latency_p50_s": round(pct(latencies, 50), 2),
             "latency_p99_s": round(pct(latencies, 99), 2),
             "wall_seconds": round(time.time() - started),
@@ -280,7 +342,10 @@ def main() -> int:
         (local_stack.LOCAL / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
         if lost:
             print(f"LOST {len(lost)}: e.g. {lost[:5]}")
-        return 1 if lost or unexpected else 0
+        count_ok = report["bulk_campaign_counted"] == report["bulk_campaign_expected"]
+        if not count_ok:
+            print(f"BULK COUNT WRONG: {report['bulk_campaign_counted']} != {report['bulk_campaign_expected']}")
+        return 1 if lost or unexpected or not count_ok else 0
     finally:
         st.stop()
         receiver.server.shutdown()

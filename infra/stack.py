@@ -1,4 +1,5 @@
-"""The local stack: the moto AWS emulator, every resource template.yaml declares, and the six real
+"""The local stack: the AWS emulator (moto, with DynamoDB made to behave like the service:
+infra/dynamodb_emulator.py), every resource template.yaml declares, and the six real
 function binaries behind the Lambda runtime interface emulator, fed by a poller with the SQS event
 source's semantics.
 
@@ -444,24 +445,71 @@ def binary_dir() -> Path:
 
 
 class Emulator:
-    """The moto server, on 127.0.0.1:port."""
+    """The emulator, infra/dynamodb_emulator.py (the moto server with DynamoDB's transaction
+    conflicts, per-item throttling, item size limit and request accounting), on 127.0.0.1:port.
+    `config` (any of hold_ms, item_wcu_per_second, max_item_bytes, respond_after_hold) is given to
+    it as its environment and applied again through /_emulator/config once it answers."""
 
-    def __init__(self, port: int, log: Path, fast_transactions: bool = False):
+    def __init__(self, port: int, log: Path, config: dict[str, Any] | None = None):
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log, "ab")
-        if fast_transactions:  # see infra/moto_fast_transactions.py
-            cmd = [sys.executable, str(Path(__file__).parent / "moto_fast_transactions.py")]
-        else:
-            cmd = [str(Path(sys.executable).parent / "moto_server")]
-        self.proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_http(f"{self.endpoint}/moto-api/")
+        env = dict(os.environ)
+        for key, value in (config or {}).items():
+            if key in EMULATOR_ENV:
+                env[EMULATOR_ENV[key]] = str(value)
+        cmd = [sys.executable, str(Path(__file__).parent / "dynamodb_emulator.py"), "-H", "127.0.0.1", "-p", str(port)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_http(f"{self.endpoint}/moto-api/")
+            if config:
+                configure_emulator(self.endpoint, **config)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stats(self) -> dict:
+        return emulator_stats(self.endpoint)
+
+    def reset_stats(self) -> None:
+        reset_emulator_stats(self.endpoint)
+
+    def configure(self, **config: Any) -> dict:
+        return configure_emulator(self.endpoint, **config)
 
     def stop(self) -> None:
         _terminate(self.proc)
         self._log.close()
+
+
+EMULATOR_ENV = {"hold_ms": "DDB_EMULATOR_HOLD_MS", "item_wcu_per_second": "DDB_EMULATOR_ITEM_WCU",
+                "max_item_bytes": "DDB_EMULATOR_MAX_ITEM_BYTES",
+                "respond_after_hold": "DDB_EMULATOR_RESPOND_AFTER_HOLD"}
+
+
+def _emulator_call(endpoint: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{endpoint}/_emulator/{path}", data=data, method="GET" if data is None else "POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def emulator_stats(endpoint: str) -> dict:
+    """What the DynamoDB requests so far would have cost: requests by operation, read and write
+    units (in all and by table), the hottest items, refusals by kind. See infra/dynamodb_emulator.py."""
+    return _emulator_call(endpoint, "stats")
+
+
+def reset_emulator_stats(endpoint: str) -> None:
+    _emulator_call(endpoint, "stats/reset", {})
+
+
+def configure_emulator(endpoint: str, **config: Any) -> dict:
+    """Change the emulator's DynamoDB behaviour (hold_ms, item_wcu_per_second, max_item_bytes,
+    respond_after_hold); answers the whole configuration."""
+    return _emulator_call(endpoint, "config", config)
 
 
 def _terminate(proc: subprocess.Popen) -> None:
@@ -635,9 +683,11 @@ class Stack:
 
     def __init__(self, port: int = 4566, env_overrides: dict[str, str] | None = None,
                  parameters: dict[str, str] | None = None, log_dir: Path = LOCAL / "logs",
-                 functions: list[str] | None = None, fast_transactions: bool = False):
+                 functions: list[str] | None = None, config: dict[str, Any] | None = None):
         self.log_dir = log_dir
-        self.emulator = Emulator(port, log_dir / "moto.log", fast_transactions)
+        # A transaction is answered when it is no longer in flight, as DynamoDB does: only
+        # concurrent transactions on the same item conflict.
+        self.emulator = Emulator(port, log_dir / "moto.log", {"respond_after_hold": True, **(config or {})})
         self.runners: list[Runner] = []
         try:
             self.provisioned = provision(self.emulator.endpoint, parameters)

@@ -228,14 +228,9 @@ pub async fn count_outcomes(
         .await;
     for (key, r) in applied {
         if let Err(e) = r {
-            let message = e.to_string();
             for (i, _, k) in &contributions {
                 if *k == key && results[*i].is_ok() {
-                    results[*i] = Err(StateStoreError::Busy {
-                        table: state.table.clone(),
-                        attempts: ATTEMPTS,
-                        reason: format!("counter {key}: {message}"),
-                    });
+                    results[*i] = Err(shared_failure(state, &format!("counter {key}"), &e));
                 }
             }
             counted.retain(|i| !contributions.iter().any(|(j, _, k)| j == i && *k == key));
@@ -254,18 +249,29 @@ pub async fn count_outcomes(
                 }
             }
             Err(e) => {
-                let message = e.to_string();
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(StateStoreError::Busy {
-                        table: state.table.clone(),
-                        attempts: ATTEMPTS,
-                        reason: format!("rate alerts: {message}"),
-                    });
+                    *r = Err(shared_failure(state, "rate alerts", &e));
                 }
             }
         }
     }
     results
+}
+
+/// One failure of a step the whole group shares, for each of the group's records: permanent stays
+/// permanent (dead-lettered), anything else is to be retried.
+fn shared_failure(state: &StateStore, step: &str, e: &StateStoreError) -> StateStoreError {
+    if e.is_permanent() {
+        StateStoreError::Invalid {
+            reason: format!("{step}: {e}"),
+        }
+    } else {
+        StateStoreError::Busy {
+            table: state.table.clone(),
+            attempts: ATTEMPTS,
+            reason: format!("{step}: {e}"),
+        }
+    }
 }
 
 /// The counters one receipt is to be counted in by this batch.

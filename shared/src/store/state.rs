@@ -272,28 +272,34 @@ impl StateStore {
 
     /// Every item of `pk` with a sort key in [from, to], as plain JSON (strongly consistent).
     pub async fn range(&self, pk: &str, from: &str, to: &str) -> Result<Vec<Map<String, Value>>, StateStoreError> {
-        let mut pages = self
+        self.query(pk, Some((from, to))).await
+    }
+
+    /// Every item of `pk`, as plain JSON.
+    pub async fn partition(&self, pk: &str) -> Result<Vec<Map<String, Value>>, StateStoreError> {
+        self.query(pk, None).await
+    }
+
+    async fn query(&self, pk: &str, between: Option<(&str, &str)>) -> Result<Vec<Map<String, Value>>, StateStoreError> {
+        let mut q = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
             .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":from", s(from))
-            .expression_attribute_values(":to", s(to))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
+            .consistent_read(true);
+        q = match between {
+            Some((from, to)) => q
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to)),
+            None => q.key_condition_expression("pk = :pk"),
+        };
+        let mut pages = q.into_paginator().items().send();
         let mut out = Vec::new();
         while let Some(item) = pages.next().await {
             out.push(item_to_json(&item.map_err(|e| self.refused(refusal(e, |_| None)))?));
         }
         Ok(out)
-    }
-
-    /// Every item of `pk`, as plain JSON.
-    pub async fn partition(&self, pk: &str) -> Result<Vec<Map<String, Value>>, StateStoreError> {
-        self.range(pk, "", "\u{10FFFF}").await
     }
 
     fn put_request(&self, key: &Key, doc: &Value, expect: Option<u64>, expires_at: i64) -> Put {
@@ -387,7 +393,9 @@ impl StateStore {
             .table_name(&self.table)
             .set_key(Some(key_attrs(key)))
             .consistent_read(true)
-            .projection_expression("tok, void")
+            .projection_expression("#tok, #void")
+            .expression_attribute_names("#tok", "tok")
+            .expression_attribute_names("#void", "void")
             .send()
             .await
             .map_err(|e| self.refused(refusal(e, |_| None)))?;
@@ -402,8 +410,10 @@ impl StateStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_attrs(key)))
-            .update_expression("ADD void :t SET expires_at = :exp")
-            .condition_expression("NOT contains(tok, :one)")
+            .update_expression("ADD #void :t SET expires_at = :exp")
+            .condition_expression("NOT contains(#tok, :one)")
+            .expression_attribute_names("#tok", "tok")
+            .expression_attribute_names("#void", "void")
             .expression_attribute_values(":t", AttributeValue::Ss(vec![token.to_string()]))
             .expression_attribute_values(":one", s(token))
             .expression_attribute_values(":exp", n(now + STATE_TTL_SECONDS))
@@ -427,15 +437,19 @@ impl StateStore {
         with_numbers: bool,
         now: i64,
     ) -> Result<Applied, StateStoreError> {
-        let mut names = HashMap::new();
+        // `void` is a reserved word of DynamoDB's expressions: every name goes through a placeholder.
+        let mut names = HashMap::from([
+            ("#tok".to_string(), "tok".to_string()),
+            ("#void".to_string(), "void".to_string()),
+        ]);
         let mut values = HashMap::new();
-        let mut adds = vec!["tok :t".to_string()];
+        let mut adds = vec!["#tok :t".to_string()];
         for (i, (attr, by)) in delta.numbers.iter().enumerate() {
             names.insert(format!("#n{i}"), attr.clone());
             values.insert(format!(":n{i}"), n(by));
             adds.push(format!("#n{i} :n{i}"));
         }
-        let mut condition = "NOT contains(tok, :one) AND NOT contains(void, :one)".to_string();
+        let mut condition = "NOT contains(#tok, :one) AND NOT contains(#void, :one)".to_string();
         let numbers = with_numbers && !delta.bounced_numbers.is_empty();
         if numbers {
             adds.push("bn :bn".into());
@@ -456,7 +470,7 @@ impl StateStore {
             .set_key(Some(key_attrs(key)))
             .update_expression(format!("ADD {} SET expires_at = :exp", adds.join(", ")))
             .condition_expression(condition)
-            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

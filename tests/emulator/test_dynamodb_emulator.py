@@ -1,0 +1,470 @@
+"""infra/dynamodb_emulator.py answers like DynamoDB where it matters for concurrency and cost:
+transactions touch only their items, transaction conflicts, per-item write throttling, the 400 KB
+item size limit, per-item condition failure reasons, and the accounting of capacity units. Each
+test cites the AWS documentation page it copies."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import DEFAULTS, ROOT, local_stack, make_client
+
+CONFLICT = {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+NONE = {"Code": "None"}
+SIZE_MSG = "Item size has exceeded the maximum allowed size"
+
+
+def key(pk: str, sk: str = "x") -> dict:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def item(pk: str, sk: str = "x", **attrs) -> dict:
+    return {**key(pk, sk), **attrs}
+
+
+def unique(prefix: str = "p") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:9]}"
+
+
+def refusal(call) -> dict:
+    """The error a call ends with: code, message, HTTP status, cancellation reasons."""
+    with pytest.raises(ClientError) as e:
+        call()
+    r = e.value.response
+    return {"code": r["Error"]["Code"], "message": r["Error"].get("Message", ""),
+            "status": r["ResponseMetadata"]["HTTPStatusCode"], "reasons": r.get("CancellationReasons")}
+
+
+def stored(ddb, table: str, pk: str, sk: str = "x") -> dict | None:
+    return ddb.get_item(TableName=table, Key=key(pk, sk), ConsistentRead=True).get("Item")
+
+
+def configure(endpoint: str, **config) -> dict:
+    return local_stack.configure_emulator(endpoint, **config)
+
+
+# ---------------------------------------------------------------- 1. transactions touch only their items
+
+def test_transaction_copies_no_table_and_rolls_back_only_its_items(ddb, table):
+    """A failed TransactWriteItems changes nothing ("the actions are completed atomically so that
+    either all of them succeed, or all of them fail",
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html), and
+    the emulator gets there by snapshotting only the items the transaction names: moto 5.2.5
+    deep-copies every table the transaction touches, on every call."""
+    # Over the wire: the rollback puts back exactly the named items and leaves the others alone.
+    for i in range(20):
+        ddb.put_item(TableName=table, Item=item(f"other{i}", v={"N": str(i)}))
+    ddb.put_item(TableName=table, Item=item("a", v={"N": "1"}))
+    ddb.put_item(TableName=table, Item=item("b", v={"N": "1"}))
+    reasons = refusal(lambda: ddb.transact_write_items(TransactItems=[
+        {"Update": {"TableName": table, "Key": key("a"), "UpdateExpression": "SET v = :two",
+                    "ExpressionAttributeValues": {":two": {"N": "2"}}}},
+        {"Put": {"TableName": table, "Item": item("new", v={"N": "1"})}},
+        {"Delete": {"TableName": table, "Key": key("b")}},
+        {"ConditionCheck": {"TableName": table, "Key": key("other3"), "ConditionExpression": "v = :nine",
+                            "ExpressionAttributeValues": {":nine": {"N": "9"}}}},
+    ]))["reasons"]
+    assert [r["Code"] for r in reasons] == ["None", "None", "None", "ConditionalCheckFailed"]
+    assert stored(ddb, table, "a")["v"] == {"N": "1"}
+    assert stored(ddb, table, "b")["v"] == {"N": "1"}
+    assert stored(ddb, table, "new") is None
+    assert ddb.scan(TableName=table, ConsistentRead=True)["Count"] == 22
+
+    # In process: with every deep copy of a table made to fail, transactions still work, both ways.
+    import boto3
+    import dynamodb_emulator as emu
+    import moto.dynamodb.models as ddb_models
+    from moto import mock_aws
+    from moto.dynamodb.models.table import Table
+
+    def no_table_copies(self, memo):
+        raise AssertionError("a whole table was deep-copied")
+
+    with mock_aws():
+        local = boto3.client("dynamodb", region_name="us-east-1")
+        local.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                           AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                                 {"AttributeName": "sk", "AttributeType": "S"}],
+                           KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                      {"AttributeName": "sk", "KeyType": "RANGE"}])
+        local.put_item(TableName="t", Item=item("a", v={"N": "1"}))
+        Table.__deepcopy__ = no_table_copies
+        try:
+            put = [{"Put": {"TableName": "t", "Item": item("c", v={"N": "1"})}}]
+            # The trap works: moto's own transaction trips it.
+            saved, ddb_models.copy = ddb_models.copy, copy
+            try:
+                backend = ddb_models.dynamodb_backends["123456789012"]["us-east-1"]
+                with pytest.raises(AssertionError, match="deep-copied"):
+                    emu._original_backend_transact(backend, put)
+            finally:
+                ddb_models.copy = saved
+            local.transact_write_items(TransactItems=put)
+            with pytest.raises(ClientError):
+                local.transact_write_items(TransactItems=[
+                    {"Update": {"TableName": "t", "Key": key("a"), "UpdateExpression": "SET v = :two",
+                                "ExpressionAttributeValues": {":two": {"N": "2"}}}},
+                    {"ConditionCheck": {"TableName": "t", "Key": key("c"),
+                                        "ConditionExpression": "attribute_not_exists(pk)"}}])
+        finally:
+            del Table.__deepcopy__
+        assert local.get_item(TableName="t", Key=key("a"))["Item"]["v"] == {"N": "1"}
+        assert local.get_item(TableName="t", Key=key("c"))["Item"]["v"] == {"N": "1"}
+
+
+# ---------------------------------------------------------------- 2. transaction conflicts
+
+def test_items_of_a_transaction_in_flight_conflict(emulator, ddb, table):
+    """Transaction conflict handling,
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling:
+    a PutItem, UpdateItem or DeleteItem of an item of an ongoing TransactWriteItems fails with
+    TransactionConflictException; a TransactWriteItems naming such an item fails with
+    TransactionCanceledException, its CancellationReasons in request order; GetItem is not
+    affected. Here each transaction is in flight for hold_ms from its arrival."""
+    configure(emulator, hold_ms=2000)
+    ddb.put_item(TableName=table, Item=item("b", v={"N": "1"}))
+    ddb.put_item(TableName=table, Item=item("d", v={"N": "1"}))
+    started = time.monotonic()
+    ddb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": table, "Item": item("a", v={"N": "1"})}},
+        {"Update": {"TableName": table, "Key": key("b"), "UpdateExpression": "SET v = :two",
+                    "ExpressionAttributeValues": {":two": {"N": "2"}}}},
+    ])
+    second = [
+        {"Put": {"TableName": table, "Item": item("c", v={"N": "1"})}},
+        {"Update": {"TableName": table, "Key": key("a"), "UpdateExpression": "SET v = :three",
+                    "ExpressionAttributeValues": {":three": {"N": "3"}}}},
+        {"Delete": {"TableName": table, "Key": key("d")}},
+        {"ConditionCheck": {"TableName": table, "Key": key("b"), "ConditionExpression": "attribute_exists(pk)"}},
+    ]
+    err = refusal(lambda: ddb.transact_write_items(TransactItems=second))
+    assert err["code"] == "TransactionCanceledException" and err["status"] == 400
+    assert err["reasons"] == [NONE, CONFLICT, NONE, CONFLICT]
+    assert stored(ddb, table, "c") is None and stored(ddb, table, "d") is not None
+
+    for call in (lambda: ddb.put_item(TableName=table, Item=item("a", v={"N": "9"})),
+                 lambda: ddb.update_item(TableName=table, Key=key("b"), UpdateExpression="SET v = :n",
+                                         ExpressionAttributeValues={":n": {"N": "9"}}),
+                 lambda: ddb.delete_item(TableName=table, Key=key("a"))):
+        err = refusal(call)
+        assert (err["code"], err["status"], err["message"]) == (
+            "TransactionConflictException", 400, "Transaction is ongoing for the item")
+    # Reads are unaffected; an item the transaction does not name is free.
+    assert stored(ddb, table, "a")["v"] == {"N": "1"}
+    assert ddb.query(TableName=table, KeyConditionExpression="pk = :p",
+                     ExpressionAttributeValues={":p": {"S": "b"}})["Items"][0]["v"] == {"N": "2"}
+    ddb.put_item(TableName=table, Item=item("free"))
+    assert time.monotonic() - started < 2.0, "too slow to test inside the hold"
+
+    time.sleep(max(0.0, started + 2.1 - time.monotonic()))
+    ddb.transact_write_items(TransactItems=second)
+    assert stored(ddb, table, "a")["v"] == {"N": "3"}
+    assert stored(ddb, table, "c") is not None and stored(ddb, table, "d") is None
+    assert local_stack.emulator_stats(emulator)["refused"]["TransactionConflict"] == 4
+
+
+def test_concurrent_transactions_on_one_item_one_wins(emulator, table):
+    """Of concurrent TransactWriteItems on one item exactly one goes through, the others are
+    cancelled with TransactionConflict
+    (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling):
+    the check and the hold are one atomic step."""
+    configure(emulator, hold_ms=2000)
+    clients = [make_client(emulator) for _ in range(8)]
+    barrier = threading.Barrier(len(clients))
+    outcomes: list[str] = []
+
+    def run(client, i: int) -> None:
+        barrier.wait()
+        try:
+            client.transact_write_items(TransactItems=[
+                {"Put": {"TableName": table, "Item": item(f"own{i}")}},
+                {"Update": {"TableName": table, "Key": key("hot"), "UpdateExpression": "ADD n :one",
+                            "ExpressionAttributeValues": {":one": {"N": "1"}}}}])
+            outcomes.append("ok")
+        except ClientError as e:
+            assert e.response["CancellationReasons"] == [NONE, CONFLICT]
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=run, args=(c, i)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
+    assert stored(make_client(emulator), table, "hot")["n"] == {"N": "1"}
+
+
+def test_conflicts_are_configurable(emulator, ddb, table):
+    """hold_ms 0 turns conflicts off; respond_after_hold answers a transaction only when it is
+    over, as DynamoDB does, so that only concurrent requests meet it in flight
+    (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling)."""
+    configure(emulator, hold_ms=0)
+    txn = [{"Update": {"TableName": table, "Key": key("a"), "UpdateExpression": "ADD n :one",
+                       "ExpressionAttributeValues": {":one": {"N": "1"}}}}]
+    for _ in range(3):
+        ddb.transact_write_items(TransactItems=txn)
+        ddb.put_item(TableName=table, Item=item("a", n={"N": "0"}))
+
+    configure(emulator, hold_ms=600, respond_after_hold=True)
+    took: list[float] = []
+
+    def in_flight() -> None:
+        t0 = time.monotonic()
+        make_client(emulator).transact_write_items(TransactItems=txn)
+        took.append(time.monotonic() - t0)
+
+    worker = threading.Thread(target=in_flight)
+    worker.start()
+    time.sleep(0.2)
+    assert refusal(lambda: ddb.put_item(TableName=table, Item=item("a")))["code"] == "TransactionConflictException"
+    worker.join()
+    assert took[0] >= 0.55
+    ddb.put_item(TableName=table, Item=item("a", n={"N": "7"}))  # the same client, right after: no conflict
+    assert stored(ddb, table, "a")["n"] == {"N": "7"}
+
+
+# ---------------------------------------------------------------- 3. per-item throttling
+
+def _within(seconds: float, scenario):
+    """Run `scenario` (which reports how long its timed part took) until that part takes less
+    than `seconds`: a token bucket refills while the test runs, and a loaded machine could refill
+    it enough to let the extra write through."""
+    for _ in range(5):
+        result, elapsed = scenario()
+        if elapsed < seconds:
+            return result
+    pytest.skip(f"the machine is too slow to observe a bucket within {seconds}s")
+
+
+def _outcome(call) -> str:
+    try:
+        call()
+        return "ok"
+    except ClientError as e:
+        reasons = e.response.get("CancellationReasons")
+        return json.dumps(reasons) if reasons else e.response["Error"]["Code"]
+
+
+def test_writes_to_one_item_are_throttled_per_item(emulator, ddb, table):
+    """One partition, so one item, serves at most 1,000 write units per second
+    (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html);
+    a write of up to 1 KB is one unit
+    (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html).
+    Scaled down to 5 units per second: five 1 KB writes go through, the sixth is refused with
+    ProvisionedThroughputExceededException and writes nothing, another item is not affected, and
+    the bucket refills."""
+    def scenario():
+        configure(emulator, item_wcu_per_second=5)  # buckets full
+        local_stack.reset_emulator_stats(emulator)
+        pk = unique()  # 10 characters: 12 + 3 + 1,001 = 1,016 bytes, one unit
+
+        def put(fill: str):
+            return lambda: ddb.put_item(TableName=table, Item=item(pk, v={"S": fill * 1000}))
+
+        started = time.monotonic()
+        outcomes = [_outcome(put(c)) for c in "abcdef"]
+        return (pk, outcomes), time.monotonic() - started
+
+    pk, outcomes = _within(0.19, scenario)
+    assert outcomes == ["ok"] * 5 + ["ProvisionedThroughputExceededException"]
+    assert stored(ddb, table, pk)["v"]["S"][0] == "e"  # the refused write wrote nothing
+    err = refusal(lambda: ddb.update_item(TableName=table, Key=key(pk), UpdateExpression="SET w = :w",
+                                          ExpressionAttributeValues={":w": {"S": "w"}}))
+    assert err["status"] == 400 and "Throughput exceeds the current capacity" in err["message"]
+    ddb.put_item(TableName=table, Item=item(unique(), v={"S": "a" * 1000}))  # another item
+    time.sleep(0.25)  # > 1 unit refilled
+    ddb.put_item(TableName=table, Item=item(pk, v={"S": "g" * 1000}))
+    assert local_stack.emulator_stats(emulator)["refused"]["Throttling"] == 2, local_stack.emulator_stats(emulator)
+
+    configure(emulator, item_wcu_per_second=0)  # off
+    for _ in range(20):
+        ddb.put_item(TableName=table, Item=item(pk, v={"S": "h" * 1000}))
+
+
+def test_transactional_writes_cost_double_and_are_throttled(emulator, ddb, table):
+    """A transactional write of up to 1 KB costs two units, a prepare and a commit
+    (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-capacity-handling).
+    At 5 units per second two such transactions on one item go through; the third is cancelled
+    with reason ThrottlingError on that item and None on the other, writes nothing and consumes
+    nothing."""
+    def scenario():
+        configure(emulator, item_wcu_per_second=5, hold_ms=0)
+        pk, other = unique(), unique()
+
+        def txn(*pks: str):
+            return lambda: ddb.transact_write_items(TransactItems=[
+                {"Put": {"TableName": table, "Item": item(p, v={"S": "a" * 1000})}} for p in pks])
+
+        started = time.monotonic()
+        outcomes = [_outcome(txn(pk)), _outcome(txn(pk)), _outcome(txn(other, pk))]
+        elapsed = time.monotonic() - started
+        # What the refused transaction left: one unit on `pk`, enough for a plain 1 KB write.
+        outcomes.append(_outcome(lambda: ddb.put_item(TableName=table, Item=item(pk, v={"S": "b" * 1000}))))
+        return (other, outcomes), elapsed
+
+    other, outcomes = _within(0.19, scenario)
+    assert outcomes[:2] == ["ok", "ok"] and outcomes[3] == "ok"
+    reasons = json.loads(outcomes[2])
+    assert reasons[0] == NONE
+    assert reasons[1]["Code"] == "ThrottlingError"
+    assert reasons[1]["Message"].startswith("Throughput exceeds the current capacity of your table or index.")
+    assert stored(ddb, table, other) is None
+
+
+# ---------------------------------------------------------------- 4. item size limit
+
+def test_items_over_400_kb_are_refused(emulator, ddb, table):
+    """The maximum item size is 400 KB
+    (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-items),
+    names and values counted as in
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html.
+    PutItem and UpdateItem over it fail with ValidationException; in a transaction the whole
+    transaction is cancelled with ValidationError on that item. moto alone refuses from 405,000
+    bytes."""
+    # pk "big" 2+3, sk "x" 2+1, "payload" 7 + length: 409,600 bytes exactly with 409,585 characters.
+    ddb.put_item(TableName=table, Item=item("big", payload={"S": "a" * 409_585}))
+    err = refusal(lambda: ddb.put_item(TableName=table, Item=item("big", payload={"S": "b" * 409_586})))
+    assert (err["code"], err["message"], err["status"]) == ("ValidationException", SIZE_MSG, 400)
+    assert stored(ddb, table, "big")["payload"]["S"][0] == "a"
+
+    big = {"S": "c" * 410 * 1024}
+    ddb.put_item(TableName=table, Item=item("small", v={"N": "1"}))
+    for pk in ("small", "absent"):
+        err = refusal(lambda: ddb.update_item(TableName=table, Key=key(pk), UpdateExpression="SET payload = :b, v = :v",
+                                              ExpressionAttributeValues={":b": big, ":v": {"N": "2"}}))
+        assert err["code"] == "ValidationException" and "exceeded the maximum allowed size" in err["message"]
+    assert stored(ddb, table, "small") == item("small", v={"N": "1"})  # not half-updated
+    assert stored(ddb, table, "absent") is None  # and not created
+
+    reasons = refusal(lambda: ddb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": table, "Item": item("huge", payload=big)}},
+        {"Put": {"TableName": table, "Item": item("fine")}}]))["reasons"]
+    assert reasons == [{"Code": "ValidationError", "Message": SIZE_MSG}, NONE]
+    reasons = refusal(lambda: ddb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": table, "Item": item("fine")}},
+        {"Update": {"TableName": table, "Key": key("small"), "UpdateExpression": "SET payload = :b",
+                    "ExpressionAttributeValues": {":b": big}}}]))["reasons"]
+    assert reasons == [NONE, {"Code": "ValidationError", "Message": SIZE_MSG}]
+    assert stored(ddb, table, "fine") is None and stored(ddb, table, "huge") is None
+    assert stored(ddb, table, "small") == item("small", v={"N": "1"})
+    assert local_stack.emulator_stats(emulator)["refused"]["Validation"] == 5
+
+    configure(emulator, max_item_bytes=0)  # off
+    ddb.put_item(TableName=table, Item=item("huge", payload=big))
+
+
+# ---------------------------------------------------------------- 5. condition failures in a transaction
+
+def test_transaction_condition_failures_are_reported_per_item(ddb, table):
+    """A TransactWriteItems whose conditions fail is cancelled with one CancellationReason per
+    action in request order: ConditionalCheckFailed ("The conditional request failed") where the
+    condition failed, with the item when ReturnValuesOnConditionCheckFailure is ALL_OLD, None
+    elsewhere (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html,
+    https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_CancellationReason.html)."""
+    existing = item("old", version={"N": "3"}, doc={"S": "{}"})
+    ddb.put_item(TableName=table, Item=existing)
+    ddb.put_item(TableName=table, Item=item("there"))
+    reasons = refusal(lambda: ddb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": table, "Item": item("new"), "ConditionExpression": "attribute_not_exists(pk)"}},
+        {"Put": {"TableName": table, "Item": item("old", version={"N": "4"}), "ConditionExpression": "version = :v",
+                 "ExpressionAttributeValues": {":v": {"N": "2"}}, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},
+        {"Update": {"TableName": table, "Key": key("missing"), "UpdateExpression": "SET v = :one",
+                    "ConditionExpression": "attribute_exists(pk)", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+        {"ConditionCheck": {"TableName": table, "Key": key("there"), "ConditionExpression": "attribute_exists(pk)"}},
+    ]))["reasons"]
+    failed = {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}
+    assert reasons == [NONE, {**failed, "Item": existing}, failed, NONE]
+    assert stored(ddb, table, "new") is None and stored(ddb, table, "old") == existing
+
+
+# ---------------------------------------------------------------- 6. accounting
+
+def test_accounting_counts_units_as_dynamodb_bills_them(emulator, ddb, table):
+    """Capacity units as in
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html:
+    reads per 4 KB (strongly consistent 1, eventually consistent 0.5; Query and Scan on the sum
+    of the items read, filtered or not; a missing item still costs), writes per 1 KB of the larger
+    of before and after, transactional writes twice, a failed conditional write still one unit;
+    sizes as in https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html.
+    Units are also split by partition key kind (the key up to its first '#')."""
+    configure(emulator, hold_ms=0)
+    local_stack.reset_emulator_stats(emulator)
+    # A: pk "acc" 2+3, sk "a" 2+1, "s" 1 + 1,491 = 1,500 bytes; with n = 12345 (1 + 1 + 3) 1,505.
+    ddb.put_item(TableName=table, Item=item("acc", "a", s={"S": "a" * 1491}))             # W 2
+    ddb.update_item(TableName=table, Key=key("acc", "a"), UpdateExpression="SET n = :n",  # W 2
+                    ExpressionAttributeValues={":n": {"N": "12345"}})
+    ddb.get_item(TableName=table, Key=key("acc", "a"))                                    # R 0.5
+    ddb.get_item(TableName=table, Key=key("acc", "a"), ConsistentRead=True)               # R 1
+    ddb.get_item(TableName=table, Key=key("acc", "none"))                                 # R 0.5
+    # B: 9 + 291 = 300 bytes, 1 unit, 2 in a transaction; the ConditionCheck of A 2 x 2.
+    ddb.transact_write_items(TransactItems=[                                              # W 6
+        {"Put": {"TableName": table, "Item": item("acc", "b", s={"S": "b" * 291})}},
+        {"ConditionCheck": {"TableName": table, "Key": key("acc", "a"), "ConditionExpression": "attribute_exists(pk)"}}])
+    ddb.query(TableName=table, KeyConditionExpression="pk = :p",                         # R 0.5 (1,805 bytes)
+              ExpressionAttributeValues={":p": {"S": "acc"}})
+    filtered = ddb.query(TableName=table, KeyConditionExpression="pk = :p", ConsistentRead=True,  # R 1
+                         FilterExpression="attribute_exists(nothing)", ExpressionAttributeValues={":p": {"S": "acc"}})
+    assert (filtered["Count"], filtered["ScannedCount"]) == (0, 2)
+    ddb.scan(TableName=table)                                                             # R 0.5
+    ddb.delete_item(TableName=table, Key=key("acc", "b"))                                 # W 1
+    assert refusal(lambda: ddb.put_item(TableName=table, Item=item("acc", "a"),           # W 1
+                                        ConditionExpression="attribute_not_exists(pk)"))["code"] == \
+        "ConditionalCheckFailedException"
+    # C1, C2: pk "c#1" 2+3, sk "c1" 2+2, n 12345 1+4, l [x, 1] 1 + 3 + 2 + 3, m {k: true} 1 + 3 + 3,
+    # s 1 + length.
+    attrs = {"n": {"N": "12345"}, "l": {"L": [{"S": "x"}, {"N": "1"}]}, "m": {"M": {"k": {"BOOL": True}}}}
+    ddb.batch_write_item(RequestItems={table: [                                           # W 1 + 2
+        {"PutRequest": {"Item": item("c#1", "c1", s={"S": "c" * 993}, **attrs)}},   # 1,024 bytes
+        {"PutRequest": {"Item": item("c#1", "c2", s={"S": "c" * 994}, **attrs)}}]})  # 1,025 bytes
+    ddb.batch_get_item(RequestItems={table: {"Keys": [key("acc", "a"), key("c#1", "c2")],  # R 1 + 1
+                                             "ConsistentRead": True}})
+    ddb.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": key("acc", "a")}}])  # R 2
+
+    stats = local_stack.emulator_stats(emulator)
+    assert stats["requests"] == {"BatchGetItem": 1, "BatchWriteItem": 1, "DeleteItem": 1, "GetItem": 3,
+                                 "PutItem": 2, "Query": 2, "Scan": 1, "TransactGetItems": 1,
+                                 "TransactWriteItems": 1, "UpdateItem": 1}
+    assert stats["write_units"] == 15
+    assert stats["read_units"] == 8
+    assert stats["by_table"] == {table: {"read_units": 8, "write_units": 15}}
+    assert stats["by_prefix"] == {table: {"acc": {"read_units": 7, "write_units": 12},
+                                          "c": {"read_units": 1, "write_units": 3}}}
+    assert stats["hottest_items"] == [
+        {"table": table, "key": {"pk": "acc", "sk": "a"}, "write_units": 9, "writes": 2, "transactional_writes": 0},
+        {"table": table, "key": {"pk": "acc", "sk": "b"}, "write_units": 3, "writes": 2, "transactional_writes": 1},
+        {"table": table, "key": {"pk": "c#1", "sk": "c2"}, "write_units": 2, "writes": 1, "transactional_writes": 0},
+        {"table": table, "key": {"pk": "c#1", "sk": "c1"}, "write_units": 1, "writes": 1, "transactional_writes": 0},
+    ]
+    assert stats["refused"] == {"TransactionConflict": 0, "Throttling": 0, "ConditionalCheckFailed": 1,
+                                "Validation": 0}
+
+    local_stack.reset_emulator_stats(emulator)
+    assert local_stack.emulator_stats(emulator) == {
+        "requests": {}, "read_units": 0, "write_units": 0, "by_table": {}, "by_prefix": {}, "hottest_items": [],
+        "refused": {"TransactionConflict": 0, "Throttling": 0, "ConditionalCheckFailed": 0, "Validation": 0}}
+
+
+def test_config_routes(emulator):
+    """GET and POST /_emulator/config: partial updates, the whole config in answer, errors on
+    unknown keys and bad values; anything else under /_emulator/ is 404."""
+    assert local_stack.emulator_stats(emulator)["requests"] == {}
+    with urllib.request.urlopen(f"{emulator}/_emulator/config") as resp:
+        assert json.loads(resp.read()) == DEFAULTS
+    assert configure(emulator, hold_ms=5) == {**DEFAULTS, "hold_ms": 5}
+    assert configure(emulator, item_wcu_per_second=2.5) == {**DEFAULTS, "hold_ms": 5, "item_wcu_per_second": 2.5}
+    for bad in ({"hold": 1}, {"hold_ms": -1}, {"item_wcu_per_second": "fast"}, {"respond_after_hold": 1}):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            configure(emulator, **bad)
+        assert e.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{emulator}/_emulator/nothing")
+    assert e.value.code == 404
+    assert (ROOT / "infra" / "dynamodb_emulator.py").exists()
