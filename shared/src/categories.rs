@@ -187,9 +187,12 @@ pub async fn count_outcomes(
     let Some(account) = events.first().map(|e| e.account_id.as_str()) else {
         return results;
     };
+    // The same event twice in one batch (SQS delivers at least once) is counted by its first copy.
+    let mut seen = std::collections::HashSet::new();
     let finals: Vec<(usize, Outcome)> = events
         .iter()
         .enumerate()
+        .filter(|(_, e)| seen.insert(e.id.as_str()))
         .filter_map(|(i, e)| match &e.data {
             EventData::SmsStatusChanged(d) => counting::outcome(d, e.occurred_at).map(|o| (i, o)),
             _ => None,
