@@ -169,7 +169,7 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
             url = receiver.endpoint(path, SECRET)
             item = {"account_id": account, "subscription_id": sid, "url": url, "secrets": [SECRET],
                     "triggers": triggers, **extra}
-            ddb.put_item(TableName=subs_table, Item={k: to_ddb(v) for k, v in item.items()})
+            ddb.put_item(TableName=subs_table, Item={k: local_stack.to_ddb_value(v) for k, v in item.items()})
             return path
 
         tag = uuid.uuid4().hex[:6]
@@ -251,17 +251,3 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
         stack.stop()
         receiver.stop()
     res.data["state"] = data
-
-
-def to_ddb(v):
-    if isinstance(v, bool):
-        return {"BOOL": v}
-    if isinstance(v, (int, float)):
-        return {"N": str(v)}
-    if isinstance(v, str):
-        return {"S": v}
-    if isinstance(v, list):
-        return {"L": [to_ddb(x) for x in v]}
-    if isinstance(v, dict):
-        return {"M": {k: to_ddb(x) for k, x in v.items()}}
-    raise TypeError(v)

@@ -718,6 +718,23 @@ class Stack:
         self.emulator.stop()
 
 
+def to_ddb_value(v):
+    """A plain JSON value as a DynamoDB attribute value, the way a customer writes a record."""
+    if isinstance(v, bool):
+        return {"BOOL": v}
+    if isinstance(v, (int, float)):
+        return {"N": str(v)}
+    if isinstance(v, str):
+        return {"S": v}
+    if isinstance(v, list):
+        return {"L": [to_ddb_value(x) for x in v]}
+    if isinstance(v, dict):
+        return {"M": {k: to_ddb_value(x) for k, x in v.items()}}
+    if v is None:
+        return {"NULL": True}
+    raise TypeError(v)
+
+
 def peek_queue(sqs, url: str) -> list[dict]:
     """Every message on a queue, without consuming it: received hidden, then made visible again."""
     seen: list[dict] = []

@@ -49,20 +49,7 @@ def put_subscription(stack, account_id: str, subscription_id: str, url: str, **a
                                       Item={k: to_ddb_value(v) for k, v in item.items()})
 
 
-def to_ddb_value(v):
-    if isinstance(v, bool):
-        return {"BOOL": v}
-    if isinstance(v, (int, float)):
-        return {"N": str(v)}
-    if isinstance(v, str):
-        return {"S": v}
-    if isinstance(v, list):
-        return {"L": [to_ddb_value(x) for x in v]}
-    if isinstance(v, dict):
-        return {"M": {k: to_ddb_value(x) for k, x in v.items()}}
-    if v is None:
-        return {"NULL": True}
-    raise TypeError(v)
+to_ddb_value = local_stack.to_ddb_value
 
 
 def envelope(event_type: str, account_id: str, data: dict, event_id: str | None = None,
