@@ -6,8 +6,8 @@ cost. Same command line as moto_server:
 
 Every patch is applied when this module is imported, by replacing functions of moto 5.2.5. All
 DynamoDB requests are served one at a time under one lock (moto's server is threaded and moto's
-DynamoDB backend has no locking of its own, so two conditional writes could both succeed); the
-other services are untouched.
+DynamoDB backend has no locking of its own, so two conditional writes could both succeed). SQS is
+patched only for speed at depth (7); the other services are untouched.
 
 Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the environment below):
 
@@ -96,6 +96,13 @@ Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the env
    - refused requests by kind: TransactionConflict, Throttling, ConditionalCheckFailed, Validation
      (one per request and kind; a cancelled transaction counts the kinds of its reasons).
 
+7. SQS at queue depth. moto 5.2.5 finds a receipt handle by scanning every message of the queue
+   and every handle each message ever had, for each DeleteMessage and ChangeMessageVisibility,
+   and reads the clock twice per stored message on every ReceiveMessage: with 10,000 messages
+   queued, draining one batch cost seconds and the whole server sat at 100 % CPU. Here handles
+   are indexed as they are issued; what SQS answers is unchanged (an unknown or moved handle is
+   ReceiptHandleIsInvalid, a second delete of the same handle succeeds).
+
 HTTP, on the emulator's own port:
   GET  /_emulator/stats        {"requests": {op: n}, "read_units": x, "write_units": y,
                                 "by_table": {table: {"read_units": x, "write_units": y}},
@@ -142,6 +149,9 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+import moto.sqs.models as sqs_models
+from moto.core.utils import camelcase_to_underscores, unix_time, unix_time_millis
+from moto.sqs.exceptions import InvalidAttributeName, InvalidParameterValue, ReceiptHandleIsInvalid
 
 # ---------------------------------------------------------------- configuration
 
@@ -894,6 +904,122 @@ def partition_query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> An
 
 
 Table.query = partition_query  # type: ignore[method-assign]
+
+# ---------------------------------------------------------------- SQS at depth
+
+_HANDLES: dict[str, Any] = {}  # every receipt handle issued and not yet deleted -> its message
+_original_mark_received = sqs_models.Message.mark_received
+
+
+def mark_received(self: Any, visibility_timeout: int | None = None) -> None:
+    _original_mark_received(self, visibility_timeout)
+    _HANDLES[self.receipt_handle] = self
+
+
+def _held_message(queue: Any, receipt_handle: str) -> Any:
+    """The queue's message that was given this receipt handle, found by the handle: moto 5.2.5
+    scans every message of the queue, and every handle each one ever had, for each DeleteMessage
+    and ChangeMessageVisibility."""
+    message = _HANDLES.get(receipt_handle)
+    if message is None or message not in queue._messages:  # identity: Message has no __eq__
+        raise ReceiptHandleIsInvalid()
+    return message
+
+
+def queue_delete_message(self: Any, receipt_handle: str) -> None:
+    if receipt_handle in self.deleted_messages:
+        return  # already deleted: SQS accepts the second delete
+    message = _held_message(self, receipt_handle)
+    with self._messages_lock:
+        self._messages.remove(message)
+    self.pending_messages.discard(message)
+    handles = message.all_receipt_handles
+    self.deleted_messages.update(handles)
+    for handle in handles:
+        _HANDLES.pop(handle, None)
+
+
+def backend_change_message_visibility(self: Any, queue_name: str, receipt_handle: str,
+                                      visibility_timeout: int) -> None:
+    queue = self.get_queue(queue_name)
+    message = _held_message(queue, receipt_handle)
+    if unix_time_millis() + int(visibility_timeout) * 1000 - message.sent_timestamp > 43200 * 1000:
+        raise InvalidParameterValue(
+            f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. Reason: Total "
+            "VisibilityTimeout for the message is beyond the limit [43200 seconds]")
+    message.change_visibility(visibility_timeout)
+    if message.visible and message in queue.pending_messages:
+        queue.pending_messages.remove(message)
+
+
+def queue_messages(self: Any) -> list[Any]:
+    """The visible messages, with the clock read once: moto reads it twice per stored message."""
+    now = unix_time_millis()
+    return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+
+def _counts(queue: Any) -> tuple[int, int, int]:
+    """(visible, not visible, delayed) in one pass with one clock read, as moto counts them."""
+    now = unix_time_millis()
+    visible = not_visible = delayed = 0
+    for m in queue._messages:
+        is_delayed = now < m.delayed_until
+        delayed += is_delayed
+        if now > m.visible_at:
+            visible += not is_delayed
+        else:
+            not_visible += 1
+    return visible, not_visible, delayed
+
+
+_COUNTED = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed")
+
+
+def queue_attributes(self: Any) -> dict[str, Any]:
+    """moto's Queue.attributes, with the three counts taken in one pass: moto scans the queue,
+    reading the clock per message, once per count, on every SendMessage (for one FIFO setting)
+    and three times per received message (for the retention period)."""
+    counts = dict(zip(_COUNTED, _counts(self)))
+    names = list(self.BASE_ATTRIBUTES)
+    if self.fifo_queue:
+        names += self.FIFO_ATTRIBUTES
+    if self.kms_master_key_id:
+        names += self.KMS_ATTRIBUTES
+    result: dict[str, Any] = {name: counts[name] if name in counts
+                              else getattr(self, camelcase_to_underscores(name)) for name in names}
+    if self.policy:
+        result["Policy"] = self.policy
+    if self.redrive_policy:
+        result["RedrivePolicy"] = json.dumps(self.redrive_policy)
+    return {k: str(v).lower() if isinstance(v, bool) else v for k, v in result.items()}
+
+
+def get_queue_attributes(self: Any, queue_name: str, attribute_names: list[str]) -> dict[str, Any]:
+    if "All" in attribute_names or not attribute_names:
+        return _original_get_queue_attributes(self, queue_name, attribute_names)
+    queue = self.get_queue(queue_name)
+    valid = set(queue.BASE_ATTRIBUTES + queue.FIFO_ATTRIBUTES + queue.KMS_ATTRIBUTES)
+    bad = next((name for name in attribute_names if name not in valid), None)
+    if bad is not None:
+        raise InvalidAttributeName(bad)
+    attributes = queue.attributes  # once, not twice per name
+    return {name: attributes[name] for name in attribute_names if attributes.get(name) is not None}
+
+
+def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+    retention = self.get_queue(queue_name).message_retention_period
+    return retention + message.sent_timestamp / 1000 > unix_time()
+
+
+_original_get_queue_attributes = sqs_models.SQSBackend.get_queue_attributes
+sqs_models.Queue.attributes = property(queue_attributes)  # type: ignore[assignment]
+sqs_models.SQSBackend.get_queue_attributes = get_queue_attributes  # type: ignore[method-assign]
+sqs_models.SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
+sqs_models.Message.mark_received = mark_received  # type: ignore[method-assign]
+sqs_models.Queue.delete_message = queue_delete_message  # type: ignore[method-assign]
+sqs_models.Queue.messages = property(queue_messages)  # type: ignore[assignment]
+sqs_models.SQSBackend.change_message_visibility = backend_change_message_visibility  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     from moto.server import main

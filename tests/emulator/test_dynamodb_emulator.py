@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from conftest import DEFAULTS, ROOT, local_stack, make_client
@@ -468,3 +469,52 @@ def test_config_routes(emulator):
         urllib.request.urlopen(f"{emulator}/_emulator/nothing")
     assert e.value.code == 404
     assert (ROOT / "infra" / "dynamodb_emulator.py").exists()
+
+
+# ---------------------------------------------------------------- 7. SQS at depth
+
+def boto3_client(service: str, endpoint: str):
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_sqs_receipt_handles_keep_their_meaning_at_depth(emulator):
+    """The SQS patch only indexes receipt handles; what SQS answers stays as
+    https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_DeleteMessage.html and
+    API_ChangeMessageVisibility.html say: a received message is deleted by its handle (deleting it
+    twice succeeds), an unknown handle is ReceiptHandleIsInvalid, a visibility of 0 makes the
+    message receivable again under a new handle, and the queue keeps every message not deleted.
+    Run with 3,000 messages queued, where moto's scan of every handle made each delete slow."""
+    sqs = boto3_client("sqs", emulator)
+    url = sqs.create_queue(QueueName=unique("depth"))["QueueUrl"]
+    total = 3000
+    for start in range(0, total, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{start + i}"}
+                                                      for i in range(10)])
+    bodies: set[str] = set()
+    deleted = 0
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+        if not got:
+            break
+        first, rest = got[0], got[1:]
+        # the first of each batch goes back to the queue and comes again with a new handle
+        if first["Body"] not in bodies:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0)
+            bodies.add(first["Body"])
+        else:
+            rest = got
+        for m in rest:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])  # twice: still success
+            deleted += 1
+    assert deleted == total
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0"
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+    with pytest.raises(ClientError) as e:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle="not-a-handle")
+    assert e.value.response["Error"]["Code"] in ("ReceiptHandleIsInvalid", "AWS.SimpleQueueService.ReceiptHandleIsInvalid")
+    with pytest.raises(ClientError) as e:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle="not-a-handle", VisibilityTimeout=0)
+    assert "ReceiptHandleIsInvalid" in e.value.response["Error"]["Code"]
