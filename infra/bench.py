@@ -1,8 +1,9 @@
 """`make bench`: every performance figure of docs/performance.md, each printed beside its target.
 
-  python infra/bench.py [--only size,cold,core,delivery,cost,state] [--functions sms,...] [--runs 20]
+  python infra/bench.py [--only size,cold,core,delivery,cost,state,load] [--functions sms,...] [--runs 20]
                         [--webhooks 10000] [--batch-size 100] [--receiver-delay-ms 20]
-                        [--aws-delay-ms 5] [--state-messages 1000] [--state-item-wcu 50] [--json PATH]
+                        [--aws-delay-ms 5] [--state-messages 1000] [--state-item-wcu 50] [--load-events 10000]
+                        [--json PATH]
 
 Measures the release binaries in $CARGO_TARGET_DIR/release (default target/release; `make bench`
 builds them first):
@@ -26,6 +27,11 @@ builds them first):
             without a subscription that needs state (targets: 0 writes unsubscribed, <= 2 write units
             per receipt subscribed), the hottest item (<= 0.1 write units per receipt, a per-account
             ceiling >= 10,000 receipts/s), conflicts and throttles, DynamoDB per million input events
+  load      --load-events status events over three accounts (a bulk sender subscribed to everything,
+            one to receipts only, one to nothing) published as fast as the emulator takes them, on
+            the local stack as `make up` starts it: processed within minutes (target <= 15 min) with
+            no function error or timeout, no runtime reset, nothing dead-lettered and every
+            subscribed receipt delivered
 
 The AWS endpoint of `delivery` is `dataflows-bench serve` (bench/src/main.rs): it answers DynamoDB
 and SQS the way the happy path sees them, after --aws-delay-ms (DynamoDB's single-digit-ms latency),
@@ -54,7 +60,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
-from bench_state import bench_state  # noqa: E402
+from bench_state import bench_load, bench_state  # noqa: E402
 
 ROOT = local_stack.ROOT
 FUNCTIONS = ["sms", "operations", "contacts", "messaging", "performance", "admin"]
@@ -454,7 +460,8 @@ def bench_cost(res: Results) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="size,cold,core,delivery,cost,state")
+    ap.add_argument("--only", default="size,cold,core,delivery,cost,state,load")
+    ap.add_argument("--load-events", type=int, default=10000, help="load: status events over three accounts")
     ap.add_argument("--state-messages", type=int, default=1000, help="state: messages per account (2 receipts each)")
     ap.add_argument("--state-item-wcu", type=float, default=50,
                     help="state: the emulator's per-item write limit, scaled down from 1,000 so this machine meets it")
@@ -487,6 +494,8 @@ def main() -> int:
         bench_cost(res)
     if "state" in only:
         bench_state(res, log_dir, args.state_messages, PRICES, args.state_item_wcu)
+    if "load" in only:
+        bench_load(res, log_dir, args.load_events)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res.data, indent=2) + "\n")
     print(f"\nfigures written to {args.json}")

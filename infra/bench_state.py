@@ -251,3 +251,63 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
         stack.stop()
         receiver.stop()
     res.data["state"] = data
+
+
+def bench_load(res, log_dir: Path, status_events: int) -> None:
+    """A bulk load on the local stack as it starts by default (DynamoDB's 1,000 WCU/s per item,
+    conflicts on): `status_events` receipts over three accounts (half from a bulk sender subscribed
+    to everything with rate alerts, three tenths from one subscribed to delivery receipts only, the
+    rest from one with no subscription), plus their 10 % inbound SMS, published as fast as the
+    emulator takes them. Everything must be processed with no function error or timeout, no
+    runtime reset, nothing dead-lettered, and every subscribed receipt's webhook delivered once."""
+    os.environ.setdefault("LOCAL_PROFILE", "release")
+    print(f"load: {status_events} status events over three accounts through the local stack", flush=True)
+    receiver = Receiver()
+    stack = local_stack.Stack(port=local_stack.free_port(), log_dir=log_dir / "load")
+    data: dict = {"status_events": status_events}
+    try:
+        ddb = stack.client("dynamodb")
+        subs_table = stack.outputs["SubscriptionsTableName"]
+        tag = uuid.uuid4().hex[:6]
+        accounts = {f"acc_bulk_{tag}": ("*", 0.5), f"acc_receipts_{tag}": (["sms.status_changed"], 0.3),
+                    f"acc_none_{tag}": (None, 0.2)}
+        paths, events, expected = {}, [], {}
+        for n, (account, (triggers, share)) in enumerate(accounts.items()):
+            messages = int(status_events * share) // 2
+            if triggers is not None:
+                paths[account] = f"/{account}/s"
+                item = {"account_id": account, "subscription_id": "s", "url": receiver.endpoint(paths[account], SECRET),
+                        "secrets": [SECRET], "triggers": triggers,
+                        "delivery_rate_low": {"threshold": 0.9, "window_minutes": 60, "min_samples": 50,
+                                              "cooldown_minutes": 60}}
+                ddb.put_item(TableName=subs_table, Item={k: local_stack.to_ddb_value(v) for k, v in item.items()})
+                expected[account] = 2 * messages
+            events += mix(account, messages, f"cmp_{n}", seed=n)
+        receipts = sum(e["type"] == "sms.status_changed" for e in events)
+        rate = publish_all(stack, events)
+        took = wait_processed(stack, timeout=1800)
+        got: dict[str, set] = {}
+        for r in receiver.received:
+            if r.json.get("type") == "sms.status_changed":
+                got.setdefault(r.path, set()).add(r.headers["webhook-id"])
+        delivered = {a: len(got.get(paths[a], ())) for a in expected}
+        failed = sum(r.failed_invocations for r in stack.runners)
+        resets = sum(r.restarts for r in stack.runners)
+        stats = local_stack.emulator_stats(stack.emulator.endpoint)
+        data.update(receipts=receipts, inputs=len(events), published_per_second=rate, seconds=took,
+                    processed_per_second=len(events) / took, failed_invocations=failed, runtime_resets=resets,
+                    dead_letters=dead_letters(stack), delivered=delivered, expected=expected,
+                    refused=stats["refused"], invocations=sum(r.invocations for r in stack.runners))
+        res.add(f"load: {receipts:,} receipts + {len(events) - receipts:,} inbound, processed in",
+                f"{took:.0f} s ({len(events) / took:,.0f} events/s)", "minutes", took <= 900)
+        res.add("  function errors or timeouts / runtime resets", f"{failed} / {resets}", "0 / 0",
+                failed == 0 and resets == 0)
+        res.add("  subscribed receipts delivered / dead letters",
+                f"{sum(delivered.values()):,}/{sum(expected.values()):,} / {data['dead_letters']}", "all / 0",
+                delivered == expected and data["dead_letters"] == 0)
+        res.add("  refused: conflicts / throttles",
+                f"{stats['refused'].get('TransactionConflict', 0)} / {stats['refused'].get('Throttling', 0)}", "", None)
+    finally:
+        stack.stop()
+        receiver.stop()
+    res.data["load"] = data

@@ -539,6 +539,7 @@ class Runner:
         self.port = free_port()
         self.api_port = free_port()
         self.invocations = 0
+        self.failed_invocations = 0  # the function errored or timed out: the whole batch goes back
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             **CREDENTIALS,
@@ -622,6 +623,7 @@ class Runner:
             event = {"Records": [_sqs_record(m, src.queue_arn) for m in messages]}
             ok, payload = self.invoke(event)
             if not ok:
+                self.failed_invocations += 1
                 print(f"[{self.fn.binary}] invocation failed, {len(messages)} message(s) left for redelivery: "
                       f"{payload.get('errorMessage', payload)}", file=sys.stderr)
                 self._restart_if_dead()
