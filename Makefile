@@ -28,9 +28,10 @@ lint:
 unit:
 	cargo test --workspace
 
-template:
+template: tools    ## cfn-lint, sam validate, and the deployed IAM after the SAM transform (tests/template)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint
+	$(PY) -m pytest -q tests/template
 
 emulator-test: tools ## the emulator's DynamoDB behaviours (conflicts, throttling, size limit, accounting); no Rust
 	$(PY) -m pytest -q tests/emulator

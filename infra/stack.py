@@ -101,7 +101,10 @@ class Resolver:
         if name in pseudo:
             return pseudo[name]
         if name in self.parameters:
-            return self.parameters[name]
+            value = self.parameters[name]
+            if self.template.get("Parameters", {}).get(name, {}).get("Type") == "CommaDelimitedList":
+                return [x.strip() for x in str(value).split(",")]  # as CloudFormation: "" is [""]
+            return value
         if name in self.refs:
             return self.refs[name]
         raise TemplateError(f"Ref {name}: not a parameter or a resource created so far")
@@ -274,7 +277,7 @@ def provision(endpoint: str, parameters: dict[str, str] | None = None, template_
         params[k] = v
     r = Resolver(template, params)
     resources = template["Resources"]
-    sqs, sns, ddb, cw = (client(s, endpoint) for s in ("sqs", "sns", "dynamodb", "cloudwatch"))
+    sqs, sns, ddb, cw, logs = (client(s, endpoint) for s in ("sqs", "sns", "dynamodb", "cloudwatch", "logs"))
     functions: list[LocalFunction] = []
     fn_globals = template.get("Globals", {}).get("Function", {})
 
@@ -348,6 +351,30 @@ def provision(endpoint: str, parameters: dict[str, str] | None = None, template_
                 sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(props["PolicyDocument"])})
             r.refs[logical] = name
 
+        elif rtype == "AWS::SNS::TopicPolicy":
+            for arn in props["Topics"]:
+                sns.set_topic_attributes(TopicArn=arn, AttributeName="Policy",
+                                         AttributeValue=json.dumps(props["PolicyDocument"]))
+            r.refs[logical] = name
+
+        elif rtype == "AWS::IAM::Role":
+            # Not created: the emulator does not enforce IAM, and the functions run with the local
+            # credentials. Its policies are resolved above (every Ref and GetAtt in them must name
+            # something created); tests/template checks what they grant.
+            r.refs[logical] = name
+            r.attrs[(logical, "Arn")] = f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+        elif rtype == "AWS::Logs::LogGroup":
+            group = props.get("LogGroupName", name)
+            try:
+                logs.create_log_group(logGroupName=group)
+            except logs.exceptions.ResourceAlreadyExistsException:
+                pass
+            if "RetentionInDays" in props:
+                logs.put_retention_policy(logGroupName=group, retentionInDays=int(props["RetentionInDays"]))
+            r.refs[logical] = group
+            r.attrs[(logical, "Arn")] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:*"
+
         elif rtype == "AWS::SNS::Subscription":
             attrs = {}
             if props.get("RawMessageDelivery"):
@@ -394,10 +421,11 @@ def provision(endpoint: str, parameters: dict[str, str] | None = None, template_
                     window_seconds=int(p.get("MaximumBatchingWindowInSeconds", 0)),
                     report_failures="ReportBatchItemFailures" in p.get("FunctionResponseTypes", [])))
             env = {k: str(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()}
-            functions.append(LocalFunction(logical, name, binary, env, int(props.get("Timeout", 3)),
+            fn_name = props.get("FunctionName", name)
+            functions.append(LocalFunction(logical, fn_name, binary, env, int(props.get("Timeout", 3)),
                                            int(props.get("MemorySize", 128)), sources))
-            r.refs[logical] = name
-            r.attrs[(logical, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+            r.refs[logical] = fn_name
+            r.attrs[(logical, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{fn_name}"
 
         else:
             raise TemplateError(f"{logical}: resource type {rtype} is not supported by the local stack")
