@@ -7,7 +7,8 @@ cost. Same command line as moto_server:
 Every patch is applied when this module is imported, by replacing functions of moto 5.2.5. All
 DynamoDB requests are served one at a time under one lock (moto's server is threaded and moto's
 DynamoDB backend has no locking of its own, so two conditional writes could both succeed). SQS is
-patched only for speed at depth (7); the other services are untouched.
+patched for speed at depth (7) and to refuse the messages SQS refuses (8); the other services are
+untouched.
 
 Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the environment below):
 
@@ -103,6 +104,26 @@ Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the env
    are indexed as they are issued; what SQS answers is unchanged (an unknown or moved handle is
    ReceiptHandleIsInvalid, a second delete of the same handle succeeds).
 
+8. SQS message bodies as SQS validates them, per
+   https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html and
+   API_SendMessageBatch.html: "A message can include only XML, JSON, and unformatted text. The
+   following Unicode characters are allowed: #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD |
+   #x10000 to #x10FFFF"; any other is refused with InvalidMessageContents (HTTP 400, "Invalid
+   binary character '#xFFFF' was found in the message body, ..." as SQS words it). The maximum
+   size is the queue's MaximumMessageSize (1,024 to 1,048,576 bytes; the default is 1 MiB since
+   https://aws.amazon.com/about-aws/whats-new/2025/08/amazon-sqs-max-payload-size-1mib/, it was
+   256 KiB before), counting the body in UTF-8 and each message attribute's name, data type and
+   value ("All parts of the message attribute, including Name, Type, and Value, are part of the
+   message size restriction", API_MessageAttributeValue.html in the same reference); over it:
+   InvalidParameterValue "One or more parameters are invalid. Reason: Message must be shorter
+   than <limit> bytes." (a message of exactly <limit> bytes passes). moto 5.2.5 checks no
+   character and counts the body alone, in characters (600,000 'é' = 1.2 MB passed a 1 MiB
+   queue). SendMessage is refused whole; in a SendMessageBatch each refused entry is reported in
+   Failed (its Code, SenderFault true) and the others are sent, and the whole batch is
+   BatchRequestTooLong when the entries' sizes, attributes included, add up to more than
+   1,048,576 bytes. Only the SQS API is checked: SNS deliveries to SQS (where what AWS does with
+   such a body is not documented) are left as moto has them.
+
 HTTP, on the emulator's own port:
   GET  /_emulator/stats        {"requests": {op: n}, "read_units": x, "write_units": y,
                                 "by_table": {table: {"read_units": x, "write_units": y}},
@@ -131,6 +152,7 @@ import decimal
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -151,7 +173,17 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 import moto.sqs.models as sqs_models
 from moto.core.utils import camelcase_to_underscores, unix_time, unix_time_millis
-from moto.sqs.exceptions import InvalidAttributeName, InvalidParameterValue, ReceiptHandleIsInvalid
+from moto.sqs.exceptions import (
+    BatchEntryIdsNotDistinct,
+    BatchRequestTooLong,
+    InvalidAttributeName,
+    InvalidBatchEntryId,
+    InvalidParameterValue,
+    ReceiptHandleIsInvalid,
+    SQSException,
+    TooManyEntriesInBatchRequest,
+)
+from moto.sqs.responses import SQSResponse
 
 # ---------------------------------------------------------------- configuration
 
@@ -1020,6 +1052,106 @@ sqs_models.Message.mark_received = mark_received  # type: ignore[method-assign]
 sqs_models.Queue.delete_message = queue_delete_message  # type: ignore[method-assign]
 sqs_models.Queue.messages = property(queue_messages)  # type: ignore[assignment]
 sqs_models.SQSBackend.change_message_visibility = backend_change_message_visibility  # type: ignore[method-assign]
+
+# ---------------------------------------------------------------- SQS message bodies (8)
+
+SQS_MAX_BATCH_BYTES = 1_048_576  # SendMessageBatch: the sum of the entries' sizes, attributes included
+# Anything but #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (XML 1.0 Char).
+_BAD_BODY_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class InvalidMessageContents(SQSException):
+    def __init__(self, char: str):
+        super().__init__(
+            "InvalidMessageContents",
+            f"Invalid binary character '#x{ord(char):X}' was found in the message body, the set of allowed "
+            "characters is #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].")
+
+
+def _utf8_len(value: str) -> int:
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
+def sqs_message_bytes(body: str | None, attributes: dict[str, Any] | None) -> int:
+    """A message's size as SQS counts it against MaximumMessageSize: the body in UTF-8, plus each
+    message attribute's name, data type and value (a string in UTF-8, a binary as its raw bytes).
+    Message system attributes (AWSTraceHeader) do not count."""
+    size = _utf8_len(body) if isinstance(body, str) else 0
+    for name, attr in (attributes or {}).items():
+        size += _utf8_len(str(name)) + _utf8_len(str(attr.get("DataType") or ""))
+        string, binary = attr.get("StringValue"), attr.get("BinaryValue")
+        if isinstance(string, str):
+            size += _utf8_len(string)
+        if isinstance(binary, (bytes, bytearray)):
+            size += len(binary)
+        elif isinstance(binary, str):  # base64 text, should a protocol leave it encoded
+            try:
+                size += len(base64.b64decode(binary, validate=True))
+            except ValueError:
+                size += _utf8_len(binary)
+    return size
+
+
+def sqs_message_refusal(queue: Any, body: str | None, attributes: dict[str, Any] | None) -> SQSException | None:
+    """What SQS answers to one message sent to this queue, or None when it takes it."""
+    if not isinstance(body, str):
+        return None  # moto answers a missing body itself
+    limit = int(queue.maximum_message_size)
+    if sqs_message_bytes(body, attributes) > limit:
+        return InvalidParameterValue(
+            f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes.")
+    bad = _BAD_BODY_CHAR.search(body)
+    if bad is not None:
+        return InvalidMessageContents(bad.group())
+    return None
+
+
+def response_send_message(self: Any) -> Any:
+    """SendMessage, refused as SQS refuses it before moto stores it. Only the SQS API goes through
+    here: SNS, EventBridge and S3 deliveries call the backend directly and are left as moto has
+    them."""
+    queue = self.sqs_backend.get_queue(self._get_queue_name())
+    refusal = sqs_message_refusal(queue, self._get_param("MessageBody"), self._get_param("MessageAttributes", {}))
+    if refusal is not None:
+        raise refusal
+    return _original_response_send_message(self)
+
+
+def backend_send_message_batch(self: Any, queue_name: str,
+                               entries: dict[str, dict[str, Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """SendMessageBatch (called only by the SQS API): the checks on the whole request first, as moto
+    makes them but with the batch size in bytes and attributes included (BatchRequestTooLong over
+    1 MiB); then each entry SQS refuses is reported in Failed with its code and SenderFault, and
+    the others are sent by moto."""
+    queue = self.get_queue(queue_name)
+    if any(not re.match(r"^[\w-]{1,80}$", entry["Id"]) for entry in entries.values()):
+        raise InvalidBatchEntryId()
+    total = sum(sqs_message_bytes(entry.get("MessageBody"), entry.get("MessageAttributes"))
+                for entry in entries.values())
+    if total > SQS_MAX_BATCH_BYTES:
+        raise BatchRequestTooLong(total)
+    duplicate = self._get_first_duplicate_id([entry["Id"] for entry in entries.values()])
+    if duplicate:
+        raise BatchEntryIdsNotDistinct(duplicate)
+    if len(entries) > 10:
+        raise TooManyEntriesInBatchRequest(len(entries))
+    failed: list[dict[str, Any]] = []
+    accepted: dict[str, dict[str, Any]] = {}
+    for index, entry in entries.items():
+        refusal = sqs_message_refusal(queue, entry.get("MessageBody"), entry.get("MessageAttributes"))
+        if refusal is None:
+            accepted[index] = entry
+        else:
+            failed.append({"Id": entry["Id"], "SenderFault": True, "Code": refusal.code, "Message": refusal.message})
+    messages, moto_failed = _original_send_message_batch(self, queue_name, accepted) if accepted else ([], [])
+    order = {entry["Id"]: n for n, entry in enumerate(entries.values())}
+    return messages, sorted(failed + moto_failed, key=lambda f: order.get(f["Id"], len(order)))
+
+
+_original_response_send_message = SQSResponse.send_message
+_original_send_message_batch = sqs_models.SQSBackend.send_message_batch
+SQSResponse.send_message = response_send_message  # type: ignore[method-assign]
+sqs_models.SQSBackend.send_message_batch = backend_send_message_batch  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     from moto.server import main

@@ -1,7 +1,8 @@
 """infra/dynamodb_emulator.py answers like DynamoDB where it matters for concurrency and cost:
 transactions touch only their items, transaction conflicts, per-item write throttling, the 400 KB
-item size limit, per-item condition failure reasons, and the accounting of capacity units. Each
-test cites the AWS documentation page it copies."""
+item size limit, per-item condition failure reasons, and the accounting of capacity units; and
+SQS answers like SQS at queue depth and refuses the message bodies SQS refuses. Each test cites
+the AWS documentation page it copies."""
 
 from __future__ import annotations
 
@@ -518,3 +519,107 @@ def test_sqs_receipt_handles_keep_their_meaning_at_depth(emulator):
     with pytest.raises(ClientError) as e:
         sqs.change_message_visibility(QueueUrl=url, ReceiptHandle="not-a-handle", VisibilityTimeout=0)
     assert "ReceiptHandleIsInvalid" in e.value.response["Error"]["Code"]
+
+
+# ---------------------------------------------------------------- 8. SQS message bodies
+
+TOO_LONG = "One or more parameters are invalid. Reason: Message must be shorter than {} bytes."
+
+
+def sqs_refusal(call) -> tuple[str, str, int]:
+    with pytest.raises(ClientError) as e:
+        call()
+    r = e.value.response
+    return r["Error"]["Code"], r["Error"].get("Message", ""), r["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def received_bodies(sqs, url: str) -> list[str]:
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [m["Body"] for m in got]
+
+
+def test_sqs_refuses_characters_outside_the_allowed_set(emulator):
+    """https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html:
+    "The following Unicode characters are allowed: #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to
+    #xFFFD | #x10000 to #x10FFFF. Any characters not included in this list will be rejected", with
+    InvalidMessageContents (an error of SendMessage there, HTTP 400).
+    moto 5.2.5 stores them. U+FFFE and U+FFFF are the edge of the BMP range, U+0000 and U+0008
+    control characters next to the allowed tab."""
+    sqs = boto3_client("sqs", emulator)
+    url = sqs.create_queue(QueueName=unique("chars"))["QueueUrl"]
+    for char, shown in (("\uffff", "#xFFFF"), ("\ufffe", "#xFFFE"), ("\x00", "#x0"), ("\x08", "#x8"),
+                        ("\x0b", "#xB"), ("\x1f", "#x1F")):
+        code, message, status = sqs_refusal(lambda: sqs.send_message(QueueUrl=url, MessageBody=f"{{\"a\": \"x{char}y\"}}"))
+        assert (code, status) == ("InvalidMessageContents", 400), shown
+        assert message.startswith(f"Invalid binary character '{shown}' was found in the message body"), message
+    assert received_bodies(sqs, url) == []  # nothing stored
+
+    # allowed: tab, LF, CR, the BMP up to U+D7FF and from U+E000 to U+FFFD, astral characters
+    good = ["a\tb\nc\r\nd", "\x20\ud7ff\ue000\ufffd", "emoji \U0001F600 and \U0010FFFF", "é中"]
+    for body in good:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    assert sorted(received_bodies(sqs, url)) == sorted(good)  # stored and returned unchanged
+
+
+def test_sqs_batch_fails_only_the_bad_entry(emulator):
+    """https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatch.html:
+    "The result of sending each message is reported individually in the response", and the
+    characters allowed are SendMessage's: the entry with U+FFFF is in Failed with
+    InvalidMessageContents and SenderFault, the others are sent. moto 5.2.5 sends all three."""
+    sqs = boto3_client("sqs", emulator)
+    url = sqs.create_queue(QueueName=unique("batch"))["QueueUrl"]
+    r = sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "ok1", "MessageBody": "first"},
+                                                      {"Id": "bad", "MessageBody": "x\uffff"},
+                                                      {"Id": "ok2", "MessageBody": "third \U0001F600"}])
+    assert sorted(s["Id"] for s in r["Successful"]) == ["ok1", "ok2"]
+    assert [(f["Id"], f["Code"], f["SenderFault"]) for f in r["Failed"]] == [("bad", "InvalidMessageContents", True)]
+    assert "#xFFFF" in r["Failed"][0]["Message"]
+    assert sorted(received_bodies(sqs, url)) == ["first", "third \U0001F600"]
+
+
+def test_sqs_message_size_counts_bytes_and_attributes(emulator):
+    """The limit is the queue's MaximumMessageSize (CreateQueue: 1,024 bytes to 1,048,576; the
+    default is 1 MiB since https://aws.amazon.com/about-aws/whats-new/2025/08/amazon-sqs-max-payload-size-1mib/,
+    256 KiB = 262,144 before), in bytes, and "All parts of the message attribute, including Name,
+    Type, and Value, are part of the message size restriction"
+    (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_MessageAttributeValue.html).
+    Over it SendMessage is InvalidParameterValue "Message must be shorter than 262144 bytes.";
+    exactly the limit passes. moto 5.2.5 counts the body alone, in characters."""
+    sqs = boto3_client("sqs", emulator)
+    url = sqs.create_queue(QueueName=unique("size"), Attributes={"MaximumMessageSize": "262144"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="a" * 262_144)
+    assert sqs_refusal(lambda: sqs.send_message(QueueUrl=url, MessageBody="a" * 262_145)) == (
+        "InvalidParameterValue", TOO_LONG.format(262_144), 400)
+    # UTF-8 bytes, not characters: 131,073 'é' are 262,146 bytes
+    assert sqs_refusal(lambda: sqs.send_message(QueueUrl=url, MessageBody="é" * 131_073))[0] == "InvalidParameterValue"
+    # attributes: "k" 1 + "String" 6 + "v" 1 = 8 bytes
+    attrs = {"k": {"DataType": "String", "StringValue": "v"}}
+    sqs.send_message(QueueUrl=url, MessageBody="b" * 262_136, MessageAttributes=attrs)
+    assert sqs_refusal(lambda: sqs.send_message(QueueUrl=url, MessageBody="b" * 262_137, MessageAttributes=attrs))[0] == \
+        "InvalidParameterValue"
+    # a binary value counts its bytes: "bin" 3 + "Binary" 6 + 1,000
+    binary = {"bin": {"DataType": "Binary", "BinaryValue": b"\x00" * 1000}}
+    sqs.send_message(QueueUrl=url, MessageBody="c" * 261_135, MessageAttributes=binary)
+    assert sqs_refusal(lambda: sqs.send_message(QueueUrl=url, MessageBody="c" * 261_136, MessageAttributes=binary))[0] == \
+        "InvalidParameterValue"
+    assert sorted(len(b) for b in received_bodies(sqs, url)) == [261_135, 262_136, 262_144]
+
+    # in a batch the entry over the limit fails alone; past 1 MiB in all, the whole batch is refused
+    r = sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "big", "MessageBody": "d" * 262_137,
+                                                       "MessageAttributes": attrs},
+                                                      {"Id": "small", "MessageBody": "small"}])
+    assert [s["Id"] for s in r["Successful"]] == ["small"]
+    assert [(f["Id"], f["Code"], f["Message"], f["SenderFault"]) for f in r["Failed"]] == [
+        ("big", "InvalidParameterValue", TOO_LONG.format(262_144), True)]
+    code, message, status = sqs_refusal(lambda: sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "MessageBody": "e" * 262_144} for i in range(4)] + [{"Id": "x", "MessageBody": "f"}]))
+    # the JSON protocol carries SQS's query error code, AWS.SimpleQueueService.BatchRequestTooLong
+    assert code.endswith("BatchRequestTooLong") and "1048577 bytes" in message and status == 400
+
+    # a queue with the default limit: 1 MiB
+    default = sqs.create_queue(QueueName=unique("size"))["QueueUrl"]
+    assert sqs.get_queue_attributes(QueueUrl=default, AttributeNames=["MaximumMessageSize"])["Attributes"] == {
+        "MaximumMessageSize": "1048576"}
+    sqs.send_message(QueueUrl=default, MessageBody="g" * 1_048_576)
+    assert sqs_refusal(lambda: sqs.send_message(QueueUrl=default, MessageBody="g" * 1_048_577)) == (
+        "InvalidParameterValue", TOO_LONG.format(1_048_576), 400)
