@@ -132,7 +132,6 @@ def state_figures(stats: dict, table: str, status_events: int) -> dict:
     return {
         "write_units_per_1000": wu * k,
         "read_units_per_1000": sum(v["read_units"] for v in state.values()) * k,
-        "writes_per_1000": sum(v["writes"] for v in state.values()) * k,
         "by_prefix_per_1000": {p: {"write_units": v["write_units"] * k, "read_units": v["read_units"] * k}
                                for p, v in state.items()},
         "claims_write_units_per_1000": prefixes.get("webhook", {}).get("write_units", 0) * k,
