@@ -232,6 +232,14 @@ def bench_core(res: Results) -> None:
     per_pair_us = per_event_ns / 10 / 1000
     res.data["core"] = {"per_event_ns": per_event_ns, "per_pair_us": per_pair_us}
     res.add("core: per (event, subscription) pair", f"{per_pair_us:.2f} us", "<= 5 us", per_pair_us <= 5)
+    median = lambda name: json.loads((TARGET_DIR / "criterion" / "filter" / name / "new" / "estimates.json")  # noqa: E731
+                                     .read_text())["median"]["point_estimate"]
+    normal, hostile, scan = (median(n) for n in ("normal_1kib", "hostile_wildcard_250kb", "baseline_substring_250kb"))
+    ratio = hostile / scan
+    res.data["filter"] = {"normal_ns": normal, "hostile_ns": hostile, "baseline_ns": scan, "hostile_over_baseline": ratio}
+    res.add("filter: normal (1 KiB event)", f"{normal:,.0f} ns", "", None)
+    res.add("filter: worst case (4 KB wildcard, 250 KB field) / one substring search of it",
+            f"{ratio:.2f}x ({hostile / 1000:,.0f} us)", "<= 4x", ratio <= 4)
 
 
 # --- delivery --------------------------------------------------------------------------------------

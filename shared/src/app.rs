@@ -18,7 +18,7 @@ use crate::batch::run_batch;
 use crate::categories::{count_outcomes, decide, new_token};
 use crate::config::Settings;
 use crate::delivery::client::build_client_with_timeout;
-use crate::delivery::engine::{Engine, EngineError, Handled, Job, DEADLINE_MARGIN};
+use crate::delivery::engine::{Engine, EngineError, Handled, Job, Lanes, DEADLINE_MARGIN};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::task::{parse_message, Message, RetryTask};
 use crate::event::{EventData, InputEvent, ParseError};
@@ -26,10 +26,11 @@ use crate::plan;
 use crate::rules::{check_consumed, Emit, RuleError};
 use crate::store::cache::SubscriptionCache;
 use crate::store::claims::Claims;
+use crate::store::seal::{SealKeyError, SealKeys};
 use crate::store::state::{StateStore, StateStoreError};
 use crate::store::subscriptions::{load_account, AccountSubscriptions, SubscriptionWriter};
 use crate::subscription::ParseOptions;
-use crate::trigger::Category;
+use crate::trigger::{Category, Trigger};
 
 pub struct App {
     pub settings: Settings,
@@ -37,6 +38,10 @@ pub struct App {
     pub state: StateStore,
     pub engine: Engine,
     pub cache: SubscriptionCache,
+    /// Records evaluated at once (`record_concurrency`). Only the evaluation holds a slot: the
+    /// deliveries that follow are bounded by the engine's lanes and limiter, so a record whose
+    /// receiver is slow never keeps the batch's other records from being evaluated and sent.
+    pub evaluating: Semaphore,
 }
 
 /// Why one record was not fully handled; it is reported as a batch item failure and redelivered.
@@ -51,6 +56,8 @@ pub enum RecordFailure {
         event_id: String,
         source: Box<StateStoreError>,
     },
+    #[error("message {message_id}: {source}")]
+    Seal { message_id: String, source: SealKeyError },
     #[error("account {account_id}: subscriptions unavailable: {reason}")]
     Subscriptions { account_id: String, reason: String },
     #[error("event {event_id}: {failed} of {total} deliveries need another go; first: {first}")]
@@ -118,6 +125,7 @@ impl App {
                 table: settings.subscriptions_table.clone(),
             },
             sqs,
+            seals: SealKeys::new(dynamodb.clone(), settings.state_table.clone()),
             queue_url: settings.queue_url.clone(),
             dead_letter_url: settings.dead_letter_queue_url.clone(),
             policy: RetryPolicy {
@@ -127,6 +135,7 @@ impl App {
             auto_disable_after: settings.auto_disable_after,
             guard: !settings.allow_private_targets,
             limiter: Semaphore::new(settings.delivery_concurrency),
+            lanes: Lanes::new(settings.subscription_concurrency),
             send_budget: settings.http_timeout + DEADLINE_MARGIN,
             metrics: Default::default(),
         };
@@ -136,6 +145,7 @@ impl App {
             table: settings.state_table.clone(),
         };
         App {
+            evaluating: Semaphore::new(settings.record_concurrency),
             settings,
             dynamodb,
             state,
@@ -182,10 +192,8 @@ impl App {
         if self.settings.category == Category::Performance {
             self.count_batch(&mut records, &batch.loaded).await;
         }
-        let response = run_batch(records, self.settings.record_concurrency, |parsed| {
-            self.process(parsed, &batch)
-        })
-        .await;
+        let all = records.len().max(1); // `evaluating`, the lanes and the limiter bound the work
+        let response = run_batch(records, all, |parsed| self.process(parsed, &batch)).await;
         let (counts, latencies) = self.engine.metrics.take();
         if let Some(line) = crate::metrics::emf(
             self.settings.category,
@@ -320,6 +328,27 @@ impl App {
                     .await;
             }
         };
+        if !matches!(message, Message::Event(_)) {
+            let key = self.engine.seals.get().await.map_err(|e| RecordFailure::Seal {
+                message_id: incoming.message_id.clone().unwrap_or_default(),
+                source: e,
+            })?;
+            if !message.authentic(key) {
+                // Published to the topic, or edited on the way: never sent. Kept, with why.
+                let reason = "internal message not authenticated: a retry or dead letter without this \
+                              deployment's seal (published to the events topic, or edited)";
+                tracing::warn!(
+                    message_id = incoming.message_id.as_deref().unwrap_or(""),
+                    account_id = message.account_id(),
+                    "unauthenticated internal message; dead-lettered, not sent"
+                );
+                return self
+                    .engine
+                    .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), reason, Some("seal"))
+                    .await
+                    .map_err(|e| RecordFailure::one(incoming.message_id.clone().unwrap_or_default(), e));
+            }
+        }
         match message {
             Message::Event(event) => match self.process_event(&event, incoming.decided, batch).await {
                 // A misrouted event can never succeed here: dead-letter it with the reason.
@@ -354,6 +383,7 @@ impl App {
                     attempt: 1,
                     first_attempt_at: chrono::Utc::now().timestamp(),
                     not_before: 0,
+                    seal: String::new(),
                 };
                 self.deliver_task(task, batch, true).await
             }
@@ -400,7 +430,10 @@ impl App {
         let subs = self.subscriptions(&batch.loaded, &event.account_id)?;
         let emits = match decided {
             Some(result) => result,
-            None => decide(category, &self.state, event, subs, Utc::now()).await,
+            None => {
+                let _slot = self.evaluating.acquire().await.expect("never closed");
+                decide(category, &self.state, event, subs, Utc::now()).await
+            }
         }
         .map_err(|source| RecordFailure::State {
             event_id: event.id.clone(),
@@ -472,6 +505,16 @@ impl App {
             );
             return Ok(());
         };
+        if !task.trigger.parse::<Trigger>().is_ok_and(|t| sub.wants(t)) {
+            tracing::warn!(
+                webhook_id = %task.webhook_id,
+                account_id = %task.account_id,
+                subscription_id = %task.subscription_id,
+                trigger = %task.trigger,
+                "retry dropped: the subscription no longer wants this trigger"
+            );
+            return Ok(());
+        }
         let job = Job {
             subscription: sub,
             webhook_id: task.webhook_id.clone(),

@@ -20,10 +20,13 @@ pub struct Settings {
     pub retry_schedule: Vec<Duration>,
     /// Local development only: allow http:// and private addresses as webhook targets.
     pub allow_private_targets: bool,
-    /// Records of one batch processed at the same time.
+    /// Records of one batch evaluated at the same time (their deliveries are bounded apart).
     pub record_concurrency: usize,
     /// HTTP requests in flight at once, across a batch.
     pub delivery_concurrency: usize,
+    /// HTTP requests in flight at once to one subscription, so a slow receiver holds at most
+    /// this many of the batch's `delivery_concurrency` slots.
+    pub subscription_concurrency: usize,
     /// How long an account's subscriptions are cached across warm invocations (0 disables).
     pub subscription_cache_ttl: Duration,
     /// A subscription whose every attempt failed for this long is disabled.
@@ -104,6 +107,7 @@ impl Settings {
             allow_private_targets,
             record_concurrency: count("RECORD_CONCURRENCY", 10)?,
             delivery_concurrency: count("DELIVERY_CONCURRENCY", 32)?,
+            subscription_concurrency: count("SUBSCRIPTION_CONCURRENCY", 4)?,
             subscription_cache_ttl: duration("SUBSCRIPTION_CACHE_TTL", "30s")?,
             auto_disable_after: duration("AUTO_DISABLE_AFTER", "5d")?,
             claim_lease: duration("CLAIM_LEASE", "60s")?,

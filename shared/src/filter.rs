@@ -12,9 +12,9 @@
 //! `anything-but` with `prefix`/`suffix`/`equals-ignore-case`, and `prefix`/`suffix` with
 //! `equals-ignore-case` (6 of the 8 forms tried), all of which DESIGN.md §5 asks for.
 //!
-//! Patterns are compiled once when the record is parsed and bounded in size; wildcards match in
-//! O(value × pattern) time without backtracking blow-up, so a hostile pattern cannot make matching
-//! slow.
+//! Patterns are compiled once when the record is parsed and bounded in size; every condition
+//! matches in time linear in the value and the pattern (wildcards included, see
+//! [`wildcard_match`]), so a hostile pattern cannot make matching slow.
 
 use serde_json::{Map, Value};
 
@@ -392,28 +392,28 @@ impl Text {
     }
 }
 
-/// `*` matches any run of characters. Greedy with one backtrack point: O(len(s) × len(pattern)),
-/// never exponential.
+/// `*` matches any run of characters. Linear in the value and the pattern together: the pattern's
+/// literal runs between stars are found left to right, each at its leftmost place (which is
+/// always right when `*` is the only wildcard), with the standard library's two-way substring
+/// search, which is O(value + run) with no backtracking. A 4 KB pattern against a 250 KB field is
+/// one pass over the field, not 10^9 steps (the quadratic matcher this replaced).
 fn wildcard_match(pattern: &str, s: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), s.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    let mut runs = pattern.split('*');
+    let first = runs.next().unwrap_or("");
+    let Some(last) = runs.next_back() else {
+        return pattern == s; // no star
+    };
+    if s.len() < first.len() + last.len() || !s.starts_with(first) || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for run in runs {
+        match rest.find(run) {
+            Some(at) => rest = &rest[at + run.len()..],
+            None => return false,
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
+    true
 }
 
 impl Condition {
@@ -618,5 +618,56 @@ mod tests {
         assert!(wildcard_match("a*b*c", "axxbyyc"));
         assert!(!wildcard_match("a*b*c", "axxbyy"));
         assert!(!wildcard_match("abc", "abcd"));
+        assert!(!wildcard_match("a*a", "a"), "prefix and suffix may not overlap");
+        assert!(!wildcard_match("ab*ba", "aba"));
+        assert!(!wildcard_match("*a*", ""));
+        assert!(wildcard_match("*é*", "café!"));
+    }
+
+    /// The reference: textbook dynamic programming over (pattern, value) prefixes.
+    fn wildcard_reference(p: &[u8], s: &[u8]) -> bool {
+        let mut m = vec![vec![false; s.len() + 1]; p.len() + 1];
+        m[0][0] = true;
+        for i in 1..=p.len() {
+            for j in 0..=s.len() {
+                m[i][j] = if p[i - 1] == b'*' {
+                    m[i - 1][j] || (j > 0 && m[i][j - 1])
+                } else {
+                    j > 0 && m[i - 1][j - 1] && p[i - 1] == s[j - 1]
+                };
+            }
+        }
+        m[p.len()][s.len()]
+    }
+
+    fn words(alphabet: &[u8], max: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |&c| format!("{w}{}", c as char)))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn the_linear_matcher_agrees_with_the_reference_on_every_small_case() {
+        let patterns = words(b"ab*", 6);
+        let values = words(b"ab", 7);
+        let mut checked = 0;
+        for p in patterns.iter().filter(|p| !p.contains("**")) {
+            for v in &values {
+                assert_eq!(
+                    wildcard_match(p, v),
+                    wildcard_reference(p.as_bytes(), v.as_bytes()),
+                    "pattern {p:?} value {v:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
     }
 }

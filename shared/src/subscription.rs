@@ -15,7 +15,18 @@ pub const MAX_SECRETS: usize = 10;
 pub const MAX_KEYWORDS: usize = 50;
 pub const MAX_KEYWORD_LEN: usize = 256;
 /// Compiled-size limit of one keyword regex: big enough for real rules, too small for abuse.
-pub const MAX_REGEX_BYTES: usize = 256 * 1024;
+pub const MAX_REGEX_BYTES: usize = 64 * 1024;
+/// Regex keyword rules per subscription: with [`MAX_REGEX_BYTES`], at most 640 KiB of compiled
+/// regex per subscription, each matched in linear time.
+pub const MAX_REGEX_KEYWORDS: usize = 10;
+/// Subscriptions read per account; records past the 100th (by subscription id) are reported and
+/// ignored, so one account cannot make every one of its events evaluate thousands of records.
+pub const MAX_SUBSCRIPTIONS_PER_ACCOUNT: usize = 100;
+/// A record's size as JSON: real records are a few KB.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Custom headers per subscription, and their names and values together, in bytes.
+pub const MAX_HEADERS: usize = 20;
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 
 /// Which triggers a subscription wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,11 +171,9 @@ pub struct ParseOptions {
     pub allow_private_targets: bool,
 }
 
-/// Headers a subscription may not set: the signature contract and the transport's own.
+/// Headers a subscription may not set: the transport's own, and (by prefix, below) every
+/// `webhook-*` name, the Standard Webhooks contract's namespace.
 const RESERVED_HEADERS: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
     "content-type",
     "content-length",
     "host",
@@ -247,6 +256,7 @@ fn redact(mut e: RecordError, item: &Map<String, Value>) -> RecordError {
 }
 
 fn parse_record_inner(item: &Map<String, Value>, opts: ParseOptions) -> Result<Subscription, RecordError> {
+    let size = serde_json::to_vec(item).map_or(usize::MAX, |v| v.len());
     let account_id = key_string(item, "account_id").map_err(|reason| RecordError {
         account_id: "?".into(),
         subscription_id: "?".into(),
@@ -263,6 +273,12 @@ fn parse_record_inner(item: &Map<String, Value>, opts: ParseOptions) -> Result<S
         account_id: &account_id,
         subscription_id: &subscription_id,
     };
+    if size > MAX_RECORD_BYTES {
+        return Err(ctx.err(
+            "record",
+            format!("is {size} bytes as JSON; at most {MAX_RECORD_BYTES} are allowed"),
+        ));
+    }
 
     let url = parse_url(&ctx, item.get("url"), opts)?;
     let secrets = parse_secrets(&ctx, item)?;
@@ -432,6 +448,7 @@ fn parse_keywords(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<KeywordRule>, Reco
         ));
     }
     let mut out = Vec::with_capacity(list.len());
+    let mut regexes = 0;
     for (i, rule) in list.iter().enumerate() {
         let field = |f: &str| format!("keywords[{i}]{f}");
         let map = rule.as_object().ok_or_else(|| {
@@ -479,6 +496,13 @@ fn parse_keywords(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<KeywordRule>, Reco
             }
         };
         let regex = if match_type == MatchType::Regex {
+            regexes += 1;
+            if regexes > MAX_REGEX_KEYWORDS {
+                return Err(ctx.err(
+                    &field(".match"),
+                    format!("is the regex rule number {regexes}; at most {MAX_REGEX_KEYWORDS} are allowed"),
+                ));
+            }
             let compiled = regex::RegexBuilder::new(&keyword)
                 .case_insensitive(!case_sensitive)
                 .size_limit(MAX_REGEX_BYTES)
@@ -532,8 +556,28 @@ fn parse_url(ctx: &Ctx, v: Option<&Value>, opts: ParseOptions) -> Result<Url, Re
         }
         other => return Err(ctx.err("url", format!("scheme {other:?} is not supported; use https"))),
     }
-    if url.host().is_none() {
-        return Err(ctx.err("url", "has no host"));
+    let literal = match url.host() {
+        None => return Err(ctx.err("url", "has no host")),
+        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            if !opts.allow_private_targets && (d == "localhost" || d.ends_with(".localhost")) {
+                return Err(ctx.err(
+                    "url",
+                    "points at this machine (localhost); webhooks go to public hosts only",
+                ));
+            }
+            None
+        }
+    };
+    if let Some(ip) = literal.filter(|ip| !opts.allow_private_targets && !crate::delivery::ssrf::is_allowed(*ip)) {
+        return Err(ctx.err(
+            "url",
+            format!(
+                "host {ip} is a private, loopback, link-local or reserved address; webhooks go to public hosts only"
+            ),
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ctx.err("url", "must not carry credentials; use `headers` for authentication"));
@@ -613,12 +657,25 @@ fn parse_headers(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<(HeaderName, Header
             format!("must be a map of name to value, got {}", json_kind(v)),
         )
     })?;
+    if map.len() > MAX_HEADERS {
+        return Err(ctx.err(
+            "headers",
+            format!("has {} entries; at most {MAX_HEADERS} are allowed", map.len()),
+        ));
+    }
+    let bytes: usize = map.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(ctx.err(
+            "headers",
+            format!("names and values add up to {bytes} bytes; at most {MAX_HEADER_BYTES} are allowed"),
+        ));
+    }
     let mut out = Vec::with_capacity(map.len());
     for (name, value) in map {
         let field = format!("headers.{name}");
         let header =
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| ctx.err(&field, "is not a valid header name"))?;
-        if RESERVED_HEADERS.contains(&header.as_str()) {
+        if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("webhook-") {
             return Err(ctx.err(&field, "is set by the webhook sender and cannot be overridden"));
         }
         let text = value
@@ -830,7 +887,52 @@ mod tests {
             (
                 json!({"keywords": [{"keyword": "a{1000}{1000}", "match": "regex"}]}),
                 "keywords[0].keyword",
-                "is not a valid regex: Compiled regex exceeds size limit of 262144 bytes.",
+                "is not a valid regex: Compiled regex exceeds size limit of 65536 bytes.",
+            ),
+            (
+                json!({"keywords": (0..11).map(|i| json!({"keyword": format!("k{i}"), "match": "regex"})).collect::<Vec<_>>()}),
+                "keywords[10].match",
+                "is the regex rule number 11; at most 10 are allowed",
+            ),
+            (
+                json!({"headers": (0..21).map(|i| (format!("x-h{i}"), json!("v"))).collect::<Map<String, Value>>()}),
+                "headers",
+                "has 21 entries; at most 20 are allowed",
+            ),
+            (
+                json!({"headers": {"x-big": "v".repeat(8 * 1024)}}),
+                "headers",
+                "names and values add up to 8197 bytes; at most 8192 are allowed",
+            ),
+            (
+                json!({"headers": {"Webhook-Version": "2"}}),
+                "headers.Webhook-Version",
+                "is set by the webhook sender and cannot be overridden",
+            ),
+            (
+                json!({"url": "https://10.0.0.7/hook"}),
+                "url",
+                "host 10.0.0.7 is a private, loopback, link-local or reserved address; webhooks go to public hosts only",
+            ),
+            (
+                json!({"url": "https://[::ffff:8.8.8.8]/hook"}),
+                "url",
+                "host ::ffff:8.8.8.8 is a private, loopback, link-local or reserved address; webhooks go to public hosts only",
+            ),
+            (
+                json!({"url": "https://2130706433/hook"}),
+                "url",
+                "host 127.0.0.1 is a private, loopback, link-local or reserved address; webhooks go to public hosts only",
+            ),
+            (
+                json!({"url": "https://api.LOCALHOST./hook"}),
+                "url",
+                "points at this machine (localhost); webhooks go to public hosts only",
+            ),
+            (
+                json!({"description": "d".repeat(MAX_RECORD_BYTES)}),
+                "record",
+                "is 65721 bytes as JSON; at most 65536 are allowed",
             ),
             (
                 json!({"keywords": [{"keyword": "x", "match": "fuzzy"}]}),

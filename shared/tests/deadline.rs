@@ -11,10 +11,12 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
 use aws_sdk_sqs::operation::send_message::SendMessageOutput;
 use aws_smithy_mocks::{mock, mock_client};
 use dataflows_shared::delivery::client::build_client;
-use dataflows_shared::delivery::engine::{Engine, Handled, Job};
+use dataflows_shared::delivery::engine::{Engine, Handled, Job, Lanes};
 use dataflows_shared::delivery::retry::RetryPolicy;
+use dataflows_shared::delivery::task::{parse_message, Message, SealKey};
 use dataflows_shared::metrics::Metrics;
 use dataflows_shared::store::claims::Claims;
+use dataflows_shared::store::seal::SealKeys;
 use dataflows_shared::store::subscriptions::SubscriptionWriter;
 use dataflows_shared::subscription::{parse_record, ParseOptions};
 use serde_json::{json, Value};
@@ -47,10 +49,11 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
             table: "state".into(),
         },
         subscriptions: SubscriptionWriter {
-            client: dynamodb,
+            client: dynamodb.clone(),
             table: "subscriptions".into(),
         },
         sqs: mock_client!(aws_sdk_sqs, [&queue]),
+        seals: SealKeys::with_key(dynamodb.clone(), "state".into(), SealKey::new([9; 32])),
         queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms".into(),
         dead_letter_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms-dlq".into(),
         policy: RetryPolicy {
@@ -60,6 +63,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
         auto_disable_after: Duration::from_secs(5 * 86_400),
         guard: false,
         limiter: Semaphore::new(4),
+        lanes: Lanes::new(4),
         send_budget: Duration::from_secs(17),
         metrics: Metrics::default(),
     };
@@ -101,7 +105,13 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
     assert_eq!(task["attempt"], 3, "the same attempt: a deferral is not an attempt");
     assert_eq!(task["webhook_id"], "msg_0123");
     assert_eq!(task["first_attempt_at"], 1_796_033_700);
-    assert_eq!(task["body"], r#"{"type":"sms.received"}"#);
+    // The body travels in base64, and the message is sealed with the deployment's key.
+    assert_eq!(task["body_base64"], "eyJ0eXBlIjoic21zLnJlY2VpdmVkIn0=");
+    let Ok(Message::Retry(parsed)) = parse_message(message) else {
+        panic!("a retry task: {message}")
+    };
+    assert_eq!(parsed.body, r#"{"type":"sms.received"}"#);
+    assert!(parsed.verify(&SealKey::new([9; 32])), "sealed with the engine's key");
     let (counts, _) = engine.metrics.take();
     assert_eq!((counts.deferred, counts.delivered, counts.failed), (1, 0, 0));
 }

@@ -1,5 +1,6 @@
 //! SSRF corpus through the real client with the guard on (ALLOW_PRIVATE_TARGETS unset): every
-//! target is refused before a byte is sent, in any spelling; and a redirect is never followed.
+//! target is refused when its record is read, and again before a byte is sent, in any spelling;
+//! and a redirect is never followed.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -53,7 +54,13 @@ async fn private_targets_are_refused_in_every_spelling() {
     let client = build_client(false).unwrap();
     assert!(TARGETS.len() >= 20);
     for url in TARGETS {
-        match send(&client, &sub(url, false), "msg_1", 0, b"{}", true).await {
+        // Refused when the record is read...
+        let v = json!({"account_id": "a", "subscription_id": "s", "url": url,
+                       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "triggers": "*"});
+        let refused = parse_record(v.as_object().unwrap(), ParseOptions::default()).unwrap_err();
+        assert_eq!(refused.field, "url", "{url}: {refused}");
+        // ...and by the guard at send time, should a record ever get through.
+        match send(&client, &sub(url, true), "msg_1", 0, b"{}", true).await {
             Err(DeliveryError::Blocked(b)) => assert!(!b.addresses.is_empty(), "{url}"),
             other => panic!("{url}: expected Blocked, got {other:?}"),
         }

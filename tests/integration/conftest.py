@@ -23,9 +23,10 @@ RETRY_SCHEDULE = "1s,1s,1s"
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    # A short retry schedule so the retry tests finish in seconds: 4 attempts in all.
+    # A short retry schedule so the retry tests finish in seconds: 4 attempts in all. The most
+    # verbose log level, so test_zz_secrets.py searches everything that could ever be logged.
     s = local_stack.Stack(port=local_stack.free_port(), log_dir=tmp_path_factory.mktemp("logs"),
-                          env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE})
+                          env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "LOG_LEVEL": "trace"})
     yield s
     s.stop()
 

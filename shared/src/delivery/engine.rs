@@ -11,17 +11,19 @@
 //! same attempt delayed past its claim's lease, so a large batch never runs into the function's
 //! timeout and a deferral never counts as an attempt.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::delivery::client::{send, Delivered, DeliveryError};
 use crate::delivery::retry::{parse_retry_after, sqs_delay, Outcome, RetryPolicy, Verdict};
-use crate::delivery::task::{DeadLetter, RetryTask};
+use crate::delivery::task::{sqs_text, to_sqs_json, DeadLetter, RetryTask};
 use crate::metrics::{Metrics, Observed};
 use crate::store::claims::{AttemptLog, Claim, ClaimMeta, Claims, Finish, StateError};
+use crate::store::seal::{SealKeyError, SealKeys};
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
 use crate::subscription::Subscription;
 
@@ -69,6 +71,35 @@ pub fn must_defer(now: Instant, deadline: Option<Instant>, budget: Duration) -> 
     deadline.is_some_and(|d| d.saturating_duration_since(now) < budget)
 }
 
+/// One semaphore per subscription seen, created on first use.
+pub struct Lanes {
+    per_subscription: usize,
+    lanes: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<Semaphore>>>,
+}
+
+impl Lanes {
+    pub fn new(per_subscription: usize) -> Self {
+        Lanes {
+            per_subscription: per_subscription.max(1),
+            lanes: Default::default(),
+        }
+    }
+
+    pub async fn enter(&self, account_id: &str, subscription_id: &str) -> OwnedSemaphorePermit {
+        let lane = {
+            let mut lanes = self.lanes.lock().expect("lanes lock");
+            if lanes.len() >= 1024 {
+                lanes.retain(|_, lane| Arc::strong_count(lane) > 1); // forget the idle ones
+            }
+            lanes
+                .entry((account_id.to_string(), subscription_id.to_string()))
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_subscription)))
+                .clone()
+        };
+        lane.acquire_owned().await.expect("a lane is never closed")
+    }
+}
+
 /// Failures that leave the job for SQS to redeliver.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -80,6 +111,8 @@ pub enum EngineError {
     Queue { queue: String, reason: String },
     #[error("webhook {0} is being sent by another invocation")]
     Busy(String),
+    #[error(transparent)]
+    Seal(#[from] SealKeyError),
 }
 
 pub struct Engine {
@@ -87,6 +120,8 @@ pub struct Engine {
     pub claims: Claims,
     pub subscriptions: SubscriptionWriter,
     pub sqs: aws_sdk_sqs::Client,
+    /// Seals retries and dead letters, so nothing published to the topic can pass for one.
+    pub seals: SealKeys,
     pub queue_url: String,
     pub dead_letter_url: String,
     pub policy: RetryPolicy,
@@ -94,8 +129,11 @@ pub struct Engine {
     pub auto_disable_after: Duration,
     /// Literal-IP check before sending (the resolver guard is in the client).
     pub guard: bool,
-    /// Bounds concurrent HTTP requests across a batch.
+    /// Bounds concurrent claims and HTTP requests across a batch.
     pub limiter: Semaphore,
+    /// Bounds them per subscription, taken before `limiter`: a slow receiver waits in its own lane
+    /// and never queues ahead of the others for the batch's slots.
+    pub lanes: Lanes,
     /// Time a send needs before the deadline: the HTTP timeout plus [`DEADLINE_MARGIN`].
     pub send_budget: Duration,
     pub metrics: Metrics,
@@ -129,6 +167,7 @@ fn retry_task(job: &Job<'_>, attempt: u32, not_before: i64) -> RetryTask {
         attempt,
         first_attempt_at: job.first_attempt_at,
         not_before,
+        seal: String::new(),
     }
 }
 
@@ -141,6 +180,8 @@ fn rfc3339(t: i64) -> String {
 impl Engine {
     pub async fn run(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
         let sub = job.subscription;
+        let _lane = self.lanes.enter(&sub.account_id, &sub.subscription_id).await;
+        let permit = self.limiter.acquire().await.expect("the limiter is never closed");
         let meta = ClaimMeta {
             webhook_id: &job.webhook_id,
             account_id: &sub.account_id,
@@ -164,15 +205,13 @@ impl Engine {
             Claim::Busy => return Err(EngineError::Busy(job.webhook_id.clone())),
         }
 
-        let result = {
-            let permit = self.limiter.acquire().await.expect("the limiter is never closed");
-            if must_defer(Instant::now(), job.deadline, self.send_budget) {
-                drop(permit); // the slot is for sends, not for the retry message
-                return self.defer(job).await;
-            }
-            let now = Utc::now().timestamp();
-            send(&self.http, sub, &job.webhook_id, now, job.body, self.guard).await
-        };
+        if must_defer(Instant::now(), job.deadline, self.send_budget) {
+            drop(permit); // the slot is for sends, not for the retry message
+            return self.defer(job).await;
+        }
+        let now = Utc::now().timestamp();
+        let result = send(&self.http, sub, &job.webhook_id, now, job.body, self.guard).await;
+        drop(permit);
         let now = Utc::now();
         let verdict = self
             .policy
@@ -296,7 +335,8 @@ impl Engine {
 
     /// Put a retry on the category queue, delayed by at most 15 minutes (the rest is chained).
     pub async fn enqueue_retry(&self, task: &RetryTask, delay: Duration) -> Result<(), EngineError> {
-        let body = serde_json::to_string(task).expect("a task serializes");
+        let key = self.seals.get().await?;
+        let body = to_sqs_json(&task.clone().sealed(key));
         self.sqs
             .send_message()
             .queue_url(&self.queue_url)
@@ -331,10 +371,17 @@ impl Engine {
             .sqs
             .send_message()
             .queue_url(&self.dead_letter_url)
-            .message_body(if body.is_empty() { "(empty)" } else { body })
-            .message_attributes("reason", attr(&reason.chars().take(1000).collect::<String>()));
+            .message_body(if body.is_empty() {
+                "(empty)".into()
+            } else {
+                sqs_text(body)
+            })
+            .message_attributes(
+                "reason",
+                attr(&sqs_text(&reason.chars().take(1000).collect::<String>())),
+            );
         if let Some(f) = field.filter(|f| !f.is_empty()) {
-            req = req.message_attributes("field", attr(f));
+            req = req.message_attributes("field", attr(&sqs_text(f)));
         }
         if let Some(id) = message_id {
             req = req.message_attributes("source_message_id", attr(id));
@@ -354,13 +401,16 @@ impl Engine {
             trigger: job.trigger.to_string(),
             account_id: sub.account_id.clone(),
             subscription_id: sub.subscription_id.clone(),
-            url: sub.url.to_string(),
+            // The origin only: a URL's path and query are often its credential.
+            url: sub.url.origin().ascii_serialization(),
             event_id: job.event_id.to_string(),
             attempts: job.attempt,
             first_attempt_at: job.first_attempt_at,
             last_error: last_error.to_string(),
             payload: serde_json::from_slice(job.body).unwrap_or_default(),
-        };
+            seal: String::new(),
+        }
+        .sealed(self.seals.get().await?);
         let attr = |v: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")
@@ -370,8 +420,8 @@ impl Engine {
         self.sqs
             .send_message()
             .queue_url(&self.dead_letter_url)
-            .message_body(serde_json::to_string(&letter).expect("a dead letter serializes"))
-            .message_attributes("reason", attr(reason).expect("string attribute"))
+            .message_body(to_sqs_json(&letter))
+            .message_attributes("reason", attr(&sqs_text(reason)).expect("string attribute"))
             .message_attributes("webhook_id", attr(&job.webhook_id).expect("string attribute"))
             .send()
             .await

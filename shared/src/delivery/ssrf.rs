@@ -1,5 +1,6 @@
 //! SSRF guard: webhooks never reach loopback, private, link-local (cloud metadata), CGNAT,
-//! unique-local, multicast, unspecified, documentation or reserved addresses, in any spelling.
+//! unique-local, multicast, unspecified, documentation or reserved addresses, in any spelling;
+//! IPv6 only inside global unicast (2000::/3).
 //!
 //! Checked twice, the Svix way: literal IPs in the URL before sending, and every DNS answer inside
 //! the connector's resolver, so the address checked is the address dialled. Both are relaxed only
@@ -36,32 +37,27 @@ fn v4_allowed(ip: Ipv4Addr) -> bool {
         || a >= 224) // multicast 224/4, reserved 240/4, broadcast
 }
 
+/// IPv6: only global unicast, 2000::/3, and within it not the special-purpose ranges of the IANA
+/// IPv6 Special-Purpose Address Registry. Everything outside 2000::/3 is refused, the forms that
+/// embed an IPv4 address (::ffff:0:0/96 mapped, ::/96 compatible, 64:ff9b::/96 NAT64) included: a
+/// webhook to an IPv4 target is sent to its IPv4 address.
 fn v6_allowed(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
-    // Forms that embed an IPv4 address are judged by that address.
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return v4_allowed(v4); // ::ffff:a.b.c.d
-    }
-    if s[..6] == [0, 0, 0, 0, 0, 0] {
-        // ::a.b.c.d (deprecated IPv4-compatible), and :: / ::1.
-        return !ip.is_unspecified() && !ip.is_loopback() && v4_allowed(Ipv4Addr::from(ip.to_bits() as u32));
-    }
-    if s[0] == 0x64 && s[1] == 0xff9b {
-        // 64:ff9b::/96 NAT64 (and the /48 local-use range): the last 32 bits are the IPv4 target.
-        return s[2..6] == [0, 0, 0, 0] && v4_allowed(Ipv4Addr::from(ip.to_bits() as u32));
+    if s[0] & 0xe000 != 0x2000 {
+        return false; // outside 2000::/3: ::/8, 100::/64, 5f00::/16, fc00::/7, fe80::/10, ff00::/8, ...
     }
     if s[0] == 0x2002 {
         // 6to4: 2002:AABB:CCDD::/48 embeds AA.BB.CC.DD.
         let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
         return v4_allowed(v4);
     }
-    !((s[0] & 0xfe00) == 0xfc00          // fc00::/7 unique local
-        || (s[0] & 0xffc0) == 0xfe80     // fe80::/10 link-local
-        || (s[0] & 0xffc0) == 0xfec0     // fec0::/10 site-local (deprecated)
-        || (s[0] & 0xff00) == 0xff00     // ff00::/8 multicast
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23 IETF special purpose, Teredo 2001::/32 included
-        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])) // 100::/64 discard
+    let special = match s[0] {
+        // 2001::/23 IETF protocol assignments (Teredo included), 2001:db8::/32 documentation
+        0x2001 => s[1] < 0x0200 || s[1] == 0x0db8,
+        0x3fff => s[1] < 0x1000, // 3fff::/20 documentation (RFC 9637)
+        _ => false,
+    };
+    !special
 }
 
 /// Why a target was refused.
@@ -160,6 +156,16 @@ mod tests {
             "2002:a9fe:a9fe::1",
             "100::1",
             "2001::1",
+            // Outside 2000::/3, however they embed a public address.
+            "::ffff:8.8.8.8",
+            "::808:808",
+            "64:ff9b::808:808",
+            "::ffff:0:808:808",
+            "5f00::1",
+            "3fff::1",
+            "3fff:fff:ffff::1",
+            "1000::1",
+            "4000::1",
         ];
         let allowed = [
             "1.1.1.1",
@@ -172,9 +178,8 @@ mod tests {
             "169.253.0.1",
             "192.169.0.1",
             "11.0.0.1",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
             "2606:4700:4700::1111",
+            "3fff:1000::1",
             "2a00:1450:4001:82b::200e",
             "2002:808:808::1",
         ];

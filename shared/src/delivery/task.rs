@@ -1,8 +1,17 @@
 //! Messages the functions write to their own queues: a retry of one webhook to one subscription
 //! (on the category queue, delayed), and a webhook given up on (on the category DLQ).
+//!
+//! The category queue also receives whatever is published to the events topic, so an internal
+//! message proves it was written here: it is sealed with an HMAC-SHA256 under the deployment's
+//! [`SealKey`] (kept in the State table, never leaving the functions), over every field but the
+//! seal, each field length-prefixed. A message that says it is a retry or a dead letter but
+//! carries no valid seal is never sent; it is dead-lettered as unauthenticated.
 
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::Sha256;
 
 use crate::event::{parse_event, InputEvent, ParseError};
 
@@ -17,12 +26,18 @@ pub struct RetryTask {
     pub account_id: String,
     pub subscription_id: String,
     pub event_id: String,
+    /// The webhook body, base64 in the message: JSON escaping could grow it up to six times
+    /// (`\u0000` per control character), and base64 grows it by a third whatever it holds.
+    #[serde(rename = "body_base64", with = "base64_text")]
     pub body: String,
     /// The number of the attempt this message is for (2 for the first retry).
     pub attempt: u32,
     pub first_attempt_at: i64,
     /// Unix seconds before which the attempt must not be made (delays past 15 minutes are chained).
     pub not_before: i64,
+    /// HMAC-SHA256 (base64) of every other field under the deployment's seal key.
+    #[serde(default)]
+    pub seal: String,
 }
 
 /// A webhook given up on, as put on the category DLQ for operators.
@@ -41,6 +56,171 @@ pub struct DeadLetter {
     pub last_error: String,
     /// The webhook body that was never accepted.
     pub payload: Value,
+    /// HMAC-SHA256 (base64) of every other field under the deployment's seal key.
+    #[serde(default)]
+    pub seal: String,
+}
+
+mod base64_text {
+    use base64::Engine as _;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(text))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let encoded = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(D::Error::custom)?;
+        String::from_utf8(bytes).map_err(D::Error::custom)
+    }
+}
+
+/// Whether SQS accepts `c` in a message body or attribute: #x9 | #xA | #xD | #x20 to #xD7FF |
+/// #xE000 to #xFFFD | #x10000 to #x10FFFF
+/// (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html).
+fn sqs_allows(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `text` with every character SQS refuses written as `\uXXXX`. In JSON text (where serde_json
+/// already escapes control characters but writes U+FFFE and U+FFFF raw) this is the same JSON;
+/// in plain text (an attribute) it is a readable stand-in.
+pub fn sqs_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(sqs_allows) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if sqs_allows(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A message as JSON that SQS accepts, whatever its strings hold.
+pub fn to_sqs_json<T: Serialize>(message: &T) -> String {
+    let text = serde_json::to_string(message).expect("internal messages serialize");
+    match sqs_text(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
+/// The deployment's key for sealing internal messages: 32 random bytes. Never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealKey([u8; 32]);
+
+impl SealKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        SealKey(bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn mac(&self, kind: &str, parts: &[&[u8]]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        for part in std::iter::once(kind.as_bytes()).chain(parts.iter().copied()) {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
+    fn seal(&self, kind: &str, parts: &[&[u8]]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.mac(kind, parts).finalize().into_bytes())
+    }
+
+    /// Constant-time check of a seal.
+    fn verify(&self, kind: &str, parts: &[&[u8]], seal: &str) -> bool {
+        let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(seal) else {
+            return false;
+        };
+        self.mac(kind, parts).verify_slice(&tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealKey(redacted)")
+    }
+}
+
+impl RetryTask {
+    fn sealed_parts<R>(&self, with: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let numbers = [
+            self.dataflows_retry.to_string(),
+            self.attempt.to_string(),
+            self.first_attempt_at.to_string(),
+            self.not_before.to_string(),
+        ];
+        with(&[
+            numbers[0].as_bytes(),
+            self.webhook_id.as_bytes(),
+            self.trigger.as_bytes(),
+            self.account_id.as_bytes(),
+            self.subscription_id.as_bytes(),
+            self.event_id.as_bytes(),
+            self.body.as_bytes(),
+            numbers[1].as_bytes(),
+            numbers[2].as_bytes(),
+            numbers[3].as_bytes(),
+        ])
+    }
+
+    /// This task with its seal set.
+    pub fn sealed(mut self, key: &SealKey) -> Self {
+        self.seal = self.sealed_parts(|parts| key.seal("retry", parts));
+        self
+    }
+
+    /// Whether the seal is valid: written by this deployment and unchanged since.
+    pub fn verify(&self, key: &SealKey) -> bool {
+        self.sealed_parts(|parts| key.verify("retry", parts, &self.seal))
+    }
+}
+
+impl DeadLetter {
+    fn sealed_parts<R>(&self, with: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let numbers = [
+            self.dataflows_dead_letter.to_string(),
+            self.attempts.to_string(),
+            self.first_attempt_at.to_string(),
+        ];
+        let payload = self.payload.to_string();
+        with(&[
+            numbers[0].as_bytes(),
+            self.reason.as_bytes(),
+            self.webhook_id.as_bytes(),
+            self.trigger.as_bytes(),
+            self.account_id.as_bytes(),
+            self.subscription_id.as_bytes(),
+            self.url.as_bytes(),
+            self.event_id.as_bytes(),
+            numbers[1].as_bytes(),
+            numbers[2].as_bytes(),
+            self.last_error.as_bytes(),
+            payload.as_bytes(),
+        ])
+    }
+
+    /// This dead letter with its seal set.
+    pub fn sealed(mut self, key: &SealKey) -> Self {
+        self.seal = self.sealed_parts(|parts| key.seal("dead-letter", parts));
+        self
+    }
+
+    /// Whether the seal is valid: written by this deployment and unchanged since.
+    pub fn verify(&self, key: &SealKey) -> bool {
+        self.sealed_parts(|parts| key.verify("dead-letter", parts, &self.seal))
+    }
 }
 
 /// What arrives on a category queue.
@@ -53,6 +233,15 @@ pub enum Message {
 }
 
 impl Message {
+    /// Whether an internal message carries a valid seal; an input event needs none.
+    pub fn authentic(&self, key: &SealKey) -> bool {
+        match self {
+            Message::Event(_) => true,
+            Message::Retry(t) => t.verify(key),
+            Message::Redrive(d) => d.verify(key),
+        }
+    }
+
     pub fn account_id(&self) -> &str {
         match self {
             Message::Event(e) => &e.account_id,
@@ -94,6 +283,7 @@ mod tests {
             attempt: 2,
             first_attempt_at: 100,
             not_before: 105,
+            seal: String::new(),
         };
         let text = serde_json::to_string(&task).unwrap();
         assert_eq!(parse_message(&text), Ok(Message::Retry(task)));
@@ -104,5 +294,120 @@ mod tests {
             parse_message(r#"{"dataflows_retry": 1}"#),
             Err(ParseError::Missing { .. })
         ));
+    }
+
+    fn key(byte: u8) -> SealKey {
+        SealKey::new([byte; 32])
+    }
+
+    fn task() -> RetryTask {
+        RetryTask {
+            dataflows_retry: 1,
+            webhook_id: "msg_1".into(),
+            trigger: "sms.received".into(),
+            account_id: "acc".into(),
+            subscription_id: "sub".into(),
+            event_id: "evt".into(),
+            body: "{\"type\":\"sms.received\"}".into(),
+            attempt: 2,
+            first_attempt_at: 100,
+            not_before: 105,
+            seal: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_sealed_task_verifies_after_the_round_trip_and_nothing_else_does() {
+        let sealed = task().sealed(&key(1));
+        let text = serde_json::to_string(&sealed).unwrap();
+        let Ok(Message::Retry(parsed)) = parse_message(&text) else {
+            panic!("a retry task")
+        };
+        assert!(parsed.verify(&key(1)));
+        assert!(Message::Retry(parsed.clone()).authentic(&key(1)));
+        assert!(!parsed.verify(&key(2)), "another deployment's key");
+        assert!(!task().verify(&key(1)), "no seal (a message published to the topic)");
+        let forged = RetryTask {
+            seal: "AAAA".into(),
+            ..task()
+        };
+        assert!(!forged.verify(&key(1)), "a made-up seal");
+        // Any field changed after sealing breaks it: the body, the target, the attempt.
+        let changes: [fn(&mut RetryTask); 5] = [
+            |t| t.body.push(' '),
+            |t| t.subscription_id = "other".into(),
+            |t| t.account_id = "other".into(),
+            |t| t.trigger = "contact.added".into(),
+            |t| t.attempt = 3,
+        ];
+        for change in changes {
+            let mut t = sealed.clone();
+            change(&mut t);
+            assert!(!t.verify(&key(1)));
+        }
+        // Fields are length-prefixed: moving bytes between neighbours changes the seal.
+        let mut shifted = sealed.clone();
+        shifted.account_id = "ac".into();
+        shifted.subscription_id = "csub".into();
+        assert!(!shifted.verify(&key(1)));
+    }
+
+    #[test]
+    fn messages_with_characters_sqs_refuses_are_escaped_and_parse_back_the_same() {
+        let body = "{\"text\":\"a\u{FFFF}b\u{FFFE}c\u{1F600}\"}".to_string();
+        let t = RetryTask {
+            body: body.clone(),
+            account_id: "acc\u{FFFF}".into(),
+            ..task()
+        }
+        .sealed(&key(3));
+        let text = to_sqs_json(&t);
+        assert!(text.chars().all(sqs_allows), "{text}");
+        assert!(text.contains("\\uffff"), "{text}");
+        let Ok(Message::Retry(back)) = parse_message(&text) else {
+            panic!("{text}")
+        };
+        assert_eq!(back.body, body);
+        assert_eq!(back.account_id, "acc\u{FFFF}");
+        assert!(back.verify(&key(3)), "the seal covers the strings, not their escaping");
+        // The body is base64, so quotes and control characters do not grow it past a third.
+        let quotes = RetryTask {
+            body: "\"\u{1}".repeat(50_000),
+            ..task()
+        };
+        assert!(to_sqs_json(&quotes).len() < 100_000 * 4 / 3 + 1_000);
+        // Plain text keeps what SQS allows and shows the rest.
+        assert_eq!(sqs_text("ok\ttab\u{0}"), "ok\ttab\\u0000");
+        assert!(matches!(sqs_text("plain"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_sealed_dead_letter_verifies_and_an_edited_one_does_not() {
+        let letter = DeadLetter {
+            dataflows_dead_letter: 1,
+            reason: "exhausted".into(),
+            webhook_id: "msg_1".into(),
+            trigger: "sms.received".into(),
+            account_id: "acc".into(),
+            subscription_id: "sub".into(),
+            url: "https://example.com".into(),
+            event_id: "evt".into(),
+            attempts: 8,
+            first_attempt_at: 100,
+            last_error: "HTTP 500".into(),
+            payload: serde_json::json!({"type": "sms.received", "data": {"b": 1, "a": [1, 2]}}),
+            seal: String::new(),
+        }
+        .sealed(&key(7));
+        let text = serde_json::to_string(&letter).unwrap();
+        let Ok(Message::Redrive(parsed)) = parse_message(&text) else {
+            panic!("a dead letter")
+        };
+        assert!(parsed.verify(&key(7)));
+        let mut edited = parsed.clone();
+        edited.payload["data"]["b"] = serde_json::json!(2);
+        assert!(!edited.verify(&key(7)));
+        assert!(!parsed.verify(&key(8)));
+        assert_eq!(format!("{:?}", key(7)), "SealKey(redacted)");
     }
 }

@@ -100,6 +100,12 @@ pub fn rate_alert(account: &str, subscription_id: &str, trigger: &str) -> Key {
     Key::new(perf_partition(account), join("alert", &[subscription_id, trigger]))
 }
 
+/// The deployment's key for sealing internal messages: the one item that belongs to no account
+/// (no account key has a partition without `#`).
+pub fn seal_key() -> Key {
+    Key::new("internal", "seal-key")
+}
+
 /// The partition of one campaign's outcome counters.
 pub fn campaign_partition(account: &str, campaign_id: &str) -> String {
     join("campaign", &[account, campaign_id])

@@ -3,5 +3,6 @@ pub mod attributes;
 pub mod cache;
 pub mod claims;
 pub mod keys;
+pub mod seal;
 pub mod state;
 pub mod subscriptions;

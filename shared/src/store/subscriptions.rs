@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
 use crate::store::attributes::item_to_json;
-use crate::subscription::{parse_record, ParseOptions, RecordError, Subscription};
+use crate::subscription::{parse_record, ParseOptions, RecordError, Subscription, MAX_SUBSCRIPTIONS_PER_ACCOUNT};
 
 #[derive(Debug, thiserror::Error)]
 #[error("querying subscriptions of account {account_id} in table {table}: {source}")]
@@ -36,15 +36,35 @@ pub async fn load_account(
         .key_condition_expression("account_id = :a")
         .expression_attribute_values(":a", AttributeValue::S(account_id.to_string()))
         .consistent_read(false)
+        // One page holds what the cap lets through, and one more to see that there is more.
+        .limit(MAX_SUBSCRIPTIONS_PER_ACCOUNT as i32 + 1)
         .into_paginator()
         .items()
         .send();
+    let mut read = 0;
     while let Some(item) = pages.next().await {
         let item = item.map_err(|e| StoreError {
             table: table.to_string(),
             account_id: account_id.to_string(),
             source: e.into(),
         })?;
+        read += 1;
+        if read > MAX_SUBSCRIPTIONS_PER_ACCOUNT {
+            let id = match item.get("subscription_id") {
+                Some(AttributeValue::S(id)) => id.clone(),
+                _ => "?".into(),
+            };
+            out.invalid.push(RecordError {
+                account_id: account_id.to_string(),
+                subscription_id: id,
+                field: "subscription_id".into(),
+                reason: format!(
+                    "is past the account's first {MAX_SUBSCRIPTIONS_PER_ACCOUNT} subscriptions (by id); \
+                     it and every later one are ignored"
+                ),
+            });
+            break;
+        }
         match parse_record(&item_to_json(&item), opts) {
             Ok(s) => out.valid.push(s),
             Err(e) => out.invalid.push(e),
