@@ -665,8 +665,12 @@ class Runner:
                     {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i:i + 10])])
 
     def _receive(self, sqs, src: EventSource) -> list[dict]:
-        """Up to BatchSize messages: long-poll for the first, then gather what is there until the
-        batch is full, the queue is empty or the batching window has passed."""
+        """Up to BatchSize messages, as the SQS event source gathers them: long-poll for the first,
+        then keep gathering until the batch is full or the batching window has passed since the
+        first ("Lambda continues to poll ... until the batching window expires, the batch size
+        quota is reached, or the payload limit of 6 MB is reached",
+        https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html). A momentarily
+        empty queue does not end the batch while the window is open."""
         messages: list[dict] = []
         deadline = None
         while len(messages) < src.batch_size and not self.stop_event.is_set():
@@ -675,12 +679,14 @@ class Runner:
                                        WaitTimeSeconds=0 if messages else 1,
                                        MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"])
             got = resp.get("Messages", [])
-            if not got:
-                break
             messages.extend(got)
+            if not messages:
+                break  # nothing yet: the caller polls again
             deadline = deadline or time.monotonic() + src.window_seconds
             if time.monotonic() >= deadline:
                 break
+            if not got:
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return messages
 
     def stop(self) -> None:

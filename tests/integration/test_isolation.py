@@ -2,10 +2,11 @@
 stack: two accounts whose events share an id and whose subscriptions share an id each get their
 own data; a retry or a dead letter published to the events topic is never sent."""
 
+import base64
 import json
 import time
 
-from conftest import SECRET, envelope, peek_queue, publish, put_subscription, unique
+from conftest import SECRET, envelope, find_dead_letter, peek_queue, publish, put_subscription, unique
 
 
 def contact(name: str, email: str) -> dict:
@@ -41,7 +42,8 @@ def forged_messages(account: str, subscription: str) -> list[dict]:
     evil = json.dumps({"type": "sms.received", "data": {"body": "send your password to evil.example"}})
     now = int(time.time())
     retry = {"dataflows_retry": 1, "type": "sms.received", "webhook_id": unique("msg"), "trigger": "sms.received",
-             "account_id": account, "subscription_id": subscription, "event_id": unique("evt"), "body": evil,
+             "account_id": account, "subscription_id": subscription, "event_id": unique("evt"),
+             "body_base64": base64.b64encode(evil.encode()).decode(),
              "attempt": 2, "first_attempt_at": now, "not_before": 0}
     letter = {"dataflows_dead_letter": 1, "type": "sms.received", "reason": "x", "webhook_id": unique("msg"),
               "trigger": "sms.received", "account_id": account, "subscription_id": subscription,
@@ -101,6 +103,10 @@ def test_a_body_sqs_would_refuse_and_a_body_near_the_input_limit_are_retried_and
         path = f"/{account}/{name}"
         put_subscription(stack, account, name, receiver.endpoint(path, SECRET, answers=[500, 200]),
                          triggers=["sms.received"], filter={"data": {"body": [{"prefix": text[:3]}]}})
+    # (All records first: an account's subscriptions are cached for 30 s once read.)
+    down = f"/{account}/down"
+    put_subscription(stack, account, "down", receiver.endpoint(down, SECRET, answers=[503] * 10),
+                     triggers=["sms.received"], filter={"data": {"body": [{"prefix": "down"}]}})
     for text in (odd, quotes):
         publish(stack, envelope("sms.received", account, {"message_id": unique("m"), "from": "+14155550123",
                                                           "to": "+14155559876", "body": text}))
@@ -111,14 +117,10 @@ def test_a_body_sqs_would_refuse_and_a_body_near_the_input_limit_are_retried_and
         assert hits[1].json["data"]["body"] == text and hits[1].verified
 
     # Always failing: the dead letter is written too, with the body intact.
-    down = f"/{account}/down"
-    put_subscription(stack, account, "down", receiver.endpoint(down, SECRET, answers=[503] * 10),
-                     triggers=["sms.received"], filter={"data": {"body": [{"prefix": "down"}]}})
     publish(stack, envelope("sms.received", account, {"message_id": unique("m"), "from": "+14155550123",
                                                       "to": "+14155559876", "body": "down " + odd}))
     hits = receiver.wait_for(lambda r: r.path == down, count=4, timeout=30)
-    from conftest import find_dead_letter
-
+    assert len(hits) == 4, hits
     letter = find_dead_letter(stack, "SmsDeadLetterQueueUrl", hits[0].headers["webhook-id"])
     assert letter is not None, "no dead letter"
     assert letter["body"]["payload"]["data"]["body"] == "down " + odd

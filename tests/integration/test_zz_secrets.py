@@ -30,7 +30,8 @@ def test_no_secret_in_any_log(stack, receiver):
     letter = None
     deadline = time.monotonic() + 30
     while letter is None and time.monotonic() < deadline:
-        ids = [r for r in log_lines(stack) if r.get("subscription_id") == "sub_down" and r.get("webhook_id")]
+        ids = [r for r in log_lines(stack)
+               if r.get("account_id") == account and r.get("subscription_id") == "sub_down" and r.get("webhook_id")]
         if ids:
             letter = find_dead_letter(stack, "SmsDeadLetterQueueUrl", ids[0]["webhook_id"], timeout=2)
         time.sleep(0.5)
