@@ -7,8 +7,10 @@ retry schedule from the first attempt (their claim goes from exhausted back to p
   python infra/redrive.py --dlq-url URL --queue-url URL        # any account; AWS credentials as usual
   python infra/redrive.py --category sms --subscription zapier # only that subscription's dead letters
 
-On AWS, `aws sqs start-message-move-task --source-arn <DLQ ARN>` moves everything at once; this
-command adds the filters and works on the local emulator, which lacks move tasks.
+On AWS, `aws sqs start-message-move-task --source-arn <DLQ ARN> --destination-arn <queue ARN>`
+(both ARNs are in the stack's Outputs) moves everything at once. Without --destination-arn, only the
+messages SQS itself moved would go back, not the dead letters the functions write. This command
+adds the filters and works on the local emulator, which lacks move tasks.
 """
 
 from __future__ import annotations

@@ -140,6 +140,12 @@ class Resolver:
             if k == "Fn::Join":
                 sep, items = arg
                 return sep.join(str(x) for x in self.resolve(items))
+            if k == "Fn::FindInMap":
+                name, top, second = (str(self.resolve(x)) for x in arg)
+                try:
+                    return self.template["Mappings"][name][top][second]
+                except KeyError:
+                    raise TemplateError(f"FindInMap {name}.{top}.{second}: no such entry") from None
             if k == "Fn::Sub":
                 text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
                 return self._sub(text, extra)
@@ -399,10 +405,24 @@ def provision(endpoint: str, parameters: dict[str, str] | None = None, template_
 
         elif rtype == "AWS::CloudWatch::Alarm":
             kwargs = {k: props[k] for k in ("AlarmDescription", "Namespace", "MetricName", "Dimensions", "Statistic",
-                                             "Period", "EvaluationPeriods", "Threshold", "ComparisonOperator",
-                                             "TreatMissingData", "AlarmActions") if k in props}
+                                             "ExtendedStatistic", "Period", "EvaluationPeriods", "DatapointsToAlarm",
+                                             "Threshold", "ComparisonOperator", "TreatMissingData", "AlarmActions",
+                                             "OKActions", "InsufficientDataActions", "Unit") if k in props}
+            for k in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+                if k in kwargs:
+                    kwargs[k] = int(kwargs[k])
+            if "Threshold" in kwargs:
+                kwargs["Threshold"] = float(kwargs["Threshold"])
             cw.put_metric_alarm(AlarmName=name, **kwargs)
             r.refs[logical] = name
+            r.attrs[(logical, "Arn")] = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}"
+
+        elif rtype == "AWS::CloudWatch::Dashboard":
+            dashboard = props.get("DashboardName", name)
+            body = props["DashboardBody"]
+            json.loads(body)  # CloudWatch refuses a body that is not JSON; so does the local stack
+            cw.put_dashboard(DashboardName=dashboard, DashboardBody=body)
+            r.refs[logical] = dashboard
 
         elif rtype == "AWS::Serverless::Function":
             binary = body.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
@@ -714,6 +734,18 @@ def _sqs_record(m: dict, queue_arn: str) -> dict:
     }
 
 
+def function_overrides(env_overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """What the local stack changes in every function's environment: private targets allowed
+    (the receivers are on 127.0.0.1), and RETRY_SCHEDULE, ALLOW_PRIVATE_TARGETS, LOG_LEVEL from
+    this process's environment when set."""
+    overrides = {"ALLOW_PRIVATE_TARGETS": "true"}
+    for var in ("RETRY_SCHEDULE", "ALLOW_PRIVATE_TARGETS", "LOG_LEVEL"):
+        if os.environ.get(var):
+            overrides[var] = os.environ[var]
+    overrides.update(env_overrides or {})
+    return overrides
+
+
 class Stack:
     """Everything, started in order and stopped in reverse."""
 
@@ -727,11 +759,7 @@ class Stack:
         self.runners: list[Runner] = []
         try:
             self.provisioned = provision(self.emulator.endpoint, parameters)
-            overrides = {"ALLOW_PRIVATE_TARGETS": "true"}
-            for var in ("RETRY_SCHEDULE", "ALLOW_PRIVATE_TARGETS", "LOG_LEVEL"):
-                if os.environ.get(var):
-                    overrides[var] = os.environ[var]
-            overrides.update(env_overrides or {})
+            overrides = function_overrides(env_overrides)
             for fn in self.provisioned.functions:
                 if functions is None or fn.binary in functions:
                     self.runners.append(Runner(fn, self.emulator.endpoint, overrides, log_dir))
@@ -792,6 +820,16 @@ def write_outputs(outputs: dict[str, str], path: Path = LOCAL / "outputs.json") 
     path.write_text(json.dumps(outputs, indent=2) + "\n")
 
 
+def write_functions(provisioned: Provisioned, path: Path = LOCAL / "functions.json") -> None:
+    """The functions as provisioned (binary, environment, timeout, event sources), for `make
+    invoke` (infra/invoke.py) to run one of them against this stack."""
+    from dataclasses import asdict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"endpoint": provisioned.endpoint, "functions": [asdict(f) for f in provisioned.functions]}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["up", "provision"])
@@ -800,11 +838,13 @@ def main() -> int:
     if args.command == "provision":
         p = provision(f"http://127.0.0.1:{args.port}")
         write_outputs(p.outputs)
+        write_functions(p)
         print(json.dumps(p.outputs, indent=2))
         return 0
 
     stack = Stack(port=args.port)
     write_outputs(stack.outputs)
+    write_functions(stack.provisioned)
     (LOCAL / "stack.pid").write_text(str(os.getpid()))
     print(f"emulator: {stack.emulator.endpoint}")
     for runner in stack.runners:

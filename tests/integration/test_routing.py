@@ -79,7 +79,8 @@ def test_queues_tables_and_alarms_have_their_template_properties(provisioned):
     assert keys == [{"AttributeName": "account_id", "KeyType": "HASH"},
                     {"AttributeName": "subscription_id", "KeyType": "RANGE"}]
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
-    assert len(alarms) == 13  # six DLQs, six exhausted-webhook alarms, the unrouted queue
+    # six DLQs, six exhausted-webhook alarms, six function errors, six throttles, six queue ages, the unrouted queue
+    assert len(alarms) == 31
     dlq_alarm = alarms["dataflows-local-SmsDeadLetterAlarm"]
     assert dlq_alarm["Dimensions"] == [{"Name": "QueueName", "Value": "dataflows-local-SmsDeadLetterQueue"}]
     fns = {f.binary: f for f in provisioned.functions}
