@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR := never
 
-.PHONY: tools build up demo test lint unit emulator-test integration template sam-build schemas redrive soak fuzz bench clean
+.PHONY: tools build up demo invoke test lint unit emulator-test integration template sam-build deploy schemas redrive soak fuzz bench clean
 
 tools:            ## the pinned Python tools, in .local/venv
 	@infra/bootstrap.sh
@@ -18,6 +18,10 @@ up: tools build   ## the local stack in the foreground; Ctrl-C stops it
 
 demo: tools build ## publish sample events through the whole local stack and show the verified webhooks
 	$(PY) infra/demo.py
+
+invoke: tools     ## `sam local invoke` without Docker, on the running `make up`: make invoke FN=sms EVENT=events/sms.received.json
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=sms EVENT=events/sms.received.json"; exit 2; }
+	$(PY) infra/invoke.py $(FN) $(EVENT) $(INVOKE_ARGS)
 
 test: tools lint unit template emulator-test build integration ## everything, emulator included
 
@@ -39,8 +43,14 @@ emulator-test: tools ## the emulator's DynamoDB behaviours (conflicts, throttlin
 integration: tools build
 	$(PY) -m pytest -q tests/integration
 
-sam-build: tools  ## what `sam build` deploys: release binaries through cargo-lambda
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build
+sam-build: tools  ## what `sam build` deploys: release binaries through cargo-lambda, for the Architecture `sam deploy` deploys
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build --parameter-overrides "$$($(PY) infra/architecture.py build-overrides)"
+
+deploy: tools     ## sam build for the deployed Architecture, check each bootstrap's machine, sam deploy; ARCH=arm64 switches first
+	$(if $(ARCH),$(PY) infra/architecture.py set $(ARCH))
+	$(MAKE) --no-print-directory sam-build
+	$(PY) infra/architecture.py check
+	$(VENV)/bin/sam deploy $(DEPLOY_ARGS)
 
 soak: tools build ## thousands of events, failing receivers, killed functions; prints the accounting
 	$(PY) infra/soak.py
