@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR := never
 
-.PHONY: tools build up demo invoke test lint unit emulator-test integration template sam-build deploy schemas redrive soak fuzz bench clean
+.PHONY: tools build up demo invoke test lint unit infra-test emulator-test integration template sam-build deploy schemas redrive soak fuzz bench clean
 
 tools:            ## the pinned Python tools, in .local/venv
 	@infra/bootstrap.sh
@@ -23,7 +23,7 @@ invoke: tools     ## `sam local invoke` without Docker, on the running `make up`
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=sms EVENT=events/sms.received.json"; exit 2; }
 	$(PY) infra/invoke.py $(FN) $(EVENT) $(INVOKE_ARGS)
 
-test: tools lint unit template emulator-test build integration ## everything, emulator included
+test: tools lint unit template infra-test emulator-test build integration ## everything, emulator included
 
 lint:
 	cargo fmt --all -- --check
@@ -36,6 +36,9 @@ template: tools    ## cfn-lint, sam validate, and the deployed IAM after the SAM
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint
 	$(PY) -m pytest -q tests/template
+
+infra-test: tools ## infra/'s Python tools without a stack: the charts of make soak and make bench
+	$(PY) -m pytest -q tests/tools
 
 emulator-test: tools ## the emulator's DynamoDB behaviours (conflicts, throttling, size limit, accounting); no Rust
 	$(PY) -m pytest -q tests/emulator
@@ -52,10 +55,10 @@ deploy: tools     ## sam build for the deployed Architecture, check each bootstr
 	$(PY) infra/architecture.py check
 	$(VENV)/bin/sam deploy $(DEPLOY_ARGS)
 
-soak: tools build ## thousands of events, failing receivers, killed functions; prints the accounting
+soak: tools build ## thousands of events, failing receivers, killed functions; prints the accounting; charts in .local/charts/
 	$(PY) infra/soak.py
 
-bench: tools      ## every performance figure beside its target (docs/performance.md); release build first
+bench: tools      ## every performance figure beside its target (docs/performance.md); release build first; charts in .local/charts/
 	cargo build --release --workspace --bins
 	$(PY) infra/bench.py $(BENCH_ARGS)
 

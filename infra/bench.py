@@ -466,6 +466,20 @@ def bench_cost(res: Results) -> None:
                                                 "pipes_total": sum(pipes.values())}
 
 
+def draw_charts(data: dict) -> None:
+    """The charts (infra/charts.py): .local/charts/bench-figures.png, and the load section's
+    latency, throughput and outcomes when it ran. Never changes the verdict."""
+    try:
+        import charts
+
+        samples_file = charts.CHARTS / "bench-load-samples.json"
+        samples = json.loads(samples_file.read_text()) if "load" in data and samples_file.exists() else None
+        for path in charts.bench_charts(data, samples):
+            print(f"chart: {os.path.relpath(path, ROOT)}")
+    except Exception as e:  # noqa: BLE001
+        print(f"charts not written: {e!r}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="size,cold,core,delivery,cost,state,load")
@@ -507,6 +521,7 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res.data, indent=2) + "\n")
     print(f"\nfigures written to {args.json}")
+    draw_charts(res.data)
     if res.failed:
         print("missed: " + ", ".join(res.failed))
         return 1

@@ -66,6 +66,10 @@ def mix(account: str, messages: int, campaign: str, seed: int = 7) -> list[dict]
     return sent + final + inbound
 
 
+# When each input event was published (event id -> time), for the load charts (infra/charts.py).
+PUBLISHED_AT: dict[str, float] = {}
+
+
 def publish_all(stack, events: list[dict], threads: int = 4) -> float:
     """Publish in batches of 10 from `threads` threads; the publish rate (events/s)."""
     sns = [stack.client("sns") for _ in range(threads)]
@@ -77,6 +81,7 @@ def publish_all(stack, events: list[dict], threads: int = 4) -> float:
         for chunk in chunks[k::threads]:
             sns[k].publish_batch(TopicArn=topic, PublishBatchRequestEntries=[
                 {"Id": str(j), "Message": json.dumps(e)} for j, e in enumerate(chunk)])
+            PUBLISHED_AT.update((e["id"], time.time()) for e in chunk)
 
     ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
     for t in ts:
@@ -252,6 +257,20 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
     res.data["state"] = data
 
 
+def save_load_samples(receiver, expected: dict, paths: dict, data: dict) -> None:
+    """What the load charts are drawn from (.local/charts/bench-load-samples.json; bench.py draws
+    them at its end). Never changes a figure."""
+    try:
+        import charts
+
+        samples = charts.bench_load_samples(dict(PUBLISHED_AT), list(receiver.received), expected, paths,
+                                            min(PUBLISHED_AT.values(), default=time.time()), data)
+        charts.CHARTS.mkdir(parents=True, exist_ok=True)
+        (charts.CHARTS / "bench-load-samples.json").write_text(json.dumps(samples))
+    except Exception as e:  # noqa: BLE001
+        print(f"load samples not written: {e!r}", flush=True)
+
+
 def bench_load(res, log_dir: Path, status_events: int) -> None:
     """A bulk load on the local stack as it starts by default (DynamoDB's 1,000 WCU/s per item,
     conflicts on): `status_events` receipts over three accounts (half from a bulk sender subscribed
@@ -261,6 +280,7 @@ def bench_load(res, log_dir: Path, status_events: int) -> None:
     runtime reset, nothing dead-lettered, and every subscribed receipt's webhook delivered once."""
     os.environ.setdefault("LOCAL_PROFILE", "release")
     print(f"load: {status_events} status events over three accounts through the local stack", flush=True)
+    PUBLISHED_AT.clear()
     receiver = Receiver()
     stack = local_stack.Stack(port=local_stack.free_port(), log_dir=log_dir / "load")
     data: dict = {"status_events": status_events}
@@ -306,6 +326,7 @@ def bench_load(res, log_dir: Path, status_events: int) -> None:
                 delivered == expected and data["dead_letters"] == 0)
         res.add("  refused: conflicts / throttles",
                 f"{stats['refused'].get('TransactionConflict', 0)} / {stats['refused'].get('Throttling', 0)}", "", None)
+        save_load_samples(receiver, expected, paths, data)
     finally:
         stack.stop()
         receiver.stop()

@@ -163,6 +163,25 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
+def write_charts(expected: dict, receiver: FaultyReceiver, dlq: dict, kills: list, started: float,
+                 report: dict) -> None:
+    """The charts (infra/charts.py): .local/charts/soak-{latency,throughput,outcomes}.png, drawn from
+    .local/charts/soak-samples.json. A chart that cannot be drawn never changes the verdict."""
+    try:
+        import charts
+
+        with receiver.lock:
+            delivered = {w: list(t) for w, t in receiver.delivered.items()}
+            faults = dict(receiver.faults)
+        samples = charts.soak_samples(expected, delivered, dlq, faults, kills, started, report)
+        charts.CHARTS.mkdir(parents=True, exist_ok=True)
+        (charts.CHARTS / "soak-samples.json").write_text(json.dumps(samples))
+        for path in charts.soak_charts(samples):
+            print(f"chart: {os.path.relpath(path, local_stack.ROOT)}")
+    except Exception as e:  # noqa: BLE001
+        print(f"charts not written: {e!r}", file=sys.stderr)
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally`
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -340,6 +359,7 @@ def main() -> int:
         }
         print(json.dumps(report, indent=2))
         (local_stack.LOCAL / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_charts(expected, receiver, dlq, kills, started, report)
         if lost:
             print(f"LOST {len(lost)}: e.g. {lost[:5]}")
         count_ok = report["bulk_campaign_counted"] == report["bulk_campaign_expected"]
