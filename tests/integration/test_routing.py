@@ -83,6 +83,22 @@ def test_queues_tables_and_alarms_have_their_template_properties(provisioned):
     assert len(alarms) == 31
     dlq_alarm = alarms["dataflows-local-SmsDeadLetterAlarm"]
     assert dlq_alarm["Dimensions"] == [{"Name": "QueueName", "Value": "dataflows-local-SmsDeadLetterQueue"}]
+    errors = alarms["dataflows-local-SmsErrorsAlarm"]
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": "dataflows-local-sms"}]
+    age = alarms["dataflows-local-SmsQueueAgeAlarm"]
+    assert age["Dimensions"] == [{"Name": "QueueName", "Value": "dataflows-local-SmsQueue"}]
+    # Retention: 4 days on the source, 14 on the DLQ; the visibility timeout from FunctionTimeout.
+    assert (attrs["MessageRetentionPeriod"], attrs["VisibilityTimeout"]) == ("345600", "180")
+    dlq = sqs.get_queue_attributes(QueueUrl=provisioned.outputs["SmsDeadLetterQueueUrl"],
+                                   AttributeNames=["MessageRetentionPeriod"])["Attributes"]
+    assert dlq["MessageRetentionPeriod"] == "1209600"
+    assert provisioned.outputs["SmsDeadLetterQueueArn"].endswith(":dataflows-local-SmsDeadLetterQueue")
+    # The dashboard, with every placeholder resolved to this stack's resources.
+    body = json.loads(cw.get_dashboard(DashboardName="dataflows-local")["DashboardBody"])
+    text = json.dumps(body)
+    assert "${" not in text and "dataflows-local-SmsQueue" in text and "dataflows-local-sms" in text
+    assert provisioned.outputs["DashboardUrl"].endswith("#dashboards/dashboard/dataflows-local")
     fns = {f.binary: f for f in provisioned.functions}
     assert sorted(fns) == ["admin", "contacts", "messaging", "operations", "performance", "sms"]
     assert fns["sms"].sources[0].report_failures and fns["sms"].sources[0].batch_size == 100  # the BatchSize default
