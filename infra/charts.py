@@ -80,16 +80,17 @@ def _per_bucket(times: list[float], start: float, bucket: float) -> tuple[list[f
     counts = [0] * max(n, 1)
     for t in times:
         counts[max(0, int((t - start) // bucket))] += 1
-    return [i * bucket for i in range(len(counts))], [c / bucket for c in counts]
+    # One more point, so that the last bucket (or the only one) is drawn as wide as the others.
+    return [i * bucket for i in range(len(counts) + 1)], [c / bucket for c in counts] + [counts[-1] / bucket]
 
 
 def throughput_chart(published: list[float], delivered: list[float], start: float, title: str, path: Path,
-                     marks: list[tuple[float, str]] = (), bucket: float = 5.0) -> Path:
+                     marks: list[tuple[float, str]] = (), bucket: float = 5.0,
+                     labels: tuple[str, str] = ("published (webhooks expected)", "delivered (first 2xx)")) -> Path:
     """Webhooks published and delivered per second, averaged over `bucket` seconds, against time
     since `start`; vertical lines at `marks` (seconds, label)."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for times, label, color in ((published, "published (webhooks expected)", "#8c8c8c"),
-                                (delivered, "delivered (first 2xx)", "#55a868")):
+    for times, label, color in ((published, labels[0], "#8c8c8c"), (delivered, labels[1], "#55a868")):
         x, y = _per_bucket(times, start, bucket)
         if x:
             ax.step(x, y, where="post", label=label, color=color, linewidth=1.2)
@@ -98,7 +99,7 @@ def throughput_chart(published: list[float], delivered: list[float], start: floa
         ax.annotate(label, (t, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
                     fontsize=7, color="#c44e52")
     ax.set_xlabel("seconds since the start")
-    ax.set_ylabel(f"webhooks per second ({bucket:g} s buckets)")
+    ax.set_ylabel(f"per second ({bucket:g} s buckets)")
     ax.set_ylim(bottom=0)
     ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
@@ -297,7 +298,7 @@ def bench_load_charts(samples: dict, out_dir: Path | None = None) -> list[Path]:
         latency_chart(latencies, "make bench, load: end-to-end latency", out_dir / "bench-load-latency.png"),
         throughput_chart(list(published.values()), [r["at"] for r in first.values()], started,
                          f"make bench, load: throughput ({n_in:,} input events)", out_dir / "bench-load-throughput.png",
-                         bucket=2.0),
+                         bucket=2.0, labels=("input events published", "webhooks delivered (first 2xx)")),
         outcomes_chart({"subscribed receipts, by account": by_account,
                         "webhooks delivered, by type": dict(kinds.most_common()),
                         "what must stay at 0": health},
