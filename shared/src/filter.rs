@@ -394,9 +394,9 @@ impl Text {
 
 /// `*` matches any run of characters. Linear in the value and the pattern together: the pattern's
 /// literal runs between stars are found left to right, each at its leftmost place (which is
-/// always right when `*` is the only wildcard), with the standard library's two-way substring
-/// search, which is O(value + run) with no backtracking. A 4 KB pattern against a 250 KB field is
-/// one pass over the field, not 10^9 steps (the quadratic matcher this replaced).
+/// always right when `*` is the only wildcard), with `memchr::memmem` (SIMD, and Two-Way when
+/// that does not apply: O(value + run) with no backtracking). A 4 KB pattern against a 250 KB
+/// field is one pass over the field, not 10^9 steps (the quadratic matcher this replaced).
 fn wildcard_match(pattern: &str, s: &str) -> bool {
     let mut runs = pattern.split('*');
     let first = runs.next().unwrap_or("");
@@ -406,9 +406,9 @@ fn wildcard_match(pattern: &str, s: &str) -> bool {
     if s.len() < first.len() + last.len() || !s.starts_with(first) || !s.ends_with(last) {
         return false;
     }
-    let mut rest = &s[first.len()..s.len() - last.len()];
+    let mut rest = &s.as_bytes()[first.len()..s.len() - last.len()];
     for run in runs {
-        match rest.find(run) {
+        match memchr::memmem::find(rest, run.as_bytes()) {
             Some(at) => rest = &rest[at + run.len()..],
             None => return false,
         }

@@ -23,9 +23,8 @@ fn listener(status: &'static str) -> (u16, Arc<AtomicUsize>) {
             count.fetch_add(1, Ordering::SeqCst);
             let mut buf = [0u8; 8192];
             let _ = conn.read(&mut buf);
-            let _ = conn.write_all(
-                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
-            );
+            let _ = conn
+                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
         }
     });
     (port, seen)
@@ -36,7 +35,14 @@ async fn proxy_variables_are_ignored() {
     let (proxy_port, proxied) = listener("407 Proxy Authentication Required");
     let (receiver_port, received) = listener("200 OK");
     let proxy = format!("http://127.0.0.1:{proxy_port}");
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
         std::env::set_var(var, &proxy);
     }
     std::env::remove_var("NO_PROXY");
