@@ -154,3 +154,30 @@ def test_a_slow_receiver_beside_a_normal_one_in_the_same_batch_does_not_hold_it_
     # The slow subscription had at most 4 requests in flight at once: its arrivals come in waves.
     starts = sorted(h.at for h in slow_hits)
     assert starts[4] - starts[0] >= 3.0, "a fifth request to the slow receiver started before one ended"
+
+
+def test_a_hostile_filter_costs_one_pass_and_holds_up_no_one(stack, receiver):
+    """The largest wildcard a record may hold against a 200 KB message, on five subscriptions, in
+    the same batch as another account's event: with the backtracking matcher that was ~10^9 steps
+    per subscription per event, enough to time the batch out (the other account's record with
+    it). Now each is one pass over the field."""
+    hostile, other = unique("acc_hostile"), unique("acc_other")
+    pattern = "*" + "a" * 4000 + "b*"  # the backtracking matcher's worst case: almost matches everywhere
+    for i in range(5):
+        put_subscription(stack, hostile, f"h{i}", receiver.endpoint(f"/{hostile}/h{i}", SECRET),
+                         triggers=["sms.received"], filter={"data": {"body": [{"wildcard": pattern}]}})
+    put_subscription(stack, other, "inbox", receiver.endpoint(f"/{other}/inbox", SECRET), triggers=["sms.received"])
+    sms = next(r for r in stack.runners if r.fn.binary == "sms")
+    failed_before = sms.failed_invocations
+    events = [envelope("sms.received", hostile, {"message_id": unique("m"), "from": "+14155550123",
+                                                 "to": "+14155559876", "body": "a" * 200_000}),
+              envelope("sms.received", other, {"message_id": unique("m"), "from": "+14155550123",
+                                               "to": "+14155559876", "body": "hello"})]
+    started = time.monotonic()
+    stack.client("sns").publish_batch(TopicArn=stack.outputs["EventsTopicArn"], PublishBatchRequestEntries=[
+        {"Id": str(i), "Message": json.dumps(e)} for i, e in enumerate(events)])
+    hits = receiver.wait_for(lambda r: r.path == f"/{other}/inbox", timeout=30)
+    assert len(hits) == 1 and hits[0].verified
+    assert time.monotonic() - started < 15, "the other account's webhook waited behind the hostile filter"
+    assert sms.failed_invocations == failed_before, "no invocation failed or timed out"
+    assert not receiver.wait_for(lambda r: r.path.startswith(f"/{hostile}/"), timeout=0), "the filter matched"
