@@ -16,7 +16,7 @@ pub struct Settings {
     /// This category's queue (retries are written here) and its dead-letter queue.
     pub queue_url: String,
     pub dead_letter_queue_url: String,
-    /// Delays between attempts (DESIGN.md §7); used by the retry scheduler.
+    /// Delays between attempts (docs/design.md §7); used by the retry scheduler.
     pub retry_schedule: Vec<Duration>,
     /// Local development only: allow http:// and private addresses as webhook targets.
     pub allow_private_targets: bool,
@@ -33,7 +33,7 @@ pub struct Settings {
     pub auto_disable_after: Duration,
     /// How long a delivery claim is held before another invocation may take it over.
     pub claim_lease: Duration,
-    /// Total time allowed for one webhook request (DESIGN.md §7: 15 s; lower only for tests).
+    /// Total time allowed for one webhook request (docs/design.md §7: 15 s; lower only for tests).
     pub http_timeout: Duration,
 }
 

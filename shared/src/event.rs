@@ -1,4 +1,4 @@
-//! The input envelope the platform publishes and the 14 typed input events (DESIGN.md §3).
+//! The input envelope the platform publishes and the 14 typed input events (docs/design.md §3).
 //!
 //! Parsing is strict about what we rely on and lenient about the rest: required fields must be
 //! present with the right type, unknown fields are ignored so the platform can add fields without

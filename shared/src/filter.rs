@@ -10,7 +10,7 @@
 //! Why not a crate: `quamina` 0.7.0 (the maintained Rust port of Tim Bray's matcher) was tried on
 //! 2026-11-30 against the EventBridge documentation examples below; it rejects `$or`,
 //! `anything-but` with `prefix`/`suffix`/`equals-ignore-case`, and `prefix`/`suffix` with
-//! `equals-ignore-case` (6 of the 8 forms tried), all of which DESIGN.md §5 asks for.
+//! `equals-ignore-case` (6 of the 8 forms tried), all of which docs/design.md §5 asks for.
 //!
 //! Patterns are compiled once when the record is parsed and bounded in size; every condition
 //! matches in time linear in the value and the pattern (wildcards included, see

@@ -1,4 +1,4 @@
-//! Subscription records (DESIGN.md §5): what a customer writes into the Subscriptions table, and
+//! Subscription records (docs/design.md §5): what a customer writes into the Subscriptions table, and
 //! their validation. Parsing works on plain JSON (the DynamoDB adapter converts attribute values
 //! first), so every rule here is a pure function with a table test.
 

@@ -1,4 +1,4 @@
-//! The 17 webhook triggers (DESIGN.md §4) and the six categories that emit them (§2).
+//! The 17 webhook triggers (docs/design.md §4) and the six categories that emit them (§2).
 
 use std::fmt;
 use std::str::FromStr;
@@ -93,7 +93,7 @@ impl Category {
         }
     }
 
-    /// The input event types this category's queue receives (DESIGN.md §2). template.yaml's
+    /// The input event types this category's queue receives (docs/design.md §2). template.yaml's
     /// SNS filter policies must say the same; a test on the emulator checks that they do.
     pub fn consumes(self) -> &'static [EventType] {
         use EventType::*;

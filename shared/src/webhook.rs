@@ -1,4 +1,4 @@
-//! The webhook a subscriber receives (DESIGN.md §4): its body, built once per (event, trigger),
+//! The webhook a subscriber receives (docs/design.md §4): its body, built once per (event, trigger),
 //! and its id, stable per (event, trigger, subscription) so retries carry the same `webhook-id`.
 
 use serde_json::Value;

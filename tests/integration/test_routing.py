@@ -1,5 +1,5 @@
 """The SNS filter policies of template.yaml, provisioned on the emulator, route each input type to
-exactly the queues of DESIGN.md §2, and anything else to the unrouted queue."""
+exactly the queues of docs/design.md §2, and anything else to the unrouted queue."""
 
 import json
 

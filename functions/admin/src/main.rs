@@ -1,4 +1,4 @@
-//! The admin category function: see DESIGN.md §2 and docs/.
+//! The admin category function: see docs/design.md §2 and docs/.
 use dataflows_shared::{app, Category};
 
 #[tokio::main(flavor = "current_thread")]

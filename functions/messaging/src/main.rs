@@ -1,4 +1,4 @@
-//! The messaging category function: see DESIGN.md §2 and docs/.
+//! The messaging category function: see docs/design.md §2 and docs/.
 use dataflows_shared::{app, Category};
 
 #[tokio::main(flavor = "current_thread")]

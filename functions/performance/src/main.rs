@@ -1,4 +1,4 @@
-//! The performance category function: see DESIGN.md §2 and docs/.
+//! The performance category function: see docs/design.md §2 and docs/.
 use dataflows_shared::{app, Category};
 
 #[tokio::main(flavor = "current_thread")]

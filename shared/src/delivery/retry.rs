@@ -1,4 +1,4 @@
-//! What to do after an attempt: the retry policy (DESIGN.md §7) as pure functions of the outcome,
+//! What to do after an attempt: the retry policy (docs/design.md §7) as pure functions of the outcome,
 //! the attempt number, `now` and a random number, so every branch is a plain unit test.
 
 use std::time::Duration;

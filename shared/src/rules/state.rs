@@ -1,4 +1,4 @@
-//! The stateful conditions of DESIGN.md §6 as pure functions: stored state, the event and `now` in;
+//! The stateful conditions of docs/design.md §6 as pure functions: stored state, the event and `now` in;
 //! what to emit and what to store out. The DynamoDB adapter (store::state) applies the writes
 //! with conditions, so concurrent invocations and redeliveries never double-fire or double-count.
 
