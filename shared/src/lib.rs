@@ -4,6 +4,7 @@
 pub mod app;
 pub mod aws;
 pub mod batch;
+pub mod catalogue;
 pub mod categories;
 pub mod config;
 pub mod delivery;

@@ -1,0 +1,560 @@
+//! `dataflows`: the operator's command line. It shares the functions' library, so a record it
+//! accepts is a record the functions accept, a test webhook it sends is signed and guarded as theirs
+//! are, and an event it publishes passes the same validation.
+//!
+//! Exit codes: 0 done; 1 what was checked failed (an invalid record or event, a receiver that did
+//! not answer 2xx, a refused change); 2 usage; 3 AWS or the environment failed.
+
+mod records;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use clap::{Parser, Subcommand};
+use dataflows_shared::catalogue;
+use dataflows_shared::delivery::client::{build_client, send, DeliveryError};
+use dataflows_shared::event::parse_event;
+use dataflows_shared::store::attributes::item_to_json;
+use dataflows_shared::subscription::{parse_record, ParseOptions, Subscription, Triggers};
+use dataflows_shared::trigger::Trigger;
+use serde_json::{json, Map, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "dataflows",
+    version,
+    about = "Operate DataFlows SMS webhook triggers: subscriptions, test webhooks, events"
+)]
+struct Cli {
+    /// A deployed stack: its Outputs are read from CloudFormation with the standard AWS credentials.
+    #[arg(long, global = true)]
+    stack: Option<String>,
+    /// The local stack's outputs file (default: the nearest .local/outputs.json, written by `make up`).
+    #[arg(long, global = true)]
+    outputs: Option<PathBuf>,
+    /// AWS region (default: the credential chain's; us-east-1 locally).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Machine-readable output: one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Subscription records.
+    #[command(subcommand)]
+    Subscription(SubscriptionCmd),
+    /// Send a subscription the catalogue's example of a trigger, signed with its secrets.
+    ///
+    /// Example: dataflows send-test --account acc_42 --subscription crm --trigger contact.added
+    SendTest {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        subscription: String,
+        /// Default: the first trigger the subscription wants.
+        #[arg(long)]
+        trigger: Option<String>,
+    },
+    /// Input events.
+    #[command(subcommand)]
+    Event(EventCmd),
+}
+
+#[derive(Subcommand)]
+enum SubscriptionCmd {
+    /// Validate record files exactly as the functions do (plain or DynamoDB-typed JSON).
+    ///
+    /// Example: dataflows subscription validate docs/examples/subscriptions/*.json
+    Validate {
+        files: Vec<PathBuf>,
+        /// Accept http:// and private targets, as the local stack does.
+        #[arg(long)]
+        allow_private_targets: bool,
+    },
+    /// Validate and write a record; a `whsec_` secret is generated (and printed once) if none is given.
+    ///
+    /// Example: dataflows subscription put crm.json
+    Put {
+        file: PathBuf,
+        /// Replace an existing record (only if nobody changed it since it was read).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// An account's records, secrets masked, with their failure state.
+    ///
+    /// Example: dataflows subscription list --account acc_42
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    /// One record, secrets masked, with its validation result.
+    ///
+    /// Example: dataflows subscription show --account acc_42 --id crm
+    Show {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a record (clears the disabled reason and the failing streak).
+    ///
+    /// Example: dataflows subscription enable --account acc_42 --id crm
+    Enable {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Disable a record, with a reason.
+    ///
+    /// Example: dataflows subscription disable --account acc_42 --id crm --reason "endpoint moving"
+    Disable {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "disabled by an operator")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventCmd {
+    /// Validate an input envelope and publish it to the events topic (`-` reads stdin).
+    ///
+    /// Example: dataflows event publish my-sms.json
+    Publish { file: PathBuf },
+}
+
+/// How a command ended.
+enum Failure {
+    /// What was checked failed (exit 1).
+    Check(String),
+    /// AWS or the environment failed (exit 3).
+    Env(String),
+}
+
+type Outcome = Result<Value, (Failure, Value)>;
+
+fn env<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> (Failure, Value) + '_ {
+    move |e| (Failure::Env(format!("{what}: {e}")), Value::Null)
+}
+
+fn read_json(path: &PathBuf) -> Result<Value, String> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{}: not JSON ({e})", path.display()))
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn validate(files: &[PathBuf], opts: ParseOptions) -> Outcome {
+    let mut results = Vec::new();
+    let mut bad = 0;
+    for path in files {
+        let result = read_json(path)
+            .and_then(|v| records::record_from_json(&v))
+            .and_then(|record| {
+                parse_record(&record, opts)
+                    .map(|s| format!("{}/{}", s.account_id, s.subscription_id))
+                    .map_err(|e| e.to_string())
+            });
+        match &result {
+            Ok(id) => results.push(json!({"file": path, "valid": true, "subscription": id})),
+            Err(reason) => {
+                bad += 1;
+                results.push(json!({"file": path, "valid": false, "error": reason}))
+            }
+        }
+    }
+    let out = json!({"results": results, "invalid": bad});
+    if bad > 0 {
+        Err((Failure::Check(format!("{bad} invalid record(s)")), out))
+    } else {
+        Ok(out)
+    }
+}
+
+fn key(account: &str, id: &str) -> std::collections::HashMap<String, AttributeValue> {
+    [
+        ("account_id".to_string(), AttributeValue::S(account.into())),
+        ("subscription_id".to_string(), AttributeValue::S(id.into())),
+    ]
+    .into()
+}
+
+async fn get_record(
+    t: &target::Target,
+    account: &str,
+    id: &str,
+) -> Result<Option<Map<String, Value>>, (Failure, Value)> {
+    let table = t
+        .output("SubscriptionsTableName")
+        .map_err(|e| (Failure::Env(e), Value::Null))?;
+    let got = t
+        .dynamodb()
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key(account, id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(aws_sdk_dynamodb::Error::from)
+        .map_err(env("reading the subscription"))?;
+    Ok(got.item.map(|item| item_to_json(&item)))
+}
+
+fn summary(record: &Map<String, Value>, opts: ParseOptions) -> Value {
+    let parsed = parse_record(record, opts);
+    json!({
+        "account_id": record.get("account_id"),
+        "subscription_id": record.get("subscription_id"),
+        "url": record.get("url"),
+        "triggers": record.get("triggers"),
+        "enabled": record.get("enabled").cloned().unwrap_or(Value::Bool(true)),
+        "disabled_reason": record.get("disabled_reason"),
+        "failing_since": record.get("failing_since"),
+        "valid": parsed.is_ok(),
+        "error": parsed.err().map(|e| e.to_string()),
+    })
+}
+
+async fn put(t: &target::Target, file: &PathBuf, replace: bool) -> Outcome {
+    let mut record = read_json(file)
+        .and_then(|v| records::record_from_json(&v))
+        .map_err(|e| (Failure::Check(e), Value::Null))?;
+    let mut generated = None;
+    if !record.contains_key("secret") && !record.contains_key("secrets") {
+        let secret = records::new_secret();
+        record.insert("secrets".into(), json!([secret]));
+        generated = Some(secret);
+    }
+    let opts = ParseOptions {
+        allow_private_targets: t.local,
+    };
+    let sub = parse_record(&record, opts).map_err(|e| (Failure::Check(e.to_string()), Value::Null))?;
+    let existing = get_record(t, &sub.account_id, &sub.subscription_id).await?;
+    if existing.is_some() && !replace {
+        return Err((
+            Failure::Check(format!(
+                "{}/{} exists; pass --replace to overwrite it",
+                sub.account_id, sub.subscription_id
+            )),
+            Value::Null,
+        ));
+    }
+    let previous_update = existing.as_ref().and_then(|r| r.get("updated_at")).cloned();
+    record.insert("updated_at".into(), Value::String(now_rfc3339()));
+    let table = t
+        .output("SubscriptionsTableName")
+        .map_err(|e| (Failure::Env(e), Value::Null))?;
+    let mut request = t
+        .dynamodb()
+        .put_item()
+        .table_name(table)
+        .set_item(Some(records::to_item(&record)));
+    // Never lose a concurrent change: write only over exactly what was read.
+    request = match (&existing, previous_update) {
+        (None, _) => request.condition_expression("attribute_not_exists(account_id)"),
+        (Some(_), Some(previous)) => request
+            .condition_expression("updated_at = :seen")
+            .expression_attribute_values(":seen", records::to_attribute(&previous)),
+        (Some(_), None) => {
+            request.condition_expression("attribute_exists(account_id) AND attribute_not_exists(updated_at)")
+        }
+    };
+    match request.send().await.map_err(aws_sdk_dynamodb::Error::from) {
+        Ok(_) => {}
+        Err(aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_)) => {
+            return Err((
+                Failure::Check(format!(
+                    "{}/{} was changed by someone else meanwhile; nothing written, read it again",
+                    sub.account_id, sub.subscription_id
+                )),
+                Value::Null,
+            ))
+        }
+        Err(e) => return Err(env("writing the subscription")(e)),
+    }
+    Ok(json!({"stored": records::masked(&record), "generated_secret": generated}))
+}
+
+async fn set_enabled(t: &target::Target, account: &str, id: &str, enabled: bool, reason: &str) -> Outcome {
+    let table = t
+        .output("SubscriptionsTableName")
+        .map_err(|e| (Failure::Env(e), Value::Null))?;
+    let mut request = t
+        .dynamodb()
+        .update_item()
+        .table_name(table)
+        .set_key(Some(key(account, id)))
+        .condition_expression("attribute_exists(account_id)")
+        .expression_attribute_values(":e", AttributeValue::Bool(enabled))
+        .expression_attribute_values(":u", AttributeValue::S(now_rfc3339()));
+    request = if enabled {
+        request.update_expression("SET enabled = :e, updated_at = :u REMOVE disabled_reason, failing_since")
+    } else {
+        request
+            .update_expression("SET enabled = :e, updated_at = :u, disabled_reason = :r")
+            .expression_attribute_values(":r", AttributeValue::S(reason.into()))
+    };
+    match request.send().await.map_err(aws_sdk_dynamodb::Error::from) {
+        Ok(_) => Ok(json!({"account_id": account, "subscription_id": id, "enabled": enabled})),
+        Err(aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_)) => {
+            Err((Failure::Check(format!("no subscription {account}/{id}")), Value::Null))
+        }
+        Err(e) => Err(env("updating the subscription")(e)),
+    }
+}
+
+fn pick_trigger(sub: &Subscription, asked: Option<&str>) -> Result<Trigger, String> {
+    if let Some(name) = asked {
+        return name
+            .parse::<Trigger>()
+            .map_err(|_| format!("{name} is not a trigger (see docs/webhooks.md)"));
+    }
+    match &sub.triggers {
+        Triggers::All => Ok(Trigger::SmsReceived),
+        Triggers::Only(list) => list
+            .first()
+            .copied()
+            .ok_or_else(|| "the subscription wants no trigger".into()),
+    }
+}
+
+async fn send_test(t: &target::Target, account: &str, id: &str, trigger: Option<&str>) -> Outcome {
+    let record = get_record(t, account, id)
+        .await?
+        .ok_or_else(|| (Failure::Check(format!("no subscription {account}/{id}")), Value::Null))?;
+    let opts = ParseOptions {
+        allow_private_targets: t.local,
+    };
+    let sub = parse_record(&record, opts).map_err(|e| (Failure::Check(e.to_string()), Value::Null))?;
+    let trigger = pick_trigger(&sub, trigger).map_err(|e| (Failure::Check(e), Value::Null))?;
+    let mut example = catalogue::example(trigger);
+    example.event.account_id = sub.account_id.clone();
+    example.event.id = format!("evt_test_{:016x}", rand::random::<u64>());
+    let webhook = example.webhook();
+    let webhook_id = webhook.id_for(&sub.subscription_id);
+    let client = build_client(t.local).map_err(env("building the HTTP client"))?;
+    let now = chrono::Utc::now().timestamp();
+    let sent = send(&client, &sub, &webhook_id, now, &webhook.body, !t.local).await;
+    let (ok, status, latency_ms, detail) = match &sent {
+        Ok(d) => (true, Some(d.status), Some(d.latency.as_millis() as u64), String::new()),
+        Err(DeliveryError::FailureStatus { status, body, .. }) => {
+            (false, Some(*status), None, body.chars().take(200).collect())
+        }
+        Err(e) => (false, None, None, e.to_string()),
+    };
+    let out = json!({
+        "subscription": format!("{}/{}", sub.account_id, sub.subscription_id),
+        "trigger": trigger.as_str(), "webhook_id": webhook_id, "status": status,
+        "latency_ms": latency_ms, "ok": ok, "detail": detail,
+    });
+    if ok {
+        Ok(out)
+    } else {
+        Err((Failure::Check("the receiver did not answer 2xx".into()), out))
+    }
+}
+
+async fn publish(t: &target::Target, file: &PathBuf) -> Outcome {
+    let value = read_json(file).map_err(|e| (Failure::Check(e), Value::Null))?;
+    let text = value.to_string();
+    let event = parse_event(&text).map_err(|e| {
+        let field = e.field().map(str::to_string);
+        (
+            Failure::Check(format!("invalid event: {e}")),
+            json!({"field": field, "error": e.to_string()}),
+        )
+    })?;
+    let topic = t.output("EventsTopicArn").map_err(|e| (Failure::Env(e), Value::Null))?;
+    let published = t
+        .sns()
+        .publish()
+        .topic_arn(topic)
+        .message(text)
+        .send()
+        .await
+        .map_err(aws_sdk_sns::Error::from)
+        .map_err(env("publishing"))?;
+    Ok(json!({"event_id": event.id, "type": event.event_type().to_string(), "message_id": published.message_id}))
+}
+
+fn print_human(command: &Command, out: &Value) {
+    match command {
+        Command::Subscription(SubscriptionCmd::Validate { .. }) => {
+            for r in out["results"].as_array().into_iter().flatten() {
+                if r["valid"] == true {
+                    println!(
+                        "ok       {}  {}",
+                        r["file"].as_str().unwrap_or(""),
+                        r["subscription"].as_str().unwrap_or("")
+                    );
+                } else {
+                    println!(
+                        "INVALID  {}  {}",
+                        r["file"].as_str().unwrap_or(""),
+                        r["error"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Subscription(SubscriptionCmd::List { .. }) => {
+            println!(
+                "{:<24} {:<8} {:<6} {:<22} {:<40} url",
+                "subscription", "enabled", "valid", "failing since", "triggers"
+            );
+            for r in out["subscriptions"].as_array().into_iter().flatten() {
+                let failing = r["failing_since"]
+                    .as_i64()
+                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:<8} {:<6} {:<22} {:<40} {}",
+                    r["subscription_id"].as_str().unwrap_or("?"),
+                    r["enabled"],
+                    r["valid"],
+                    failing,
+                    r["triggers"].to_string(),
+                    r["url"].as_str().unwrap_or("")
+                );
+                if let Some(reason) = r["disabled_reason"].as_str() {
+                    println!("    disabled: {reason}");
+                }
+                if let Some(error) = r["error"].as_str() {
+                    println!("    invalid: {error}");
+                }
+            }
+        }
+        Command::Subscription(SubscriptionCmd::Put { .. }) => {
+            println!("{}", serde_json::to_string_pretty(&out["stored"]).unwrap_or_default());
+            if let Some(secret) = out["generated_secret"].as_str() {
+                println!("\nGenerated signing secret (shown once; give it to the receiver):\n{secret}");
+            }
+        }
+        Command::SendTest { .. } => {
+            println!(
+                "{} {} -> {}  status {}  {}",
+                out["subscription"].as_str().unwrap_or(""),
+                out["trigger"].as_str().unwrap_or(""),
+                if out["ok"] == true { "ok" } else { "FAILED" },
+                out["status"],
+                out["latency_ms"]
+                    .as_u64()
+                    .map(|ms| format!("{ms} ms"))
+                    .unwrap_or_default()
+            );
+            if let Some(detail) = out["detail"].as_str().filter(|d| !d.is_empty()) {
+                println!("  {detail}");
+            }
+        }
+        _ => println!("{}", serde_json::to_string_pretty(out).unwrap_or_default()),
+    }
+}
+
+async fn run(cli: &Cli) -> Outcome {
+    if let Command::Subscription(SubscriptionCmd::Validate {
+        files,
+        allow_private_targets,
+    }) = &cli.command
+    {
+        return validate(
+            files,
+            ParseOptions {
+                allow_private_targets: *allow_private_targets,
+            },
+        );
+    }
+    let t = target::resolve(cli.stack.as_deref(), cli.outputs.as_deref(), cli.region.as_deref())
+        .await
+        .map_err(|e| (Failure::Env(e), Value::Null))?;
+    let opts = ParseOptions {
+        allow_private_targets: t.local,
+    };
+    match &cli.command {
+        Command::Subscription(SubscriptionCmd::Validate { .. }) => unreachable!("handled above"),
+        Command::Subscription(SubscriptionCmd::Put { file, replace }) => put(&t, file, *replace).await,
+        Command::Subscription(SubscriptionCmd::List { account }) => {
+            let table = t
+                .output("SubscriptionsTableName")
+                .map_err(|e| (Failure::Env(e), Value::Null))?;
+            let items: Vec<_> = t
+                .dynamodb()
+                .query()
+                .table_name(table)
+                .key_condition_expression("account_id = :a")
+                .expression_attribute_values(":a", AttributeValue::S(account.clone()))
+                .into_paginator()
+                .items()
+                .send()
+                .collect::<Result<Vec<_>, _>>()
+                .await
+                .map_err(aws_sdk_dynamodb::Error::from)
+                .map_err(env("listing subscriptions"))?;
+            let list: Vec<Value> = items.iter().map(|i| summary(&item_to_json(i), opts)).collect();
+            Ok(json!({"account_id": account, "subscriptions": list}))
+        }
+        Command::Subscription(SubscriptionCmd::Show { account, id }) => {
+            let record = get_record(&t, account, id)
+                .await?
+                .ok_or_else(|| (Failure::Check(format!("no subscription {account}/{id}")), Value::Null))?;
+            Ok(json!({"record": records::masked(&record), "status": summary(&record, opts)}))
+        }
+        Command::Subscription(SubscriptionCmd::Enable { account, id }) => set_enabled(&t, account, id, true, "").await,
+        Command::Subscription(SubscriptionCmd::Disable { account, id, reason }) => {
+            set_enabled(&t, account, id, false, reason).await
+        }
+        Command::SendTest {
+            account,
+            subscription,
+            trigger,
+        } => send_test(&t, account, subscription, trigger.as_deref()).await,
+        Command::Event(EventCmd::Publish { file }) => publish(&t, file).await,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = run(&cli).await;
+    let (out, failure) = match result {
+        Ok(out) => (out, None),
+        Err((failure, out)) => (out, Some(failure)),
+    };
+    if cli.json {
+        let mut doc = out.clone();
+        if let (Some(f), Value::Object(map)) = (&failure, &mut doc) {
+            let (Failure::Check(m) | Failure::Env(m)) = f;
+            map.insert("error".into(), Value::String(m.clone()));
+        } else if let Some(Failure::Check(m) | Failure::Env(m)) = &failure {
+            doc = json!({"error": m});
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else if !out.is_null() {
+        print_human(&cli.command, &out);
+    }
+    match failure {
+        None => ExitCode::SUCCESS,
+        Some(Failure::Check(m)) => {
+            eprintln!("dataflows: {m}");
+            ExitCode::from(1)
+        }
+        Some(Failure::Env(m)) => {
+            eprintln!("dataflows: {m}");
+            ExitCode::from(3)
+        }
+    }
+}

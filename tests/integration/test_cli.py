@@ -1,0 +1,147 @@
+"""`dataflows`, the operator's CLI (cli/), against the local stack: validate, put (with a generated
+secret; an existing record only with --replace), list and show (secrets masked), enable and disable,
+send-test (to a good and to a failing receiver), event publish (a bad envelope refused with its
+field, a good one delivered end to end)."""
+
+import json
+import subprocess
+
+import pytest
+from conftest import ROOT, SECRET, envelope, get_item, put_subscription, unique
+
+import stack as local_stack
+
+BINARY = local_stack.binary_dir() / "dataflows"
+
+
+@pytest.fixture(scope="module")
+def cli(stack, tmp_path_factory):
+    outputs = tmp_path_factory.mktemp("cli") / "outputs.json"
+    outputs.write_text(json.dumps(stack.outputs))
+    assert BINARY.exists(), f"{BINARY} is missing: cargo build --workspace --bins"
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BINARY), "--outputs", str(outputs), *args], capture_output=True, text=True,
+                              input=stdin, timeout=60)
+
+    return run
+
+
+def write(tmp_path, name: str, record: dict) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+def test_validate_names_the_field_and_exits_1(cli, tmp_path):
+    good = write(tmp_path, "good.json", {"account_id": "a", "subscription_id": "s", "url": "https://hooks.example.com/x",
+                                         "secrets": [SECRET], "triggers": ["sms.received"]})
+    typed = write(tmp_path, "typed.json", {"account_id": {"S": "a"}, "subscription_id": {"S": "t"},
+                                           "url": {"S": "https://hooks.example.com/x"}, "secret": {"S": SECRET},
+                                           "triggers": {"L": [{"S": "contact.added"}]}})
+    bad = write(tmp_path, "bad.json", {"account_id": "a", "subscription_id": "b", "url": "https://10.0.0.1/x",
+                                       "secrets": [SECRET], "triggers": ["sms.received"]})
+    ok = cli("subscription", "validate", good, typed)
+    assert ok.returncode == 0, ok.stderr
+    assert "a/s" in ok.stdout and "a/t" in ok.stdout
+    refused = cli("--json", "subscription", "validate", good, bad)
+    assert refused.returncode == 1
+    doc = json.loads(refused.stdout)
+    assert doc["invalid"] == 1
+    [error] = [r["error"] for r in doc["results"] if not r["valid"]]
+    assert "`url`" in error and "private" in error, error
+
+
+def test_put_generates_a_secret_that_signs_and_never_overwrites_unasked(cli, stack, receiver, tmp_path):
+    account = unique("acc_cli")
+    path = f"/{account}/crm"
+    record = {"account_id": account, "subscription_id": "crm", "url": receiver.url(path), "triggers": ["contact.added"]}
+    put = cli("--json", "subscription", "put", write(tmp_path, "crm.json", record))
+    assert put.returncode == 0, put.stderr
+    doc = json.loads(put.stdout)
+    secret = doc["generated_secret"]
+    assert secret.startswith("whsec_")
+    assert secret not in json.dumps(doc["stored"]), "the stored record is shown masked"
+    # The secret printed once is the one the functions sign with.
+    receiver.endpoint(path, secret)
+    stack.client("sns").publish(TopicArn=stack.outputs["EventsTopicArn"], Message=json.dumps(envelope(
+        "contact.added", account, {"contact_id": "c1", "contact": {"name": "Dana"}})))
+    [hit] = receiver.wait_for(lambda r: r.path == path, timeout=20)
+    assert hit.verified, hit.error
+
+    again = cli("subscription", "put", write(tmp_path, "crm.json", {**record, "secret": secret}))
+    assert again.returncode == 1 and "--replace" in again.stderr
+    replaced = cli("subscription", "put", "--replace", write(tmp_path, "crm.json", {**record, "secret": secret,
+                                                                                   "description": "v2"}))
+    assert replaced.returncode == 0, replaced.stderr
+    stored = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "crm"})
+    assert stored["description"]["S"] == "v2" and "updated_at" in stored
+
+
+def test_list_show_enable_disable(cli, stack, tmp_path):
+    account = unique("acc_cli")
+    put_subscription(stack, account, "a", "https://hooks.example.com/a", headers={"x-api-key": "k-secret-9"})
+    put_subscription(stack, account, "b", "https://hooks.example.com/b", triggers=["sms.recieved"])  # a typo
+    listed = cli("--json", "subscription", "list", "--account", account)
+    assert listed.returncode == 0, listed.stderr
+    subs = {s["subscription_id"]: s for s in json.loads(listed.stdout)["subscriptions"]}
+    assert subs["a"]["valid"] is True and subs["b"]["valid"] is False and "`triggers" in subs["b"]["error"]
+    human = cli("subscription", "list", "--account", account)
+    assert SECRET not in human.stdout and "invalid:" in human.stdout
+    shown = cli("--json", "subscription", "show", "--account", account, "--id", "a")
+    assert shown.returncode == 0
+    assert SECRET not in shown.stdout and "k-secret-9" not in shown.stdout
+
+    assert cli("subscription", "disable", "--account", account, "--id", "a", "--reason", "moving").returncode == 0
+    item = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "a"})
+    assert item["enabled"]["BOOL"] is False and item["disabled_reason"]["S"] == "moving"
+    assert cli("subscription", "enable", "--account", account, "--id", "a").returncode == 0
+    item = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "a"})
+    assert item["enabled"]["BOOL"] is True and "disabled_reason" not in item
+    missing = cli("subscription", "enable", "--account", account, "--id", "nope")
+    assert missing.returncode == 1 and "no subscription" in missing.stderr
+
+
+def test_send_test_to_a_good_and_to_a_failing_receiver(cli, stack, receiver):
+    account = unique("acc_cli")
+    good, bad = f"/{account}/good", f"/{account}/bad"
+    put_subscription(stack, account, "good", receiver.endpoint(good, SECRET), triggers=["balance.low"],
+                     balance_low={"threshold": 100})
+    put_subscription(stack, account, "bad", receiver.endpoint(bad, SECRET, answers=[500]))
+    ok = cli("--json", "send-test", "--account", account, "--subscription", "good")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["ok"] is True and doc["status"] == 200 and doc["trigger"] == "balance.low"
+    [hit] = receiver.wait_for(lambda r: r.path == good, timeout=10)
+    assert hit.verified and hit.json["type"] == "balance.low" and hit.json["account_id"] == account
+    failed = cli("send-test", "--account", account, "--subscription", "bad", "--trigger", "contact.added")
+    assert failed.returncode == 1
+    assert "FAILED" in failed.stdout and "500" in failed.stdout
+    # A test send touches no claim and no state: the same webhook can be tested again.
+    assert cli("send-test", "--account", account, "--subscription", "good").returncode == 0
+
+
+def test_event_publish_refuses_a_bad_envelope_and_delivers_a_good_one(cli, stack, receiver, tmp_path):
+    account = unique("acc_cli")
+    path = f"/{account}/inbox"
+    put_subscription(stack, account, "inbox", receiver.endpoint(path, SECRET), triggers=["sms.received"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"id": "e1", "type": "sms.received", "account_id": account,
+                               "occurred_at": "2026-11-30T10:00:00Z", "data": {"from": "+1", "to": "+2", "body": "x"}}))
+    refused = cli("--json", "event", "publish", str(bad))
+    assert refused.returncode == 1
+    assert "message_id" in json.loads(refused.stdout)["error"]
+    good = envelope("sms.received", account, {"message_id": "m1", "from": "+14155550123", "to": "+14155559876",
+                                              "body": "hello"})
+    published = cli("event", "publish", "-", stdin=json.dumps(good))
+    assert published.returncode == 0, published.stderr
+    [hit] = receiver.wait_for(lambda r: r.path == path, timeout=20)
+    assert hit.verified and hit.json["event_id"] == good["id"]
+
+
+def test_help_has_an_example_on_every_command():
+    for args in (["subscription", "validate"], ["subscription", "put"], ["subscription", "list"],
+                 ["subscription", "show"], ["subscription", "enable"], ["subscription", "disable"],
+                 ["send-test"], ["event", "publish"]):
+        out = subprocess.run([str(BINARY), *args, "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0 and "Example: dataflows" in out.stdout, args
