@@ -142,6 +142,52 @@ def test_event_publish_refuses_a_bad_envelope_and_delivers_a_good_one(cli, stack
 def test_help_has_an_example_on_every_command():
     for args in (["subscription", "validate"], ["subscription", "put"], ["subscription", "list"],
                  ["subscription", "show"], ["subscription", "enable"], ["subscription", "disable"],
-                 ["send-test"], ["event", "publish"]):
+                 ["send-test"], ["event", "publish"], ["secret", "rotate"]):
         out = subprocess.run([str(BINARY), *args, "--help"], capture_output=True, text=True, cwd=ROOT)
         assert out.returncode == 0 and "Example: dataflows" in out.stdout, args
+
+
+ROTATED_FROM = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
+
+
+def test_secret_rotation_keeps_both_verifying_during_the_overlap(cli, stack, receiver):
+    """After `secret rotate`, every webhook carries a signature for the new and the old secret, so
+    a receiver verifying with either (the receiver checks with the Standard Webhooks reference
+    library) accepts it; after `--retire` only the new one signs."""
+    def send_one(account: str, path: str, secret: str):
+        receiver.endpoint(path, secret)
+        stack.client("sns").publish(TopicArn=stack.outputs["EventsTopicArn"], Message=json.dumps(envelope(
+            "sms.received", account, {"message_id": unique("m"), "from": "+1", "to": "+2", "body": "hi"})))
+        [hit] = receiver.wait_for(lambda r: r.path == path, timeout=20)
+        return hit
+
+    # Fresh accounts: the functions cache an account's records for 30 s once read.
+    overlap, retired = unique("acc_rot"), unique("acc_rot")
+    for account in (overlap, retired):
+        put_subscription(stack, account, "s", receiver.url(f"/{account}/old"), triggers=["sms.received"],
+                         secrets=[ROTATED_FROM])
+    out = cli("--json", "secret", "rotate", "--account", overlap, "--id", "s", "--keep-old", "24h")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    new = doc["generated_secret"]
+    assert len(doc["secrets"]) == 2 and doc["old_secrets_sign_until"]
+    stored = get_item(stack, "SubscriptionsTableName", {"account_id": overlap, "subscription_id": "s"})
+    assert [s["S"] for s in stored["secrets"]["L"]] == [new, ROTATED_FROM]
+    # The same webhook verifies with the old secret and with the new one.
+    hit = send_one(overlap, f"/{overlap}/old", ROTATED_FROM)
+    assert hit.verified, hit.error
+    assert len(hit.headers["webhook-signature"].split()) == 2
+    from standardwebhooks.webhooks import Webhook  # the reference library, as the receiver uses it
+
+    Webhook(new).verify(hit.body, hit.headers)  # the new secret verifies the same delivery (raises if not)
+
+    # --retire: only the new secret remains, and the old one no longer verifies.
+    rotated = json.loads(cli("--json", "secret", "rotate", "--account", retired, "--id", "s").stdout)
+    out = cli("--json", "secret", "rotate", "--account", retired, "--id", "s", "--retire")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["removed"] == 1
+    stored = get_item(stack, "SubscriptionsTableName", {"account_id": retired, "subscription_id": "s"})
+    assert [s["S"] for s in stored["secrets"]["L"]] == [rotated["generated_secret"]]
+    assert "secrets_keep_until" not in stored
+    hit = send_one(retired, f"/{retired}/old", ROTATED_FROM)
+    assert not hit.verified, "the retired secret no longer signs"
