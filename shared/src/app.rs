@@ -135,6 +135,7 @@ impl App {
             auto_disable_after: settings.auto_disable_after,
             guard: !settings.allow_private_targets,
             limiter: Semaphore::new(settings.delivery_concurrency),
+            claiming: Semaphore::new(settings.delivery_concurrency),
             lanes: Lanes::new(settings.subscription_concurrency),
             send_budget: settings.http_timeout + DEADLINE_MARGIN,
             metrics: Default::default(),

@@ -63,6 +63,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
         auto_disable_after: Duration::from_secs(5 * 86_400),
         guard: false,
         limiter: Semaphore::new(4),
+        claiming: Semaphore::new(4),
         lanes: Lanes::new(4),
         send_budget: Duration::from_secs(17),
         metrics: Metrics::default(),

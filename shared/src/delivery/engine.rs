@@ -129,8 +129,12 @@ pub struct Engine {
     pub auto_disable_after: Duration,
     /// Literal-IP check before sending (the resolver guard is in the client).
     pub guard: bool,
-    /// Bounds concurrent claims and HTTP requests across a batch.
+    /// Bounds concurrent HTTP requests across a batch.
     pub limiter: Semaphore,
+    /// Bounds concurrent claim writes across a batch (as many as sends), so a batch with many
+    /// subscriptions does not open one DynamoDB call per delivery at once, and a claim never
+    /// holds a send slot.
+    pub claiming: Semaphore,
     /// Bounds them per subscription, taken before `limiter`: a slow receiver waits in its own lane
     /// and never queues ahead of the others for the batch's slots.
     pub lanes: Lanes,
@@ -181,7 +185,7 @@ impl Engine {
     pub async fn run(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
         let sub = job.subscription;
         let _lane = self.lanes.enter(&sub.account_id, &sub.subscription_id).await;
-        let permit = self.limiter.acquire().await.expect("the limiter is never closed");
+        let claiming = self.claiming.acquire().await.expect("never closed");
         let meta = ClaimMeta {
             webhook_id: &job.webhook_id,
             account_id: &sub.account_id,
@@ -204,7 +208,9 @@ impl Engine {
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
             Claim::Busy => return Err(EngineError::Busy(job.webhook_id.clone())),
         }
+        drop(claiming);
 
+        let permit = self.limiter.acquire().await.expect("the limiter is never closed");
         if must_defer(Instant::now(), job.deadline, self.send_budget) {
             drop(permit); // the slot is for sends, not for the retry message
             return self.defer(job).await;
