@@ -59,7 +59,7 @@ soak: tools build ## thousands of events, failing receivers, killed functions; p
 	$(PY) infra/soak.py
 
 bench: tools      ## every performance figure beside its target (docs/performance.md); release build first; charts in .local/charts/
-	cargo build --release --workspace --bins
+	cargo build --release --workspace --bins --exclude dataflows-cli
 	$(PY) infra/bench.py $(BENCH_ARGS)
 
 fuzz:             ## cargo-fuzz each parser and the filter engine (FUZZ_SECONDS each, default 300)

@@ -67,6 +67,46 @@ enum Command {
     /// Signing secrets.
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// The categories' dead-letter queues.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCmd),
+}
+
+/// Which dead letters a command looks at.
+#[derive(clap::Args, Clone)]
+struct LetterFilter {
+    /// One category (sms, operations, contacts, messaging, performance, admin); default all six.
+    #[arg(long)]
+    category: Option<String>,
+    #[arg(long)]
+    account: Option<String>,
+    #[arg(long)]
+    subscription: Option<String>,
+    /// Only letters whose reason contains this text.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCmd {
+    /// What is on the dead-letter queues, and why (messages are left in place).
+    ///
+    /// Example: dataflows dead-letters list --category sms --subscription crm
+    List {
+        #[command(flatten)]
+        filter: LetterFilter,
+    },
+    /// Move matching dead letters back to their category queue: input events are processed again,
+    /// a webhook's dead letter restarts its retry schedule.
+    ///
+    /// Example: dataflows dead-letters redrive --category sms --subscription crm
+    Redrive {
+        #[command(flatten)]
+        filter: LetterFilter,
+        /// Stop after moving this many.
+        #[arg(long, default_value_t = 10_000)]
+        max: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -536,6 +576,184 @@ async fn rotate(t: &target::Target, account: &str, id: &str, keep_old: &str, ret
     }))
 }
 
+const CATEGORIES: &[&str] = &["sms", "operations", "contacts", "messaging", "performance", "admin"];
+
+fn capitalized(category: &str) -> String {
+    let mut c = category.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// One dead letter as listed: a webhook given up on, or an input message refused.
+fn describe_letter(category: &str, m: &aws_sdk_sqs::types::Message) -> Value {
+    let body: Value = m
+        .body()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    let attr = |name: &str| {
+        m.message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .map(str::to_string)
+    };
+    let field = |name: &str| body.get(name).cloned().unwrap_or(Value::Null);
+    json!({
+        "category": category,
+        "message_id": m.message_id(),
+        "kind": if body.get("dataflows_dead_letter").is_some() { "webhook" } else { "input" },
+        "account_id": field("account_id"),
+        "subscription_id": field("subscription_id"),
+        "trigger": field("trigger"),
+        "webhook_id": field("webhook_id"),
+        "event_id": body.get("event_id").or_else(|| body.get("id")).cloned().unwrap_or(Value::Null),
+        "attempts": field("attempts"),
+        "reason": attr("reason").map(Value::String).unwrap_or_else(|| field("reason")),
+        "field": attr("field"),
+    })
+}
+
+fn letter_matches(letter: &Value, f: &LetterFilter) -> bool {
+    let is = |key: &str, want: &Option<String>| want.as_ref().is_none_or(|w| letter[key].as_str() == Some(w.as_str()));
+    is("account_id", &f.account)
+        && is("subscription_id", &f.subscription)
+        && f.reason
+            .as_ref()
+            .is_none_or(|r| letter["reason"].as_str().is_some_and(|have| have.contains(r.as_str())))
+}
+
+/// Walk the chosen dead-letter queues once: each message is received (hidden for 60 s), passed to
+/// `take`, and made visible again unless `take` says it was moved. Returns what `take` saw.
+async fn walk_letters(
+    t: &target::Target,
+    filter: &LetterFilter,
+    mut take: impl AsyncFnMut(&str, &aws_sdk_sqs::types::Message, &Value) -> Result<bool, String>,
+) -> Result<(Vec<Value>, usize), (Failure, Value)> {
+    let categories: Vec<&str> = match &filter.category {
+        Some(c) if CATEGORIES.contains(&c.as_str()) => vec![c.as_str()],
+        Some(c) => {
+            return Err((
+                Failure::Check(format!("{c} is not a category: {}", CATEGORIES.join(", "))),
+                Value::Null,
+            ))
+        }
+        None => CATEGORIES.to_vec(),
+    };
+    let sqs = aws_sdk_sqs::Client::new(&t.config);
+    let mut seen = Vec::new();
+    let mut failed = 0;
+    for category in categories {
+        let dlq = t
+            .output(&format!("{}DeadLetterQueueUrl", capitalized(category)))
+            .map_err(|e| (Failure::Env(e), Value::Null))?
+            .to_string();
+        let mut ids = std::collections::HashSet::new();
+        let mut hidden = Vec::new();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(&dlq)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map_err(aws_sdk_sqs::Error::from)
+                .map_err(env("reading a dead-letter queue"))?;
+            let fresh: Vec<_> = got
+                .messages()
+                .iter()
+                .filter(|m| m.message_id().is_some_and(|id| ids.insert(id.to_string())))
+                .cloned()
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for m in fresh {
+                let letter = describe_letter(category, &m);
+                let moved = if letter_matches(&letter, filter) {
+                    match take(category, &m, &letter).await {
+                        Ok(moved) => moved,
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("dataflows: {}: {e}", m.message_id().unwrap_or("?"));
+                            false
+                        }
+                    }
+                } else {
+                    false
+                };
+                if letter_matches(&letter, filter) {
+                    seen.push(letter);
+                }
+                if !moved {
+                    hidden.extend(m.receipt_handle().map(str::to_string));
+                }
+            }
+        }
+        for handle in hidden {
+            // Visible again at once for the next reader (and the functions' own redrive).
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(&dlq)
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+    }
+    Ok((seen, failed))
+}
+
+async fn dead_letters(t: &target::Target, cmd: &DeadLettersCmd) -> Outcome {
+    match cmd {
+        DeadLettersCmd::List { filter } => {
+            let (letters, _) = walk_letters(t, filter, async |_, _, _| Ok(false)).await?;
+            Ok(json!({"dead_letters": letters}))
+        }
+        DeadLettersCmd::Redrive { filter, max } => {
+            let sqs = aws_sdk_sqs::Client::new(&t.config);
+            let mut moved = 0usize;
+            let (matched, failed) = walk_letters(t, filter, async |category, m, _| {
+                if moved >= *max {
+                    return Ok(false);
+                }
+                let queue = t.output(&format!("{}QueueUrl", capitalized(category)))?.to_string();
+                let dlq = t
+                    .output(&format!("{}DeadLetterQueueUrl", capitalized(category)))?
+                    .to_string();
+                let mut send = sqs
+                    .send_message()
+                    .queue_url(&queue)
+                    .message_body(m.body().unwrap_or_default());
+                for (name, value) in m.message_attributes().into_iter().flatten() {
+                    send = send.message_attributes(name, value.clone());
+                }
+                send.send().await.map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
+                sqs.delete_message()
+                    .queue_url(&dlq)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
+                moved += 1;
+                if moved % 100 == 0 {
+                    eprintln!("moved {moved}...");
+                }
+                Ok(true)
+            })
+            .await?;
+            let out = json!({"moved": moved, "matched": matched.len(), "skipped": matched.len() - moved - failed, "failed": failed});
+            if failed > 0 {
+                Err((Failure::Env(format!("{failed} message(s) could not be moved")), out))
+            } else {
+                Ok(out)
+            }
+        }
+    }
+}
+
 fn print_human(command: &Command, out: &Value) {
     match command {
         Command::Subscription(SubscriptionCmd::Validate { .. }) => {
@@ -588,6 +806,32 @@ fn print_human(command: &Command, out: &Value) {
             if let Some(secret) = out["generated_secret"].as_str() {
                 println!("\nGenerated signing secret (shown once; give it to the receiver):\n{secret}");
             }
+        }
+        Command::DeadLetters(DeadLettersCmd::List { .. }) => {
+            let letters = out["dead_letters"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{:<12} {:<8} {:<24} {:<16} {:<22} reason",
+                "category", "kind", "account", "subscription", "trigger"
+            );
+            for l in &letters {
+                let text = |k: &str| l[k].as_str().unwrap_or("-").to_string();
+                println!(
+                    "{:<12} {:<8} {:<24} {:<16} {:<22} {}",
+                    text("category"),
+                    text("kind"),
+                    text("account_id"),
+                    text("subscription_id"),
+                    text("trigger"),
+                    text("reason")
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+        }
+        Command::DeadLetters(DeadLettersCmd::Redrive { .. }) => {
+            println!(
+                "moved {} of {} matching dead letter(s); {} skipped (--max), {} failed",
+                out["moved"], out["matched"], out["skipped"], out["failed"]
+            );
         }
         Command::Secret(_) => {
             println!(
@@ -680,6 +924,7 @@ async fn run(cli: &Cli) -> Outcome {
             trigger,
         } => send_test(&t, account, subscription, trigger.as_deref()).await,
         Command::Event(EventCmd::Publish { file }) => publish(&t, file).await,
+        Command::DeadLetters(cmd) => dead_letters(&t, cmd).await,
         Command::Secret(SecretCmd::Rotate {
             account,
             id,

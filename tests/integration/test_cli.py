@@ -142,7 +142,8 @@ def test_event_publish_refuses_a_bad_envelope_and_delivers_a_good_one(cli, stack
 def test_help_has_an_example_on_every_command():
     for args in (["subscription", "validate"], ["subscription", "put"], ["subscription", "list"],
                  ["subscription", "show"], ["subscription", "enable"], ["subscription", "disable"],
-                 ["send-test"], ["event", "publish"], ["secret", "rotate"]):
+                 ["send-test"], ["event", "publish"], ["secret", "rotate"], ["dead-letters", "list"],
+                 ["dead-letters", "redrive"]):
         out = subprocess.run([str(BINARY), *args, "--help"], capture_output=True, text=True, cwd=ROOT)
         assert out.returncode == 0 and "Example: dataflows" in out.stdout, args
 
@@ -191,3 +192,45 @@ def test_secret_rotation_keeps_both_verifying_during_the_overlap(cli, stack, rec
     assert "secrets_keep_until" not in stored
     hit = send_one(retired, f"/{retired}/old", ROTATED_FROM)
     assert not hit.verified, "the retired secret no longer signs"
+
+
+def test_dead_letters_list_and_redrive(cli, stack, receiver):
+    """A webhook whose receiver is down ends on the DLQ; `dead-letters list` shows it with its
+    reason (and leaves it there), `dead-letters redrive` with a filter moves only it back, and
+    once the receiver is up again it is delivered under the same webhook-id."""
+    account = unique("acc_cli")
+    path = f"/{account}/down"
+    put_subscription(stack, account, "down", receiver.endpoint(path, SECRET, answers=[503, 503, 503, 503, 200]),
+                     triggers=["sms.received"])
+    stack.client("sns").publish(TopicArn=stack.outputs["EventsTopicArn"], Message=json.dumps(envelope(
+        "sms.received", account, {"message_id": unique("m"), "from": "+1", "to": "+2", "body": "hi"})))
+    hits = receiver.wait_for(lambda r: r.path == path, count=4, timeout=30)
+    webhook_id = hits[0].headers["webhook-id"]
+
+    def listed():
+        out = cli("--json", "dead-letters", "list", "--category", "sms", "--account", account)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["dead_letters"]
+
+    import time
+
+    deadline = time.monotonic() + 20
+    letters = listed()
+    while not letters and time.monotonic() < deadline:
+        time.sleep(0.5)
+        letters = listed()
+    assert [(l["kind"], l["webhook_id"], l["subscription_id"]) for l in letters] == [("webhook", webhook_id, "down")]
+    assert letters[0]["reason"] == "retry schedule exhausted after 4 attempts"
+    assert listed() == letters, "listing leaves the letters in place"
+    human = cli("dead-letters", "list", "--category", "sms", "--account", account)
+    assert "retry schedule exhausted" in human.stdout and "1 dead letter(s)" in human.stdout
+
+    nothing = cli("--json", "dead-letters", "redrive", "--category", "sms", "--account", account,
+                  "--subscription", "someone-else")
+    assert json.loads(nothing.stdout)["moved"] == 0
+    moved = cli("--json", "dead-letters", "redrive", "--category", "sms", "--account", account)
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout) == {"moved": 1, "matched": 1, "skipped": 0, "failed": 0}
+    hits = receiver.wait_for(lambda r: r.path == path, count=5, timeout=20)
+    assert hits[4].status == 200 and hits[4].headers["webhook-id"] == webhook_id and hits[4].verified
+    assert listed() == []
