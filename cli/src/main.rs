@@ -70,6 +70,32 @@ enum Command {
     /// The categories' dead-letter queues.
     #[command(subcommand)]
     DeadLetters(DeadLettersCmd),
+    /// Delivery history: each webhook with its trigger, attempts, statuses and last error.
+    ///
+    /// One webhook from its claim (kept 16 days); an account's from the functions' logs (the local
+    /// stack's log files, or CloudWatch Logs on AWS, kept LogRetentionDays). Reads only what is
+    /// already written: looking costs no write.
+    ///
+    /// Example: dataflows deliveries --account acc_42 --subscription crm --since 2h
+    Deliveries {
+        #[arg(long, required_unless_present = "webhook_id")]
+        account: Option<String>,
+        #[arg(long)]
+        subscription: Option<String>,
+        /// How far back (s, m, h, d).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// One webhook, from its claim.
+        #[arg(long)]
+        webhook_id: Option<String>,
+        /// The local stack's log directory (default: .local/logs beside the outputs file).
+        #[arg(long)]
+        logs: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: dataflows completions bash > /etc/bash_completion.d/dataflows
+    Completions { shell: clap_complete::Shell },
 }
 
 /// Which dead letters a command looks at.
@@ -578,6 +604,134 @@ async fn rotate(t: &target::Target, account: &str, id: &str, keep_old: &str, ret
 
 const CATEGORIES: &[&str] = &["sms", "operations", "contacts", "messaging", "performance", "admin"];
 
+/// One webhook's history from its claim item.
+async fn claim_history(t: &target::Target, webhook_id: &str) -> Outcome {
+    let table = t.output("StateTableName").map_err(|e| (Failure::Env(e), Value::Null))?;
+    let got = t
+        .dynamodb()
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(format!("webhook#{webhook_id}")))
+        .key("sk", AttributeValue::S("delivery".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(aws_sdk_dynamodb::Error::from)
+        .map_err(env("reading the claim"))?;
+    let Some(item) = got.item else {
+        return Err((
+            Failure::Check(format!("no claim for {webhook_id} (never sent, or older than 16 days)")),
+            Value::Null,
+        ));
+    };
+    let claim = item_to_json(&item);
+    let field = |k: &str| claim.get(k).cloned().unwrap_or(Value::Null);
+    Ok(json!({"deliveries": [{
+        "webhook_id": webhook_id, "status": field("status"), "account_id": field("account_id"),
+        "subscription_id": field("subscription_id"), "trigger": field("trigger"), "event_id": field("event_id"),
+        "attempts": field("attempts"),
+    }]}))
+}
+
+/// The functions' delivery log lines, grouped by webhook-id.
+fn history_from_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    account: &str,
+    subscription: Option<&str>,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<Value> {
+    let mut by_id: std::collections::BTreeMap<String, Value> = Default::default();
+    for line in lines {
+        let Ok(Value::Object(l)) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let text = |k: &str| l.get(k).and_then(Value::as_str);
+        let outcome = match text("message") {
+            Some("webhook delivered") => "delivered",
+            Some("webhook attempt failed") => "failed",
+            Some("webhook dead-lettered") => "dead-lettered",
+            Some("webhook deferred: the invocation's deadline is too close to send it") => "deferred",
+            _ => continue,
+        };
+        if text("account_id") != Some(account) || subscription.is_some_and(|s| text("subscription_id") != Some(s)) {
+            continue;
+        }
+        let Some(at) = text("timestamp").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+            continue;
+        };
+        if at < since {
+            continue;
+        }
+        let Some(id) = text("webhook_id") else { continue };
+        let entry = by_id.entry(id.to_string()).or_insert_with(|| {
+            json!({"webhook_id": id, "account_id": account, "subscription_id": text("subscription_id"),
+                   "trigger": text("trigger"), "event_id": text("event_id"), "attempts": [], "status": Value::Null,
+                   "last_error": Value::Null, "first_at": text("timestamp")})
+        });
+        if outcome != "dead-lettered" {
+            entry["attempts"].as_array_mut().expect("a list").push(json!({
+                "at": text("timestamp"), "attempt": l.get("attempt"), "outcome": outcome,
+                "status": l.get("status"), "latency_ms": l.get("latency_ms"), "error": l.get("error"),
+            }));
+        }
+        if let Some(e) = text("error") {
+            entry["last_error"] = Value::String(e.to_string());
+        }
+        entry["status"] = Value::String(outcome.to_string());
+    }
+    by_id.into_values().collect()
+}
+
+async fn deliveries(
+    t: &target::Target,
+    account: &str,
+    subscription: Option<&str>,
+    since: &str,
+    logs: Option<&std::path::Path>,
+) -> Outcome {
+    let span = dataflows_shared::config::parse_schedule(since)
+        .ok()
+        .and_then(|d| (d.len() == 1).then(|| d[0]))
+        .ok_or_else(|| {
+            (
+                Failure::Check(format!("--since {since:?} is not a duration like 2h")),
+                Value::Null,
+            )
+        })?;
+    let from = chrono::Utc::now() - chrono::Duration::from_std(span).unwrap_or_default();
+    if !t.local {
+        return Err((
+            Failure::Env(
+                "an account's history on AWS comes from CloudWatch Logs Insights, which this CLI does not query yet; \
+                 use --webhook-id for one webhook, or the Logs Insights query in docs/operations.md"
+                    .into(),
+            ),
+            Value::Null,
+        ));
+    }
+    let dir = logs
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| t.local_logs.clone());
+    let mut text = String::new();
+    for category in CATEGORIES {
+        let path = dir.join(format!("{category}.log"));
+        if let Ok(content) = std::fs::read_to_string(&path) {
+            text.push_str(&content);
+            text.push('\n');
+        }
+    }
+    if text.is_empty() {
+        return Err((
+            Failure::Env(format!("no function logs in {}", dir.display())),
+            Value::Null,
+        ));
+    }
+    Ok(
+        json!({"account_id": account, "since": from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+              "deliveries": history_from_lines(text.lines(), account, subscription, from)}),
+    )
+}
+
 fn capitalized(category: &str) -> String {
     let mut c = category.chars();
     c.next()
@@ -807,6 +961,26 @@ fn print_human(command: &Command, out: &Value) {
                 println!("\nGenerated signing secret (shown once; give it to the receiver):\n{secret}");
             }
         }
+        Command::Deliveries { .. } => {
+            let list = out["deliveries"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{:<38} {:<16} {:<22} {:<14} {:>8}  last error",
+                "webhook-id", "subscription", "trigger", "status", "attempts"
+            );
+            for d in &list {
+                let text = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+                println!(
+                    "{:<38} {:<16} {:<22} {:<14} {:>8}  {}",
+                    text("webhook_id"),
+                    text("subscription_id"),
+                    text("trigger"),
+                    text("status"),
+                    d["attempts"].as_array().map_or(0, Vec::len),
+                    d["last_error"].as_str().unwrap_or("")
+                );
+            }
+            println!("{} webhook(s)", list.len());
+        }
         Command::DeadLetters(DeadLettersCmd::List { .. }) => {
             let letters = out["dead_letters"].as_array().cloned().unwrap_or_default();
             println!(
@@ -867,6 +1041,11 @@ fn print_human(command: &Command, out: &Value) {
 }
 
 async fn run(cli: &Cli) -> Outcome {
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(*shell, &mut Cli::command(), "dataflows", &mut std::io::stdout());
+        return Ok(Value::Null);
+    }
     if let Command::Subscription(SubscriptionCmd::Validate {
         files,
         allow_private_targets,
@@ -925,6 +1104,18 @@ async fn run(cli: &Cli) -> Outcome {
         } => send_test(&t, account, subscription, trigger.as_deref()).await,
         Command::Event(EventCmd::Publish { file }) => publish(&t, file).await,
         Command::DeadLetters(cmd) => dead_letters(&t, cmd).await,
+        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Deliveries {
+            account,
+            subscription,
+            since,
+            webhook_id,
+            logs,
+        } => match (webhook_id, account) {
+            (Some(id), _) => claim_history(&t, id).await,
+            (None, Some(account)) => deliveries(&t, account, subscription.as_deref(), since, logs.as_deref()).await,
+            (None, None) => unreachable!("clap requires one"),
+        },
         Command::Secret(SecretCmd::Rotate {
             account,
             id,

@@ -12,6 +12,8 @@ pub struct Target {
     pub config: aws_config::SdkConfig,
     /// The local stack: webhooks may go to private addresses, as the local functions allow.
     pub local: bool,
+    /// The local stack's function logs (`.local/logs` beside the outputs file).
+    pub local_logs: PathBuf,
 }
 
 impl Target {
@@ -84,6 +86,7 @@ pub async fn resolve(stack: Option<&str>, outputs: Option<&Path>, region: Option
             outputs,
             config,
             local: false,
+            local_logs: PathBuf::new(),
         });
     }
     let path = match outputs {
@@ -110,9 +113,11 @@ pub async fn resolve(stack: Option<&str>, outputs: Option<&Path>, region: Option
         ))
         .load()
         .await;
+    let local_logs = path.parent().map(|p| p.join("logs")).unwrap_or_default();
     Ok(Target {
         outputs,
         config,
         local: true,
+        local_logs,
     })
 }

@@ -143,7 +143,7 @@ def test_help_has_an_example_on_every_command():
     for args in (["subscription", "validate"], ["subscription", "put"], ["subscription", "list"],
                  ["subscription", "show"], ["subscription", "enable"], ["subscription", "disable"],
                  ["send-test"], ["event", "publish"], ["secret", "rotate"], ["dead-letters", "list"],
-                 ["dead-letters", "redrive"]):
+                 ["dead-letters", "redrive"], ["deliveries"], ["completions"]):
         out = subprocess.run([str(BINARY), *args, "--help"], capture_output=True, text=True, cwd=ROOT)
         assert out.returncode == 0 and "Example: dataflows" in out.stdout, args
 
@@ -234,3 +234,40 @@ def test_dead_letters_list_and_redrive(cli, stack, receiver):
     hits = receiver.wait_for(lambda r: r.path == path, count=5, timeout=20)
     assert hits[4].status == 200 and hits[4].headers["webhook-id"] == webhook_id and hits[4].verified
     assert listed() == []
+
+
+def test_deliveries_from_the_logs_and_from_the_claim(cli, stack, receiver):
+    account = unique("acc_cli")
+    path = f"/{account}/flaky"
+    put_subscription(stack, account, "flaky", receiver.endpoint(path, SECRET, answers=[500, 200]),
+                     triggers=["sms.received"])
+    stack.client("sns").publish(TopicArn=stack.outputs["EventsTopicArn"], Message=json.dumps(envelope(
+        "sms.received", account, {"message_id": unique("m"), "from": "+1", "to": "+2", "body": "hi"})))
+    hits = receiver.wait_for(lambda r: r.path == path, count=2, timeout=30)
+    webhook_id = hits[0].headers["webhook-id"]
+    import time
+
+    time.sleep(1)  # the log lines of the second attempt
+    out = cli("--json", "deliveries", "--account", account, "--since", "10m", "--logs", str(stack.log_dir))
+    assert out.returncode == 0, out.stderr
+    [d] = json.loads(out.stdout)["deliveries"]
+    assert (d["webhook_id"], d["subscription_id"], d["trigger"], d["status"]) == (webhook_id, "flaky", "sms.received",
+                                                                                  "delivered")
+    assert [a["outcome"] for a in d["attempts"]] == ["failed", "delivered"]
+    assert d["last_error"] == "receiver answered 500"
+    assert cli("--json", "deliveries", "--account", account, "--subscription", "other", "--logs",
+               str(stack.log_dir)).stdout.count("webhook_id") == 0
+    human = cli("deliveries", "--account", account, "--logs", str(stack.log_dir))
+    assert webhook_id in human.stdout and "1 webhook(s)" in human.stdout
+
+    claim = cli("--json", "deliveries", "--webhook-id", webhook_id)
+    assert claim.returncode == 0, claim.stderr
+    [c] = json.loads(claim.stdout)["deliveries"]
+    assert c["status"] == "delivered" and [a["status"] for a in c["attempts"]] == [500, 200]
+    missing = cli("deliveries", "--webhook-id", "msg_nope")
+    assert missing.returncode == 1 and "no claim" in missing.stderr
+
+
+def test_shell_completions():
+    out = subprocess.run([str(BINARY), "completions", "bash"], capture_output=True, text=True)
+    assert out.returncode == 0 and "dataflows" in out.stdout and "dead-letters" in out.stdout
