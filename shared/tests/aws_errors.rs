@@ -162,8 +162,12 @@ async fn disabling_a_deleted_subscription_is_not_an_error() {
         client: mock_client!(aws_sdk_dynamodb, [&rule]),
         table: "subs".into(),
     };
-    writer
+    let result = writer
         .disable("acc", "gone", "receiver answered 410 Gone", "2026-11-30T10:00:00Z")
-        .await
-        .unwrap();
+        .await;
+    assert!(
+        result.is_ok(),
+        "a record deleted meanwhile has nothing to disable: {result:?}"
+    );
+    assert_eq!(rule.num_calls(), 1, "a failed condition is an answer, not retried");
 }

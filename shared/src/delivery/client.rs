@@ -66,13 +66,6 @@ pub enum DeliveryError {
     Blocked(Blocked),
 }
 
-impl DeliveryError {
-    /// 410 Gone: the receiver asks us to stop.
-    pub fn is_gone(&self) -> bool {
-        matches!(self, DeliveryError::FailureStatus { status: 410, .. })
-    }
-}
-
 fn describe(err: &reqwest::Error) -> String {
     // reqwest's Display hides the cause ("error sending request"); walk the chain for the reason.
     let mut text = err.to_string();
