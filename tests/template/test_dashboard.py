@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from test_iam import ROOT, functions, load_source, sam_transform
+from test_iam import ROOT, functions
 
 METRICS_RS = ROOT / "shared" / "src" / "metrics.rs"
 TRIGGER_RS = ROOT / "shared" / "src" / "trigger.rs"
@@ -63,16 +63,6 @@ def test_the_rust_source_is_read():
 
 
 # ---------------------------------------------------------------- the dashboard
-
-@pytest.fixture(scope="module")
-def source() -> dict:
-    return load_source()
-
-
-@pytest.fixture(scope="module")
-def cfn(source) -> dict:
-    return sam_transform(source)
-
 
 @pytest.fixture(scope="module")
 def dashboard(cfn) -> dict:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
-from test_iam import ROOT, as_list, functions, logical_ids, sam_transform, load_source
+from test_iam import ROOT, as_list, functions, logical_ids
 
 METRICS_RS = ROOT / "shared" / "src" / "metrics.rs"
 APP_RS = ROOT / "shared" / "src" / "app.rs"
@@ -35,16 +33,6 @@ LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 APP_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 SYSTEM_LEVELS = ["DEBUG", "INFO", "WARN"]
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def source() -> dict:
-    return load_source()
-
-
-@pytest.fixture(scope="module")
-def cfn(source) -> dict:
-    return sam_transform(source)
 
 
 def of_type(cfn: dict, rtype: str) -> dict[str, dict]:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import yaml_parse
@@ -83,16 +82,6 @@ def sam_transform(source: dict) -> dict:
     translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1"))
     # Managed policy names resolve from the map bundled with samtranslator; IAM is never asked.
     return translator.translate(t, parameter_values={}, get_managed_policy_map=lambda: {})
-
-
-@pytest.fixture(scope="module")
-def source() -> dict:
-    return load_source()
-
-
-@pytest.fixture(scope="module")
-def cfn(source) -> dict:
-    return sam_transform(source)
 
 
 def as_list(v: Any) -> list:

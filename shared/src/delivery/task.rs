@@ -272,19 +272,7 @@ mod tests {
 
     #[test]
     fn retry_tasks_round_trip_and_events_still_parse() {
-        let task = RetryTask {
-            dataflows_retry: 1,
-            webhook_id: "msg_1".into(),
-            trigger: "sms.received".into(),
-            account_id: "acc".into(),
-            subscription_id: "sub".into(),
-            event_id: "evt".into(),
-            body: "{\"type\":\"sms.received\"}".into(),
-            attempt: 2,
-            first_attempt_at: 100,
-            not_before: 105,
-            seal: String::new(),
-        };
+        let task = task();
         let text = serde_json::to_string(&task).unwrap();
         assert_eq!(parse_message(&text), Ok(Message::Retry(task)));
         let event = r#"{"id":"e","type":"contact.deleted","account_id":"a","occurred_at":"2026-11-30T10:00:00Z","data":{"contact_id":"c"}}"#;
