@@ -776,6 +776,34 @@ class Stack:
     def client(self, service: str):
         return client(service, self.emulator.endpoint)
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until every function's source queues are empty: nothing visible, nothing being
+        processed (a message a function holds stays in flight until it is deleted, after its
+        webhooks were sent and its retries queued) and nothing delayed (a retry due later). Then
+        everything published before the call has had its full effect, so a test can check that
+        nothing more arrived, or publish the next event knowing the previous one was applied,
+        without guessing a sleep. Raises TimeoutError naming the queues still busy."""
+        sqs = self.client("sqs")
+        urls = sorted({src.queue_url for r in self.runners for src in r.fn.sources})
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                 "ApproximateNumberOfMessagesDelayed"]
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while True:
+            busy = {}
+            for url in urls:
+                attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+                counts = [int(attrs.get(n, 0)) for n in names]
+                if any(counts):
+                    busy[url.rsplit("/", 1)[-1]] = dict(zip(("visible", "in_flight", "delayed"), counts))
+            # Twice in a row: SNS fans out to the queues one after another.
+            quiet = quiet + 1 if not busy else 0
+            if quiet >= 2:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queues still busy after {timeout:.0f} s: {busy}")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         for runner in self.runners:
             runner.stop()

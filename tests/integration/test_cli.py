@@ -245,9 +245,7 @@ def test_deliveries_from_the_logs_and_from_the_claim(cli, stack, receiver):
         "sms.received", account, {"message_id": unique("m"), "from": "+1", "to": "+2", "body": "hi"})))
     hits = receiver.wait_for(lambda r: r.path == path, count=2, timeout=30)
     webhook_id = hits[0].headers["webhook-id"]
-    import time
-
-    time.sleep(1)  # the log lines of the second attempt
+    stack.settle()  # the log lines of the second attempt are written
     out = cli("--json", "deliveries", "--account", account, "--since", "10m", "--logs", str(stack.log_dir))
     assert out.returncode == 0, out.stderr
     [d] = json.loads(out.stdout)["deliveries"]

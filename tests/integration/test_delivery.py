@@ -35,7 +35,7 @@ def test_fails_twice_then_succeeds_with_one_webhook_id(stack, receiver):
     # Each retry came after its scheduled delay (1 s, ±20%).
     gaps = [b.at - a.at for a, b in zip(hits, hits[1:])]
     assert all(g >= 0.75 for g in gaps), gaps
-    time.sleep(2)
+    stack.settle()
     assert len(receiver.wait_for(lambda r: r.path == f"/{account}/flaky", count=4, timeout=0)) == 3
     # The attempt log is on the claim item.
     claim = get_item(stack, "StateTableName", {"pk": f"webhook#{hits[0].headers['webhook-id']}", "sk": "delivery"})
@@ -60,7 +60,7 @@ def test_always_failing_ends_on_the_dead_letter_queue_and_redrive_restarts_it(st
     assert (body["account_id"], body["subscription_id"], body["event_id"]) == (account, "sub_down", event["id"])
     assert body["payload"]["data"]["body"] == "hello"
     assert letter["attributes"]["reason"]["StringValue"] == body["reason"]
-    time.sleep(1.5)
+    stack.settle()
     assert len(receiver.wait_for(lambda r: r.path == f"/{account}/down", count=5, timeout=0)) == 4
     # The subscription's failing streak has started (auto-disable counts from it).
     record = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "sub_down"})
@@ -92,7 +92,7 @@ def test_metrics_are_embedded_in_the_logs(stack, receiver):
     put_subscription(stack, account, "sub_m", url, triggers=["sms.received"])
     publish(stack, envelope("sms.received", account, SMS))
     receiver.wait_for(lambda r: r.path == f"/{account}/m")
-    time.sleep(0.5)
+    stack.settle()
     lines = [line for line in log_records(stack) if "_aws" in line]
     assert lines, "no EMF line"
     emf = lines[-1]
@@ -108,7 +108,7 @@ def test_the_same_event_twice_is_delivered_once(stack, receiver):
     publish(stack, event)
     receiver.wait_for(lambda r: r.path == f"/{account}/once")
     publish(stack, event)
-    time.sleep(3)
+    stack.settle()
     assert len(receiver.wait_for(lambda r: r.path == f"/{account}/once", count=2, timeout=0)) == 1
 
 
@@ -123,7 +123,7 @@ def test_410_gone_disables_the_subscription(stack, receiver):
     assert record["disabled_reason"]["S"].startswith("receiver answered 410 Gone")
     # No retry after a 410, and nothing more once disabled.
     publish(stack, envelope("sms.received", account, SMS))
-    time.sleep(2.5)
+    stack.settle()
     assert len(receiver.wait_for(lambda r: r.path == f"/{account}/gone", count=2, timeout=0)) == 1
 
 
@@ -136,7 +136,7 @@ def test_filters_select_webhooks(stack, receiver):
     publish(stack, envelope("sms.received", account, {**SMS, "body": "hello", "message_id": "m_no"}))
     publish(stack, envelope("sms.received", account, {**SMS, "from": "+4420", "body": "order", "message_id": "m_no2"}))
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/vip")
-    time.sleep(2)
+    stack.settle()
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/vip", count=2, timeout=0)
     assert [h.json["data"]["message_id"] for h in hits] == ["m_yes"]
 
@@ -152,7 +152,7 @@ def test_a_subscription_failing_for_days_is_disabled(stack, receiver):
     assert record["enabled"] == {"BOOL": False}
     assert record["disabled_reason"]["S"].startswith("every attempt failed since")
     # Its pending retry is dropped: one attempt only.
-    time.sleep(2)
+    stack.settle()
     assert len(receiver.wait_for(lambda r: r.path == f"/{account}/dead", count=2, timeout=0)) == 1
 
 

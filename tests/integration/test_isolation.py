@@ -74,7 +74,7 @@ def test_a_retry_or_dead_letter_published_to_the_topic_is_never_sent(stack, rece
     publish(stack, envelope("sms.received", account, {"message_id": "m1", "from": "+14155550123",
                                                       "to": "+14155559876", "body": "hello"}))
     hits = receiver.wait_for(lambda r: r.path == path, timeout=20)
-    time.sleep(1)
+    stack.settle()
     hits = receiver.wait_for(lambda r: r.path == path, count=10, timeout=0)
     assert [h.json["data"]["body"] for h in hits] == ["hello"], "a forged message was sent"
 

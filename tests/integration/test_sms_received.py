@@ -37,7 +37,7 @@ def test_sms_received_is_delivered_signed(stack, receiver):
         "data": {**SMS, "received_at": "2026-11-30T10:15:00Z"},
     }
     # Nothing for the subscription that wants another trigger, nor for the disabled one.
-    time.sleep(1.0)
+    stack.settle()
     assert not [r for r in receiver.received if r.path in (f"/{account}/balance-only", f"/{account}/disabled")]
 
 
@@ -61,7 +61,7 @@ def test_bad_record_does_not_stop_the_good_one(stack, receiver):
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/good")
     assert len(hits) == 1 and hits[0].verified
     # The skipped record is reported with account, subscription and field.
-    time.sleep(0.5)
+    stack.settle()
     lines = [line for line in log_records(stack) if line.get("subscription_id") == "sub_bad"]
     assert any(line.get("field") == "triggers[0]" and line.get("account_id") == account for line in lines), lines
 

@@ -58,7 +58,7 @@ def all_webhooks(stack, receiver):
             publish(stack, sample(t, account))
         expected += len(phase) + (2 if "sms.status_changed" in phase else 0) + (1 if "sms.received" in phase else 0)
         receiver.wait_for(ours, count=expected, timeout=30)
-    time.sleep(2)  # anything extra would show up now
+    stack.settle()  # everything published has had its effect: anything extra is here now
     return receiver.wait_for(ours, count=10**6, timeout=0)
 
 
@@ -118,7 +118,7 @@ def test_receipts_stale_duplicate_and_counters(stack, receiver):
     publish(stack, receipt("m2", "failed", "2026-11-30T10:01:00Z"))
     publish(stack, receipt("m3", "delivered", "2026-11-30T10:01:00Z"))
     assert len(hits(4)) == 4
-    time.sleep(2)
+    stack.settle()
     assert len(hits(5, "sms.status_changed")) == 4, "duplicate or stale receipt emitted"
     publish(stack, envelope("campaign.completed", account, {"campaign_id": "cmp_1", "name": "Test"}))
     [done] = hits(1, "campaign.completed")
@@ -140,14 +140,14 @@ def test_balance_fires_once_until_rearmed(stack, receiver):
 
     for amount, minute in [(100, 0), (90, 1)]:  # exactly at the threshold: nothing; below: fires
         publish(stack, bal(amount, minute))
-        time.sleep(0.7)
+        stack.settle()  # applied before the next one is published
     assert [h.json["data"]["balance"] for h in hits(1)] == [90]
     for amount, minute in [(80, 2), (120, 3), (40, 4)]:  # still disarmed (120 < rearm_above)
         publish(stack, bal(amount, minute))
-        time.sleep(0.7)
+        stack.settle()  # applied before the next one is published
     publish(stack, bal(500, 1))  # stale: older than the last applied, ignored
-    time.sleep(0.7)
+    stack.settle()
     publish(stack, bal(150, 5))  # re-arms
-    time.sleep(0.7)
+    stack.settle()
     publish(stack, bal(10, 6))  # fires again
     assert [h.json["data"]["balance"] for h in hits(2)] == [90, 10]
