@@ -65,8 +65,8 @@ bench: tools      ## every performance figure beside its target (docs/performanc
 fuzz:             ## cargo-fuzz each parser and the filter engine (FUZZ_SECONDS each, default 300)
 	infra/fuzz.sh $(or $(FUZZ_SECONDS),300)
 
-redrive: tools    ## move a category's DLQ back to its queue on the local stack: make redrive CATEGORY=sms
-	$(PY) infra/redrive.py --category $(CATEGORY)
+redrive:          ## move a category's dead letters back to its queue on the local stack: make redrive CATEGORY=sms
+	cargo run -q -p dataflows-cli -- dead-letters redrive $(if $(CATEGORY),--category $(CATEGORY))
 
 schemas:          ## regenerate schemas/ from the Rust types
 	UPDATE_SCHEMAS=1 cargo test -p dataflows-shared --test schemas

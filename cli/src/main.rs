@@ -5,6 +5,8 @@
 //! Exit codes: 0 done; 1 what was checked failed (an invalid record or event, a receiver that did
 //! not answer 2xx, a refused change); 2 usage; 3 AWS or the environment failed.
 
+mod history;
+mod progress;
 mod records;
 mod target;
 
@@ -88,6 +90,9 @@ enum Command {
         /// One webhook, from its claim.
         #[arg(long)]
         webhook_id: Option<String>,
+        /// Where an account's history is read from.
+        #[arg(long, value_enum, default_value = "auto")]
+        source: LogSource,
         /// The local stack's log directory (default: .local/logs beside the outputs file).
         #[arg(long)]
         logs: Option<PathBuf>,
@@ -633,53 +638,15 @@ async fn claim_history(t: &target::Target, webhook_id: &str) -> Outcome {
     }]}))
 }
 
-/// The functions' delivery log lines, grouped by webhook-id.
-fn history_from_lines<'a>(
-    lines: impl Iterator<Item = &'a str>,
-    account: &str,
-    subscription: Option<&str>,
-    since: chrono::DateTime<chrono::Utc>,
-) -> Vec<Value> {
-    let mut by_id: std::collections::BTreeMap<String, Value> = Default::default();
-    for line in lines {
-        let Ok(Value::Object(l)) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let text = |k: &str| l.get(k).and_then(Value::as_str);
-        let outcome = match text("message") {
-            Some("webhook delivered") => "delivered",
-            Some("webhook attempt failed") => "failed",
-            Some("webhook dead-lettered") => "dead-lettered",
-            Some("webhook deferred: the invocation's deadline is too close to send it") => "deferred",
-            _ => continue,
-        };
-        if text("account_id") != Some(account) || subscription.is_some_and(|s| text("subscription_id") != Some(s)) {
-            continue;
-        }
-        let Some(at) = text("timestamp").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
-            continue;
-        };
-        if at < since {
-            continue;
-        }
-        let Some(id) = text("webhook_id") else { continue };
-        let entry = by_id.entry(id.to_string()).or_insert_with(|| {
-            json!({"webhook_id": id, "account_id": account, "subscription_id": text("subscription_id"),
-                   "trigger": text("trigger"), "event_id": text("event_id"), "attempts": [], "status": Value::Null,
-                   "last_error": Value::Null, "first_at": text("timestamp")})
-        });
-        if outcome != "dead-lettered" {
-            entry["attempts"].as_array_mut().expect("a list").push(json!({
-                "at": text("timestamp"), "attempt": l.get("attempt"), "outcome": outcome,
-                "status": l.get("status"), "latency_ms": l.get("latency_ms"), "error": l.get("error"),
-            }));
-        }
-        if let Some(e) = text("error") {
-            entry["last_error"] = Value::String(e.to_string());
-        }
-        entry["status"] = Value::String(outcome.to_string());
-    }
-    by_id.into_values().collect()
+/// Where an account's history is read from.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum LogSource {
+    /// The local stack's log files for the local stack, CloudWatch Logs Insights for --stack.
+    Auto,
+    /// The local stack's log files (.local/logs, or --logs DIR).
+    Files,
+    /// CloudWatch Logs Insights over the six functions' log groups (/aws/lambda/<function>).
+    Cloudwatch,
 }
 
 async fn deliveries(
@@ -687,6 +654,7 @@ async fn deliveries(
     account: &str,
     subscription: Option<&str>,
     since: &str,
+    source: LogSource,
     logs: Option<&std::path::Path>,
 ) -> Outcome {
     let span = dataflows_shared::config::parse_schedule(since)
@@ -698,38 +666,62 @@ async fn deliveries(
                 Value::Null,
             )
         })?;
-    let from = chrono::Utc::now() - chrono::Duration::from_std(span).unwrap_or_default();
-    if !t.local {
-        return Err((
-            Failure::Env(
-                "an account's history on AWS comes from CloudWatch Logs Insights, which this CLI does not query yet; \
-                 use --webhook-id for one webhook, or the Logs Insights query in docs/operations.md"
-                    .into(),
-            ),
-            Value::Null,
-        ));
+    let to = chrono::Utc::now();
+    let q = history::Query {
+        account,
+        subscription,
+        from: to - chrono::Duration::from_std(span).unwrap_or_default(),
+        to,
+    };
+    let files = match source {
+        LogSource::Files => true,
+        LogSource::Cloudwatch => false,
+        LogSource::Auto => t.local || logs.is_some(),
+    };
+    let mut out = json!({"account_id": account,
+                         "since": q.from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+    if files {
+        let dir = logs
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| t.local_logs.clone());
+        out["source"] = json!(dir.display().to_string());
+        out["deliveries"] = json!(history::from_files(&dir, CATEGORIES, &q).map_err(env("reading the logs"))?);
+        return Ok(out);
     }
-    let dir = logs
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| t.local_logs.clone());
-    let mut text = String::new();
-    for category in CATEGORIES {
-        let path = dir.join(format!("{category}.log"));
-        if let Ok(content) = std::fs::read_to_string(&path) {
-            text.push_str(&content);
-            text.push('\n');
-        }
-    }
-    if text.is_empty() {
-        return Err((
-            Failure::Env(format!("no function logs in {}", dir.display())),
-            Value::Null,
-        ));
-    }
-    Ok(
-        json!({"account_id": account, "since": from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-              "deliveries": history_from_lines(text.lines(), account, subscription, from)}),
+    let log_groups = CATEGORIES
+        .iter()
+        .map(|c| {
+            t.output(&format!("{}FunctionName", capitalized(c)))
+                .map(|name| format!("/aws/lambda/{name}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (Failure::Env(e), Value::Null))?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (found, truncated) = history::from_insights(
+        &aws_sdk_cloudwatchlogs::Client::new(&t.config),
+        &log_groups,
+        &q,
+        |lines| {
+            if interactive {
+                eprint!("\rread {lines} log lines");
+            }
+        },
     )
+    .await
+    .map_err(env("querying CloudWatch Logs"))?;
+    if interactive {
+        eprintln!();
+    }
+    if truncated {
+        eprintln!(
+            "dataflows: over {} delivery lines in one second: some attempts are missing; narrow with --subscription",
+            history::INSIGHTS_ROW_LIMIT
+        );
+    }
+    out["source"] = json!(log_groups);
+    out["truncated"] = json!(truncated);
+    out["deliveries"] = json!(found);
+    Ok(out)
 }
 
 fn capitalized(category: &str) -> String {
@@ -776,26 +768,56 @@ fn letter_matches(letter: &Value, f: &LetterFilter) -> bool {
             .is_none_or(|r| letter["reason"].as_str().is_some_and(|have| have.contains(r.as_str())))
 }
 
+/// The categories a dead-letter command looks at: the one asked for, or all six.
+fn chosen_categories(filter: &LetterFilter) -> Result<Vec<&str>, (Failure, Value)> {
+    match &filter.category {
+        Some(c) if CATEGORIES.contains(&c.as_str()) => Ok(vec![c.as_str()]),
+        Some(c) => Err((
+            Failure::Check(format!("{c} is not a category: {}", CATEGORIES.join(", "))),
+            Value::Null,
+        )),
+        None => Ok(CATEGORIES.to_vec()),
+    }
+}
+
+/// How many messages the chosen dead-letter queues hold (approximately, as SQS counts).
+async fn letters_waiting(t: &target::Target, filter: &LetterFilter) -> Result<usize, (Failure, Value)> {
+    let sqs = aws_sdk_sqs::Client::new(&t.config);
+    let mut total = 0;
+    for category in chosen_categories(filter)? {
+        let dlq = t
+            .output(&format!("{}DeadLetterQueueUrl", capitalized(category)))
+            .map_err(|e| (Failure::Env(e), Value::Null))?;
+        let got = sqs
+            .get_queue_attributes()
+            .queue_url(dlq)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(aws_sdk_sqs::Error::from)
+            .map_err(env("reading a dead-letter queue's depth"))?;
+        total += got
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// Walk the chosen dead-letter queues once: each message is received (hidden for 60 s), passed to
 /// `take`, and made visible again unless `take` says it was moved. Returns what `take` saw.
 async fn walk_letters(
     t: &target::Target,
     filter: &LetterFilter,
     mut take: impl AsyncFnMut(&str, &aws_sdk_sqs::types::Message, &Value) -> Result<bool, String>,
+    mut looked: impl FnMut(usize),
 ) -> Result<(Vec<Value>, usize), (Failure, Value)> {
-    let categories: Vec<&str> = match &filter.category {
-        Some(c) if CATEGORIES.contains(&c.as_str()) => vec![c.as_str()],
-        Some(c) => {
-            return Err((
-                Failure::Check(format!("{c} is not a category: {}", CATEGORIES.join(", "))),
-                Value::Null,
-            ))
-        }
-        None => CATEGORIES.to_vec(),
-    };
+    let categories = chosen_categories(filter)?;
     let sqs = aws_sdk_sqs::Client::new(&t.config);
     let mut seen = Vec::new();
     let mut failed = 0;
+    let mut count = 0;
     for category in categories {
         let dlq = t
             .output(&format!("{}DeadLetterQueueUrl", capitalized(category)))
@@ -844,6 +866,8 @@ async fn walk_letters(
                 if !moved {
                     hidden.extend(m.receipt_handle().map(str::to_string));
                 }
+                count += 1;
+                looked(count);
             }
         }
         for handle in hidden {
@@ -863,42 +887,47 @@ async fn walk_letters(
 async fn dead_letters(t: &target::Target, cmd: &DeadLettersCmd) -> Outcome {
     match cmd {
         DeadLettersCmd::List { filter } => {
-            let (letters, _) = walk_letters(t, filter, async |_, _, _| Ok(false)).await?;
+            let (letters, _) = walk_letters(t, filter, async |_, _, _| Ok(false), |_| ()).await?;
             Ok(json!({"dead_letters": letters}))
         }
         DeadLettersCmd::Redrive { filter, max } => {
             let sqs = aws_sdk_sqs::Client::new(&t.config);
-            let mut moved = 0usize;
-            let (matched, failed) = walk_letters(t, filter, async |category, m, _| {
-                if moved >= *max {
-                    return Ok(false);
-                }
-                let queue = t.output(&format!("{}QueueUrl", capitalized(category)))?.to_string();
-                let dlq = t
-                    .output(&format!("{}DeadLetterQueueUrl", capitalized(category)))?
-                    .to_string();
-                let mut send = sqs
-                    .send_message()
-                    .queue_url(&queue)
-                    .message_body(m.body().unwrap_or_default());
-                for (name, value) in m.message_attributes().into_iter().flatten() {
-                    send = send.message_attributes(name, value.clone());
-                }
-                send.send().await.map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
-                sqs.delete_message()
-                    .queue_url(&dlq)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
-                moved += 1;
-                if moved % 100 == 0 {
-                    eprintln!("moved {moved}...");
-                }
-                Ok(true)
-            })
+            let bar = progress::Bar::new(letters_waiting(t, filter).await?);
+            // Shared by the two callbacks: `take` counts what it moved and what failed, the
+            // per-message one draws the bar.
+            let moved = std::cell::Cell::new(0usize);
+            let failing = std::cell::Cell::new(0usize);
+            let looked = std::cell::Cell::new(0usize);
+            let tally = || progress::Tally {
+                looked: looked.get(),
+                moved: moved.get(),
+                skipped: looked.get() - moved.get() - failing.get(),
+                failed: failing.get(),
+            };
+            let (matched, failed) = walk_letters(
+                t,
+                filter,
+                async |category, m, _| {
+                    if moved.get() >= *max {
+                        return Ok(false);
+                    }
+                    let moved_one = redrive_one(&sqs, t, category, m).await;
+                    match moved_one {
+                        Ok(()) => moved.set(moved.get() + 1),
+                        Err(_) => failing.set(failing.get() + 1),
+                    }
+                    moved_one.map(|()| true)
+                },
+                |n| {
+                    looked.set(n);
+                    bar.show(tally());
+                },
+            )
             .await?;
-            let out = json!({"moved": moved, "matched": matched.len(), "skipped": matched.len() - moved - failed, "failed": failed});
+            bar.finish(tally());
+            let moved = moved.get();
+            let out = json!({"moved": moved, "matched": matched.len(), "skipped": matched.len() - moved - failed,
+                             "failed": failed});
             if failed > 0 {
                 Err((Failure::Env(format!("{failed} message(s) could not be moved")), out))
             } else {
@@ -906,6 +935,33 @@ async fn dead_letters(t: &target::Target, cmd: &DeadLettersCmd) -> Outcome {
             }
         }
     }
+}
+
+/// One dead letter back to its category queue, with its attributes; deleted from the DLQ only
+/// once sent (a failure between the two leaves a copy in both: at least once, never lost).
+async fn redrive_one(
+    sqs: &aws_sdk_sqs::Client,
+    t: &target::Target,
+    category: &str,
+    m: &aws_sdk_sqs::types::Message,
+) -> Result<(), String> {
+    let queue = t.output(&format!("{}QueueUrl", capitalized(category)))?;
+    let dlq = t.output(&format!("{}DeadLetterQueueUrl", capitalized(category)))?;
+    let mut send = sqs
+        .send_message()
+        .queue_url(queue)
+        .message_body(m.body().unwrap_or_default());
+    for (name, value) in m.message_attributes().into_iter().flatten() {
+        send = send.message_attributes(name, value.clone());
+    }
+    send.send().await.map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
+    sqs.delete_message()
+        .queue_url(dlq)
+        .receipt_handle(m.receipt_handle().unwrap_or_default())
+        .send()
+        .await
+        .map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
+    Ok(())
 }
 
 fn print_human(command: &Command, out: &Value) {
@@ -1110,10 +1166,13 @@ async fn run(cli: &Cli) -> Outcome {
             subscription,
             since,
             webhook_id,
+            source,
             logs,
         } => match (webhook_id, account) {
             (Some(id), _) => claim_history(&t, id).await,
-            (None, Some(account)) => deliveries(&t, account, subscription.as_deref(), since, logs.as_deref()).await,
+            (None, Some(account)) => {
+                deliveries(&t, account, subscription.as_deref(), since, *source, logs.as_deref()).await
+            }
             (None, None) => unreachable!("clap requires one"),
         },
         Command::Secret(SecretCmd::Rotate {

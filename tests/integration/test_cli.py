@@ -265,6 +265,72 @@ def test_deliveries_from_the_logs_and_from_the_claim(cli, stack, receiver):
     missing = cli("deliveries", "--webhook-id", "msg_nope")
     assert missing.returncode == 1 and "no claim" in missing.stderr
 
+    # On AWS the same lines are in CloudWatch Logs: ship them there as Lambda does (one log group
+    # per function, /aws/lambda/<function>) and read them back through Logs Insights.
+    ship_logs_to_cloudwatch(stack)
+    insights = cli("--json", "deliveries", "--account", account, "--since", "10m", "--source", "cloudwatch")
+    assert insights.returncode == 0, insights.stderr
+    doc = json.loads(insights.stdout)
+    assert doc["source"] == [f"/aws/lambda/{r.fn.name}" for r in sorted(stack.runners, key=lambda r: CATEGORY_ORDER.index(r.fn.binary))]
+    assert doc["deliveries"] == json.loads(out.stdout)["deliveries"], "Logs Insights and the files agree"
+    assert doc["truncated"] is False
+
+
+CATEGORY_ORDER = ["sms", "operations", "contacts", "messaging", "performance", "admin"]
+
+
+def ship_logs_to_cloudwatch(stack) -> None:
+    """Every JSON line each function wrote, into its log group, timestamped as CloudWatch would."""
+    import datetime
+
+    logs = stack.client("logs")
+    for r in stack.runners:
+        group = f"/aws/lambda/{r.fn.name}"
+        try:
+            logs.create_log_group(logGroupName=group)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        stream = f"local-{unique('s')}"
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        events = []
+        for line in r.log_path.read_text(errors="replace").splitlines():
+            try:
+                at = datetime.datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
+            except (ValueError, KeyError, TypeError):
+                continue
+            events.append({"timestamp": int(at.timestamp() * 1000), "message": line})
+        events.sort(key=lambda e: e["timestamp"])
+        for i in range(0, len(events), 1000):
+            logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events[i:i + 1000])
+
+
+def test_stack_reads_the_outputs_from_cloudformation(stack, tmp_path):
+    """--stack NAME: the Outputs come from CloudFormation's DescribeStacks, credentials and endpoint
+    from the standard chain (here the environment, pointed at the emulator)."""
+    cfn = stack.client("cloudformation")
+    name = unique("dataflows").replace("_", "-")
+    template = {"Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+                "Outputs": {k: {"Value": v} for k, v in stack.outputs.items()}}
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
+    account = unique("acc_cfn")
+    put_subscription(stack, account, "crm", "https://hooks.example.com/crm", triggers=["contact.added"])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_ENDPOINT_URL": stack.emulator.endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+    def run(*args, stack_name=name):
+        return subprocess.run([str(BINARY), "--stack", stack_name, *args], capture_output=True, text=True, env=env,
+                              timeout=60, cwd=tmp_path)
+
+    listed = run("--json", "subscription", "list", "--account", account)
+    assert listed.returncode == 0, listed.stderr
+    assert [s["subscription_id"] for s in json.loads(listed.stdout)["subscriptions"]] == ["crm"]
+    # A deployed stack's account history comes from CloudWatch Logs, not local files.
+    history = run("--json", "deliveries", "--account", account)
+    assert history.returncode == 0, history.stderr
+    assert json.loads(history.stdout)["source"][0].startswith("/aws/lambda/")
+    missing = run("subscription", "list", "--account", account, stack_name="no-such-stack")
+    assert missing.returncode == 3 and "no-such-stack" in missing.stderr, missing.stderr
+
 
 def test_shell_completions():
     out = subprocess.run([str(BINARY), "completions", "bash"], capture_output=True, text=True)

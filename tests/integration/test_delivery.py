@@ -3,14 +3,12 @@ the dead-letter queue after the schedule, no duplicate sends, 410 Gone, filters.
 
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 from conftest import (SECRET, envelope, find_dead_letter, get_item, log_records, publish, put_subscription, unique,
                       wait_until)
 
-ROOT = Path(__file__).resolve().parents[2]
+import stack as local_stack
 
 
 def disabled(stack, account, subscription):
@@ -44,7 +42,7 @@ def test_fails_twice_then_succeeds_with_one_webhook_id(stack, receiver):
     assert "expires_at" in claim
 
 
-def test_always_failing_ends_on_the_dead_letter_queue_and_redrive_restarts_it(stack, receiver):
+def test_always_failing_ends_on_the_dead_letter_queue_and_redrive_restarts_it(stack, receiver, tmp_path):
     account = unique("acc")
     url = receiver.endpoint(f"/{account}/down", SECRET, answers=[502, 502, 502, 502, 200])
     put_subscription(stack, account, "sub_down", url, triggers=["sms.received"])
@@ -70,11 +68,12 @@ def test_always_failing_ends_on_the_dead_letter_queue_and_redrive_restarts_it(st
     assert claim["status"]["S"] == "exhausted"
 
     # The receiver is fixed; the operator redrives this subscription's dead letters.
-    out = subprocess.run([sys.executable, str(ROOT / "infra" / "redrive.py"),
-                          "--dlq-url", stack.outputs["SmsDeadLetterQueueUrl"], "--queue-url", stack.outputs["SmsQueueUrl"],
-                          "--endpoint-url", stack.outputs["EndpointUrl"], "--subscription", "sub_down"],
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("moved 1 message(s)"), out.stdout
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(stack.outputs))
+    out = subprocess.run([str(local_stack.binary_dir() / "dataflows"), "--outputs", str(outputs), "--json",
+                          "dead-letters", "redrive", "--category", "sms", "--account", account,
+                          "--subscription", "sub_down"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"moved": 1, "matched": 1, "skipped": 0, "failed": 0}, out.stdout
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/down", count=5, timeout=20)
     assert hits[4].status == 200 and hits[4].headers["webhook-id"] == webhook_id and hits[4].verified
     def delivered():
