@@ -103,6 +103,62 @@ enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
+/// A record given as flags instead of a file.
+#[derive(clap::Args, Clone, Default)]
+struct RecordFlags {
+    #[arg(long)]
+    account: Option<String>,
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long)]
+    url: Option<String>,
+    /// A trigger name, or * for all; repeat for several.
+    #[arg(long)]
+    trigger: Vec<String>,
+    /// An EventBridge-style pattern over the webhook body, as JSON (docs/subscriptions.md).
+    #[arg(long)]
+    filter: Option<String>,
+    /// A static header, NAME=VALUE; repeat for several.
+    #[arg(long)]
+    header: Vec<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// A `whsec_` secret of your own (default: one is generated).
+    #[arg(long)]
+    secret: Option<String>,
+}
+
+impl RecordFlags {
+    /// The plain-JSON record the flags describe (validated later, like a file's).
+    fn to_record(&self) -> Result<Value, String> {
+        let mut record = json!({"account_id": self.account, "subscription_id": self.id, "url": self.url});
+        record["triggers"] = match self.trigger.as_slice() {
+            [all] if all == "*" => json!("*"),
+            list => json!(list),
+        };
+        if let Some(filter) = &self.filter {
+            record["filter"] = serde_json::from_str(filter).map_err(|e| format!("--filter is not JSON: {e}"))?;
+        }
+        if !self.header.is_empty() {
+            let mut headers = Map::new();
+            for h in &self.header {
+                let (name, value) = h
+                    .split_once('=')
+                    .ok_or_else(|| format!("--header {h:?} is not NAME=VALUE"))?;
+                headers.insert(name.trim().to_string(), Value::String(value.to_string()));
+            }
+            record["headers"] = Value::Object(headers);
+        }
+        if let Some(d) = &self.description {
+            record["description"] = json!(d);
+        }
+        if let Some(secret) = &self.secret {
+            record["secrets"] = json!([secret]);
+        }
+        Ok(record)
+    }
+}
+
 /// Which dead letters a command looks at.
 #[derive(clap::Args, Clone)]
 struct LetterFilter {
@@ -171,11 +227,17 @@ enum SubscriptionCmd {
         #[arg(long)]
         allow_private_targets: bool,
     },
-    /// Validate and write a record; a `whsec_` secret is generated (and printed once) if none is given.
+    /// Validate and write a record, from a file or from flags; a `whsec_` secret is generated
+    /// (and printed once) if none is given. Conditions (balance_low, keywords, ...) need a file.
     ///
     /// Example: dataflows subscription put crm.json
+    ///
+    /// Example: dataflows subscription put --account acc_42 --id crm --url https://crm.example.com/hooks --trigger contact.added --trigger contact.updated
     Put {
-        file: PathBuf,
+        #[arg(required_unless_present_all = ["account", "id", "url", "trigger"], conflicts_with_all = ["account", "id", "url", "trigger", "filter", "header", "description", "secret"])]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        fields: RecordFlags,
         /// Replace an existing record (only if nobody changed it since it was read).
         #[arg(long)]
         replace: bool,
@@ -324,8 +386,9 @@ fn summary(record: &Map<String, Value>, opts: ParseOptions) -> Value {
     })
 }
 
-async fn put(t: &target::Target, file: &PathBuf, replace: bool) -> Outcome {
-    let mut record = read_json(file)
+async fn put(t: &target::Target, file: Option<&PathBuf>, flags: &RecordFlags, replace: bool) -> Outcome {
+    let mut record = file
+        .map_or_else(|| flags.to_record(), read_json)
         .and_then(|v| records::record_from_json(&v))
         .map_err(|e| (Failure::Check(e), Value::Null))?;
     let mut generated = None;
@@ -1122,7 +1185,9 @@ async fn run(cli: &Cli) -> Outcome {
     };
     match &cli.command {
         Command::Subscription(SubscriptionCmd::Validate { .. }) => unreachable!("handled above"),
-        Command::Subscription(SubscriptionCmd::Put { file, replace }) => put(&t, file, *replace).await,
+        Command::Subscription(SubscriptionCmd::Put { file, fields, replace }) => {
+            put(&t, file.as_ref(), fields, *replace).await
+        }
         Command::Subscription(SubscriptionCmd::List { account }) => {
             let table = t
                 .output("SubscriptionsTableName")

@@ -78,6 +78,36 @@ def test_put_generates_a_secret_that_signs_and_never_overwrites_unasked(cli, sta
     assert stored["description"]["S"] == "v2" and "updated_at" in stored
 
 
+def test_put_from_flags(cli, stack, receiver):
+    account = unique("acc_cli")
+    path = f"/{account}/flags"
+    put = cli("--json", "subscription", "put", "--account", account, "--id", "flags", "--url", receiver.url(path),
+              "--trigger", "sms.received", "--trigger", "contact.added", "--header", "x-api-key=k-flag-7",
+              "--filter", '{"data": {"body": [{"prefix": "order"}]}}', "--description", "from flags")
+    assert put.returncode == 0, put.stderr
+    secret = json.loads(put.stdout)["generated_secret"]
+    stored = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "flags"})
+    assert [t["S"] for t in stored["triggers"]["L"]] == ["sms.received", "contact.added"]
+    assert stored["headers"]["M"]["x-api-key"]["S"] == "k-flag-7" and stored["description"]["S"] == "from flags"
+    receiver.endpoint(path, secret)
+    for body in ("hello", "order 42"):  # the filter lets only the second through
+        stack.client("sns").publish(TopicArn=stack.outputs["EventsTopicArn"], Message=json.dumps(envelope(
+            "sms.received", account, {"message_id": unique("m"), "from": "+1", "to": "+2", "body": body})))
+    stack.settle()
+    hits = receiver.wait_for(lambda r: r.path == path, count=2, timeout=0)
+    assert [h.json["data"]["body"] for h in hits] == ["order 42"] and hits[0].verified
+    assert hits[0].headers["x-api-key"] == "k-flag-7"
+
+    bad = cli("subscription", "put", "--account", account, "--id", "x", "--url", receiver.url(path),
+              "--trigger", "sms.received", "--filter", "{not json")
+    assert bad.returncode == 1 and "--filter is not JSON" in bad.stderr
+    typo = cli("subscription", "put", "--account", account, "--id", "x", "--url", receiver.url(path),
+               "--trigger", "sms.recieved")
+    assert typo.returncode == 1 and "`triggers" in typo.stderr, typo.stderr
+    usage = cli("subscription", "put", "--account", account, "--id", "x")  # neither a file nor the flags
+    assert usage.returncode == 2
+
+
 def test_list_show_enable_disable(cli, stack, tmp_path):
     account = unique("acc_cli")
     put_subscription(stack, account, "a", "https://hooks.example.com/a", headers={"x-api-key": "k-secret-9"})
