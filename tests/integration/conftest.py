@@ -21,10 +21,20 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 RETRY_SCHEDULE = "1s,1s,1s"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "runs_last: run after every other test of the session")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # test_secrets.py searches the logs the whole run wrote for secrets, so it must come after every
+    # other test, whatever its file name sorts as. A stable sort: the other tests keep their order.
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     # A short retry schedule so the retry tests finish in seconds: 4 attempts in all. The most
-    # verbose log level, so test_zz_secrets.py searches everything that could ever be logged.
+    # verbose log level, so test_secrets.py searches everything that could ever be logged.
     s = local_stack.Stack(port=local_stack.free_port(), log_dir=tmp_path_factory.mktemp("logs"),
                           env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "LOG_LEVEL": "trace"})
     yield s
