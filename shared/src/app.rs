@@ -18,26 +18,25 @@ use crate::batch::run_batch;
 use crate::categories::{count_outcomes, decide, new_token};
 use crate::config::Settings;
 use crate::delivery::client::build_client_with_timeout;
-use crate::delivery::engine::{Engine, EngineError, Handled, Job, Lanes, DEADLINE_MARGIN};
-use crate::delivery::retry::RetryPolicy;
+use crate::delivery::engine::{Engine, EngineConfig, EngineError, Handled, Job};
+use crate::delivery::queue::Queues;
 use crate::delivery::task::{parse_message, Message, RetryTask};
 use crate::event::{EventData, InputEvent, ParseError};
 use crate::plan;
 use crate::rules::{check_consumed, Emit, RuleError};
-use crate::store::cache::SubscriptionCache;
 use crate::store::claims::Claims;
+use crate::store::loader::{Loaded, SubscriptionLoader};
 use crate::store::seal::{SealKeyError, SealKeys};
 use crate::store::state::{StateStore, StateStoreError};
-use crate::store::subscriptions::{load_account, AccountSubscriptions, SubscriptionWriter};
+use crate::store::subscriptions::{AccountSubscriptions, StoreError, SubscriptionWriter};
 use crate::subscription::ParseOptions;
 use crate::trigger::{Category, Trigger};
 
 pub struct App {
     pub settings: Settings,
-    pub dynamodb: aws_sdk_dynamodb::Client,
     pub state: StateStore,
     pub engine: Engine,
-    pub cache: SubscriptionCache,
+    pub subscriptions: SubscriptionLoader,
     /// Records evaluated at once (`record_concurrency`). Only the evaluation holds a slot: the
     /// deliveries that follow are bounded by the engine's lanes and limiter, so a record whose
     /// receiver is slow never keeps the batch's other records from being evaluated and sent.
@@ -58,8 +57,13 @@ pub enum RecordFailure {
     },
     #[error("message {message_id}: {source}")]
     Seal { message_id: String, source: SealKeyError },
-    #[error("account {account_id}: subscriptions unavailable: {reason}")]
-    Subscriptions { account_id: String, reason: String },
+    #[error("account {account_id}: subscriptions unavailable: {source}")]
+    Subscriptions {
+        account_id: String,
+        source: Arc<StoreError>,
+    },
+    #[error("account {account_id}: subscriptions not loaded for this batch")]
+    NotLoaded { account_id: String },
     #[error("event {event_id}: {failed} of {total} deliveries need another go; first: {first}")]
     Delivery {
         event_id: String,
@@ -80,8 +84,6 @@ impl RecordFailure {
         }
     }
 }
-
-type Loaded = HashMap<String, Result<Arc<AccountSubscriptions>, String>>;
 
 /// What every record of a batch shares: the subscriptions loaded for it and the invocation's
 /// deadline.
@@ -114,33 +116,32 @@ impl App {
         sqs: aws_sdk_sqs::Client,
         http: reqwest::Client,
     ) -> Self {
-        let engine = Engine {
+        let engine = Engine::new(
             http,
-            claims: Claims {
+            Claims {
                 client: dynamodb.clone(),
                 table: settings.state_table.clone(),
             },
-            subscriptions: SubscriptionWriter {
+            SubscriptionWriter {
                 client: dynamodb.clone(),
                 table: settings.subscriptions_table.clone(),
             },
-            sqs,
-            seals: SealKeys::new(dynamodb.clone(), settings.state_table.clone()),
-            queue_url: settings.queue_url.clone(),
-            dead_letter_url: settings.dead_letter_queue_url.clone(),
-            policy: RetryPolicy {
-                schedule: settings.retry_schedule.clone(),
+            Queues {
+                sqs,
+                seals: SealKeys::new(dynamodb.clone(), settings.state_table.clone()),
+                queue_url: settings.queue_url.clone(),
+                dead_letter_url: settings.dead_letter_queue_url.clone(),
             },
-            lease_seconds: settings.claim_lease.as_secs().max(1) as i64,
-            auto_disable_after: settings.auto_disable_after,
-            guard: !settings.allow_private_targets,
-            limiter: Semaphore::new(settings.delivery_concurrency),
-            claiming: Semaphore::new(settings.delivery_concurrency),
-            lanes: Lanes::new(settings.subscription_concurrency),
-            send_budget: settings.http_timeout + DEADLINE_MARGIN,
-            metrics: Default::default(),
-        };
-        let cache = SubscriptionCache::new(settings.subscription_cache_ttl);
+            EngineConfig::from_settings(&settings),
+        );
+        let subscriptions = SubscriptionLoader::new(
+            dynamodb.clone(),
+            settings.subscriptions_table.clone(),
+            ParseOptions {
+                allow_private_targets: settings.allow_private_targets,
+            },
+            settings.subscription_cache_ttl,
+        );
         let state = StateStore {
             client: dynamodb.clone(),
             table: settings.state_table.clone(),
@@ -148,16 +149,9 @@ impl App {
         App {
             evaluating: Semaphore::new(settings.record_concurrency),
             settings,
-            dynamodb,
             state,
             engine,
-            cache,
-        }
-    }
-
-    fn parse_options(&self) -> ParseOptions {
-        ParseOptions {
-            allow_private_targets: self.settings.allow_private_targets,
+            subscriptions,
         }
     }
 
@@ -186,7 +180,13 @@ impl App {
             .collect();
         let batch = Batch {
             loaded: self
-                .load_subscriptions(records.iter().filter_map(|(_, r)| r.parsed.as_ref().ok()))
+                .subscriptions
+                .load(
+                    records
+                        .iter()
+                        .filter_map(|(_, r)| r.parsed.as_ref().ok().map(Message::account_id)),
+                    Instant::now(),
+                )
                 .await,
             deadline,
         };
@@ -195,7 +195,7 @@ impl App {
         }
         let all = records.len().max(1); // `evaluating`, the lanes and the limiter bound the work
         let response = run_batch(records, all, |parsed| self.process(parsed, &batch)).await;
-        let (counts, latencies) = self.engine.metrics.take();
+        let (counts, latencies) = self.engine.metrics().take();
         if let Some(line) = crate::metrics::emf(
             self.settings.category,
             counts,
@@ -205,57 +205,6 @@ impl App {
             println!("{line}");
         }
         Ok(response?)
-    }
-
-    /// Subscriptions of every account in the batch: from the cache, else one Query per account,
-    /// concurrently. Invalid records are logged once per load, naming account, subscription and
-    /// field; they never stop the valid ones.
-    async fn load_subscriptions<'a>(&self, messages: impl Iterator<Item = &'a Message>) -> Loaded {
-        let now = Instant::now();
-        let mut loaded = Loaded::new();
-        let mut missing: Vec<&str> = Vec::new();
-        for account in messages.map(Message::account_id) {
-            if loaded.contains_key(account) || missing.contains(&account) {
-                continue;
-            }
-            match self.cache.get(account, now) {
-                Some(subs) => {
-                    loaded.insert(account.to_string(), Ok(subs));
-                }
-                None => missing.push(account),
-            }
-        }
-        let table = &self.settings.subscriptions_table;
-        let results = join_all(
-            missing
-                .iter()
-                .map(|a| load_account(&self.dynamodb, table, a, self.parse_options())),
-        )
-        .await;
-        for (account, result) in missing.into_iter().zip(results) {
-            let entry = match result {
-                Ok(subs) => {
-                    for bad in &subs.invalid {
-                        tracing::error!(
-                            account_id = %bad.account_id,
-                            subscription_id = %bad.subscription_id,
-                            field = %bad.field,
-                            reason = %bad.reason,
-                            "subscription record skipped: {bad}"
-                        );
-                    }
-                    let subs = Arc::new(subs);
-                    self.cache.put(account, subs.clone(), now);
-                    Ok(subs)
-                }
-                Err(e) => {
-                    tracing::error!(account_id = account, error = %e, "could not load subscriptions");
-                    Err(e.to_string())
-                }
-            };
-            loaded.insert(account.to_string(), entry);
-        }
-        loaded
     }
 
     /// The performance category counts a batch's outcomes per account in one pass (one update per
@@ -302,13 +251,12 @@ impl App {
     ) -> Result<&'l AccountSubscriptions, RecordFailure> {
         match loaded.get(account_id) {
             Some(Ok(subs)) => Ok(subs),
-            Some(Err(reason)) => Err(RecordFailure::Subscriptions {
+            Some(Err(source)) => Err(RecordFailure::Subscriptions {
                 account_id: account_id.to_string(),
-                reason: reason.clone(),
+                source: source.clone(),
             }),
-            None => Err(RecordFailure::Subscriptions {
+            None => Err(RecordFailure::NotLoaded {
                 account_id: account_id.to_string(),
-                reason: "not loaded".into(),
             }),
         }
     }
@@ -330,10 +278,16 @@ impl App {
             }
         };
         if !matches!(message, Message::Event(_)) {
-            let key = self.engine.seals.get().await.map_err(|e| RecordFailure::Seal {
-                message_id: incoming.message_id.clone().unwrap_or_default(),
-                source: e,
-            })?;
+            let key = self
+                .engine
+                .queues()
+                .seals
+                .get()
+                .await
+                .map_err(|e| RecordFailure::Seal {
+                    message_id: incoming.message_id.clone().unwrap_or_default(),
+                    source: e,
+                })?;
             if !message.authentic(key) {
                 // Published to the topic, or edited on the way: never sent. Kept, with why.
                 let reason = "internal message not authenticated: a retry or dead letter without this \
@@ -345,9 +299,10 @@ impl App {
                 );
                 return self
                     .engine
+                    .queues()
                     .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), reason, Some("seal"))
                     .await
-                    .map_err(|e| RecordFailure::one(incoming.message_id.clone().unwrap_or_default(), e));
+                    .map_err(|e| RecordFailure::one(incoming.message_id.clone().unwrap_or_default(), e.into()));
             }
         }
         match message {
@@ -356,36 +311,26 @@ impl App {
                 Err(RecordFailure::Rule { source, .. }) => {
                     let reason = source.to_string();
                     self.engine
+                        .queues()
                         .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, Some("type"))
                         .await
-                        .map_err(|e| RecordFailure::one(event.id.clone(), e))
+                        .map_err(|e| RecordFailure::one(event.id.clone(), e.into()))
                 }
                 // State DynamoDB refuses as invalid (an item over 400 KB): retrying cannot help.
                 Err(RecordFailure::State { source, .. }) if source.is_permanent() => {
                     let reason = format!("trigger state: {source}");
                     tracing::error!(event_id = %event.id, reason, "event cannot be evaluated; dead-lettered");
                     self.engine
+                        .queues()
                         .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, None)
                         .await
-                        .map_err(|e| RecordFailure::one(event.id.clone(), e))
+                        .map_err(|e| RecordFailure::one(event.id.clone(), e.into()))
                 }
                 other => other,
             },
             Message::Retry(task) => self.deliver_task(task, batch, false).await,
             Message::Redrive(letter) => {
-                let task = RetryTask {
-                    dataflows_retry: 1,
-                    body: serde_json::to_string(&letter.payload).unwrap_or_default(),
-                    webhook_id: letter.webhook_id,
-                    trigger: letter.trigger,
-                    account_id: letter.account_id,
-                    subscription_id: letter.subscription_id,
-                    event_id: letter.event_id,
-                    attempt: 1,
-                    first_attempt_at: chrono::Utc::now().timestamp(),
-                    not_before: 0,
-                    seal: String::new(),
-                };
+                let task = RetryTask::redrive_of(letter, Utc::now().timestamp());
                 self.deliver_task(task, batch, true).await
             }
         }
@@ -408,7 +353,12 @@ impl App {
             reason,
             "malformed message"
         );
-        match self.engine.dead_letter_message(body, message_id, reason, field).await {
+        match self
+            .engine
+            .queues()
+            .dead_letter_message(body, message_id, reason, field)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(dlq) => {
                 tracing::error!(error = %dlq, "could not dead-letter a malformed message; leaving it to SQS");
@@ -464,7 +414,7 @@ impl App {
         let mut errors = Vec::new();
         for result in results {
             match result {
-                Ok(Handled::Disabled) => self.cache.invalidate(&event.account_id),
+                Ok(Handled::Disabled) => self.subscriptions.invalidate(&event.account_id),
                 Ok(_) => {}
                 Err(e) => errors.push(e),
             }
@@ -488,9 +438,10 @@ impl App {
             let remaining = std::time::Duration::from_secs((task.not_before - now) as u64);
             return self
                 .engine
+                .queues()
                 .enqueue_retry(&task, remaining)
                 .await
-                .map_err(|first| RecordFailure::one(task.event_id.clone(), first));
+                .map_err(|first| RecordFailure::one(task.event_id.clone(), first.into()));
         }
         let subs = self.subscriptions(&batch.loaded, &task.account_id)?;
         let Some(sub) = subs
@@ -529,7 +480,7 @@ impl App {
         };
         match self.engine.run(&job).await {
             Ok(Handled::Disabled) => {
-                self.cache.invalidate(&task.account_id);
+                self.subscriptions.invalidate(&task.account_id);
                 Ok(())
             }
             Ok(_) => Ok(()),

@@ -11,16 +11,15 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
 use aws_sdk_sqs::operation::send_message::SendMessageOutput;
 use aws_smithy_mocks::{mock, mock_client};
 use dataflows_shared::delivery::client::build_client;
-use dataflows_shared::delivery::engine::{Engine, Handled, Job, Lanes};
+use dataflows_shared::delivery::engine::{Engine, EngineConfig, Handled, Job};
+use dataflows_shared::delivery::queue::Queues;
 use dataflows_shared::delivery::retry::RetryPolicy;
 use dataflows_shared::delivery::task::{parse_message, Message, SealKey};
-use dataflows_shared::metrics::Metrics;
 use dataflows_shared::store::claims::Claims;
 use dataflows_shared::store::seal::SealKeys;
 use dataflows_shared::store::subscriptions::SubscriptionWriter;
 use dataflows_shared::subscription::{parse_record, ParseOptions};
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 
 const LEASE_SECONDS: i64 = 60;
 
@@ -42,32 +41,35 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
         })
         .then_output(|| SendMessageOutput::builder().message_id("m-1").build());
     let dynamodb = mock_client!(aws_sdk_dynamodb, [&claim]);
-    let engine = Engine {
-        http: build_client(true).unwrap(),
-        claims: Claims {
+    let engine = Engine::new(
+        build_client(true).unwrap(),
+        Claims {
             client: dynamodb.clone(),
             table: "state".into(),
         },
-        subscriptions: SubscriptionWriter {
+        SubscriptionWriter {
             client: dynamodb.clone(),
             table: "subscriptions".into(),
         },
-        sqs: mock_client!(aws_sdk_sqs, [&queue]),
-        seals: SealKeys::with_key(dynamodb.clone(), "state".into(), SealKey::new([9; 32])),
-        queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms".into(),
-        dead_letter_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms-dlq".into(),
-        policy: RetryPolicy {
-            schedule: vec![Duration::from_secs(5)],
+        Queues {
+            sqs: mock_client!(aws_sdk_sqs, [&queue]),
+            seals: SealKeys::with_key(dynamodb.clone(), "state".into(), SealKey::new([9; 32])),
+            queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms".into(),
+            dead_letter_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms-dlq".into(),
         },
-        lease_seconds: LEASE_SECONDS,
-        auto_disable_after: Duration::from_secs(5 * 86_400),
-        guard: false,
-        limiter: Semaphore::new(4),
-        claiming: Semaphore::new(4),
-        lanes: Lanes::new(4),
-        send_budget: Duration::from_secs(17),
-        metrics: Metrics::default(),
-    };
+        EngineConfig {
+            policy: RetryPolicy {
+                schedule: vec![Duration::from_secs(5)],
+            },
+            claim_lease: Duration::from_secs(LEASE_SECONDS as u64),
+            auto_disable_after: Duration::from_secs(5 * 86_400),
+            allow_private_targets: true,
+            delivery_concurrency: 4,
+            subscription_concurrency: 4,
+            // With the 2 s margin, a send needs 17 s.
+            http_timeout: Duration::from_secs(15),
+        },
+    );
     let record = json!({
         "account_id": "acc_1", "subscription_id": "crm", "url": "http://127.0.0.1:9/hook",
         "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "triggers": ["sms.received"],
@@ -113,6 +115,6 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
     };
     assert_eq!(parsed.body, r#"{"type":"sms.received"}"#);
     assert!(parsed.verify(&SealKey::new([9; 32])), "sealed with the engine's key");
-    let (counts, _) = engine.metrics.take();
+    let (counts, _) = engine.metrics().take();
     assert_eq!((counts.deferred, counts.delivered, counts.failed), (1, 0, 0));
 }

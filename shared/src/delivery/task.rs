@@ -40,6 +40,26 @@ pub struct RetryTask {
     pub seal: String,
 }
 
+impl RetryTask {
+    /// The first attempt of a dead letter an operator redrove: the same webhook (same id, same
+    /// body), its retry schedule started again at `now`. Unsealed, like every task built here.
+    pub fn redrive_of(letter: DeadLetter, now: i64) -> Self {
+        RetryTask {
+            dataflows_retry: 1,
+            body: serde_json::to_string(&letter.payload).unwrap_or_default(),
+            webhook_id: letter.webhook_id,
+            trigger: letter.trigger,
+            account_id: letter.account_id,
+            subscription_id: letter.subscription_id,
+            event_id: letter.event_id,
+            attempt: 1,
+            first_attempt_at: now,
+            not_before: 0,
+            seal: String::new(),
+        }
+    }
+}
+
 /// A webhook given up on, as put on the category DLQ for operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -3,6 +3,7 @@ pub mod attributes;
 pub mod cache;
 pub mod claims;
 pub mod keys;
+pub mod loader;
 pub mod seal;
 pub mod state;
 pub mod subscriptions;

@@ -1,0 +1,438 @@
+//! One attempt of one webhook, as a pure state machine (the sans-I/O core of delivery, in the
+//! manner of quinn-proto): given the job, what the send returned, `now` and a random number, it
+//! returns what must happen, in order, as data. [`super::engine::Engine`] carries the effects
+//! out; nothing here does I/O or reads a clock, so every branch is a plain unit test.
+//!
+//! The vocabulary, from the receiver to the caller:
+//! - [`Outcome`]: what the receiver's answer means (delivered, gone, rejected, failed);
+//! - [`Verdict`]: what the retry policy makes of it (delivered, gone, retry after a delay, exhausted);
+//! - [`Conclusion`]: the effects that carry the verdict out, the claim's final status
+//!   ([`Finish`]) and the attempt's log line;
+//! - [`Handled`]: how the job ended, for the caller (and, through it, the metrics).
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::delivery::client::{Delivered, DeliveryError};
+use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
+use crate::delivery::task::{DeadLetter, RetryTask};
+use crate::store::claims::{AttemptLog, Finish};
+use crate::subscription::Subscription;
+
+/// One webhook for one subscription, at one attempt.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    pub subscription: &'a Subscription,
+    pub webhook_id: String,
+    pub trigger: &'a str,
+    pub event_id: &'a str,
+    pub body: &'a [u8],
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub first_attempt_at: i64,
+    /// A dead letter redriven by an operator: restarts the schedule of an exhausted webhook.
+    pub redrive: bool,
+    /// When the invocation must have answered (None: no limit, as in tests).
+    pub deadline: Option<Instant>,
+}
+
+/// How a job ended, for the caller's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Delivered,
+    RetryScheduled {
+        delay: Duration,
+    },
+    DeadLettered,
+    /// 410 Gone, or failing for too long: the subscription is being disabled.
+    Disabled,
+    /// Already delivered or owned by someone else's retry chain: nothing sent.
+    AlreadySettled(String),
+    /// Too close to the invocation's deadline to send: the same attempt comes back after `delay`.
+    Deferred {
+        delay: Duration,
+    },
+}
+
+/// What must be written to carry a verdict out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A sealed retry message on the category queue, delayed (chained past SQS's 15 minutes).
+    EnqueueRetry { task: RetryTask, delay: Duration },
+    /// A sealed dead letter on the category DLQ.
+    DeadLetter(DeadLetter),
+    /// The subscription's failing streak is over.
+    ClearFailing,
+    /// The subscription's failing streak starts now (kept if another attempt started it first).
+    MarkFailing { since: i64 },
+    /// The subscription is disabled, with why.
+    Disable { reason: String, at: String },
+}
+
+impl Effect {
+    /// For log lines about an effect that could not be written (no secrets: ids and reasons).
+    pub fn describe(&self) -> String {
+        match self {
+            Effect::EnqueueRetry { task, .. } => format!("queue attempt {}", task.attempt),
+            Effect::DeadLetter(letter) => format!("dead-letter: {}", letter.reason),
+            Effect::ClearFailing => "clear failing_since".into(),
+            Effect::MarkFailing { .. } => "record failing_since".into(),
+            Effect::Disable { reason, .. } => format!("disable: {reason}"),
+        }
+    }
+}
+
+/// Everything that follows from one attempt, in the order it must be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conclusion {
+    /// Written before the claim is finished, and required: if one fails, the claim stays pending
+    /// and SQS redelivers the record, so a crash in between never leaves a claim that says
+    /// "retrying" with no retry on its way (nothing lost).
+    pub before: Vec<Effect>,
+    /// The claim's final status, written with `log`.
+    pub finish: Finish,
+    pub log: AttemptLog,
+    /// Written after the claim is finished, best effort: a failure is logged, the webhook's fate
+    /// is already settled.
+    pub after: Vec<Effect>,
+    pub verdict: Verdict,
+    pub handled: Handled,
+}
+
+/// What the limits of one deployment are, for [`conclude`].
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub policy: RetryPolicy,
+    /// A subscription whose every attempt has failed this long is disabled.
+    pub auto_disable_after: Duration,
+}
+
+/// How the receiver's answer is classified.
+pub fn classify(result: &Result<Delivered, DeliveryError>, now: DateTime<Utc>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Delivered,
+        Err(DeliveryError::FailureStatus { status: 410, .. }) => Outcome::Gone,
+        Err(DeliveryError::FailureStatus { retry_after, .. }) => Outcome::Failed {
+            retry_after: retry_after.as_deref().and_then(|v| parse_retry_after(v, now)),
+        },
+        Err(DeliveryError::Blocked(_)) => Outcome::Rejected,
+        Err(DeliveryError::TimedOut(_) | DeliveryError::Connect(_) | DeliveryError::Request(_)) => {
+            Outcome::Failed { retry_after: None }
+        }
+    }
+}
+
+/// The retry message that carries `job` to its `attempt`, not to be sent before `not_before`.
+pub fn retry_task(job: &Job<'_>, attempt: u32, not_before: i64) -> RetryTask {
+    let sub = job.subscription;
+    RetryTask {
+        dataflows_retry: 1,
+        webhook_id: job.webhook_id.clone(),
+        trigger: job.trigger.to_string(),
+        account_id: sub.account_id.clone(),
+        subscription_id: sub.subscription_id.clone(),
+        event_id: job.event_id.to_string(),
+        body: String::from_utf8_lossy(job.body).into_owned(),
+        attempt,
+        first_attempt_at: job.first_attempt_at,
+        not_before,
+        seal: String::new(),
+    }
+}
+
+/// Not enough time left in the invocation to send: the same attempt, as a retry message that
+/// arrives after the claim's lease has expired (so it can take the claim over). Nothing is sent,
+/// no attempt is used, the claim stays pending.
+pub fn deferral(job: &Job<'_>, lease_seconds: i64, now: i64) -> (RetryTask, Duration) {
+    let delay = Duration::from_secs(lease_seconds.max(0) as u64 + 1);
+    (retry_task(job, job.attempt, now + delay.as_secs() as i64), delay)
+}
+
+pub fn rfc3339(t: i64) -> String {
+    DateTime::from_timestamp(t, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Everything that follows from the attempt `job` made, which returned `result` at `now`; `unit`
+/// is a random number in [0, 1) for the retry jitter.
+pub fn conclude(
+    job: &Job<'_>,
+    result: &Result<Delivered, DeliveryError>,
+    limits: &Limits,
+    now: DateTime<Utc>,
+    unit: f64,
+) -> Conclusion {
+    let sub = job.subscription;
+    let verdict = limits.policy.decide(job.attempt, &classify(result, now), unit);
+    let log = AttemptLog {
+        number: job.attempt,
+        at: now.timestamp(),
+        status: match result {
+            Ok(d) => d.status,
+            Err(DeliveryError::FailureStatus { status, .. }) => *status,
+            Err(_) => 0,
+        },
+        latency_ms: match result {
+            Ok(d) => d.latency.as_millis() as u64,
+            Err(_) => 0,
+        },
+        error: result.as_ref().err().map(|e| e.to_string()),
+    };
+    let t = now.timestamp();
+    // After a failed attempt: start the failing streak, or disable a subscription whose every
+    // attempt has failed for longer than `auto_disable_after`.
+    let failing = || -> (Vec<Effect>, bool) {
+        match sub.failing_since {
+            None => (vec![Effect::MarkFailing { since: t }], false),
+            Some(since) if t - since >= limits.auto_disable_after.as_secs() as i64 => {
+                let reason = format!(
+                    "every attempt failed since {} (auto-disable after {} hours)",
+                    rfc3339(since),
+                    limits.auto_disable_after.as_secs() / 3600
+                );
+                (vec![Effect::Disable { reason, at: rfc3339(t) }], true)
+            }
+            Some(_) => (vec![], false),
+        }
+    };
+    let (before, finish, after, handled) = match &verdict {
+        Verdict::Delivered => {
+            let after = if sub.failing_since.is_some() {
+                vec![Effect::ClearFailing]
+            } else {
+                vec![]
+            };
+            (vec![], Finish::Delivered, after, Handled::Delivered)
+        }
+        Verdict::Retry { delay } => {
+            let not_before = t + delay.as_secs_f64().ceil() as i64;
+            let task = retry_task(job, job.attempt + 1, not_before);
+            let (after, disabled) = failing();
+            let handled = if disabled {
+                Handled::Disabled
+            } else {
+                Handled::RetryScheduled { delay: *delay }
+            };
+            let before = vec![Effect::EnqueueRetry { task, delay: *delay }];
+            (before, Finish::Retrying, after, handled)
+        }
+        Verdict::Exhausted => {
+            let reason = match result {
+                Err(DeliveryError::Blocked(_)) => "target refused by the SSRF guard".to_string(),
+                _ => format!("retry schedule exhausted after {} attempts", job.attempt),
+            };
+            let letter = dead_letter(job, reason, log.error.clone().unwrap_or_default());
+            let (after, disabled) = failing();
+            let handled = if disabled {
+                Handled::Disabled
+            } else {
+                Handled::DeadLettered
+            };
+            (vec![Effect::DeadLetter(letter)], Finish::Exhausted, after, handled)
+        }
+        Verdict::Gone => {
+            let reason = format!("receiver answered 410 Gone at {}", rfc3339(t));
+            let after = vec![Effect::Disable { reason, at: rfc3339(t) }];
+            (vec![], Finish::Gone, after, Handled::Disabled)
+        }
+    };
+    Conclusion {
+        before,
+        finish,
+        log,
+        after,
+        verdict,
+        handled,
+    }
+}
+
+fn dead_letter(job: &Job<'_>, reason: String, last_error: String) -> DeadLetter {
+    let sub = job.subscription;
+    DeadLetter {
+        dataflows_dead_letter: 1,
+        reason,
+        webhook_id: job.webhook_id.clone(),
+        trigger: job.trigger.to_string(),
+        account_id: sub.account_id.clone(),
+        subscription_id: sub.subscription_id.clone(),
+        // The origin only: a URL's path and query are often its credential.
+        url: sub.url.origin().ascii_serialization(),
+        event_id: job.event_id.to_string(),
+        attempts: job.attempt,
+        first_attempt_at: job.first_attempt_at,
+        last_error,
+        payload: serde_json::from_slice(job.body).unwrap_or_default(),
+        seal: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscription::{parse_record, ParseOptions};
+    use serde_json::json;
+
+    const NOW: i64 = 1_796_040_000;
+
+    fn sub(failing_since: Option<i64>) -> Subscription {
+        let mut record = json!({
+            "account_id": "acc_1", "subscription_id": "crm", "url": "https://hooks.example.com/in/T0K3N?k=1",
+            "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "triggers": ["sms.received"],
+        });
+        if let Some(since) = failing_since {
+            record["failing_since"] = json!(since);
+        }
+        parse_record(record.as_object().unwrap(), ParseOptions::default()).unwrap()
+    }
+
+    fn job(sub: &Subscription, attempt: u32) -> Job<'_> {
+        Job {
+            subscription: sub,
+            webhook_id: "msg_1".into(),
+            trigger: "sms.received",
+            event_id: "evt_1",
+            body: br#"{"type":"sms.received"}"#,
+            attempt,
+            first_attempt_at: NOW - 60,
+            redrive: false,
+            deadline: None,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            policy: RetryPolicy {
+                schedule: vec![Duration::from_secs(10), Duration::from_secs(100)],
+            },
+            auto_disable_after: Duration::from_secs(5 * 86_400),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(NOW, 0).unwrap()
+    }
+
+    fn status(s: u16) -> Result<Delivered, DeliveryError> {
+        Err(DeliveryError::FailureStatus {
+            status: s,
+            body: String::new(),
+            retry_after: None,
+        })
+    }
+
+    const OK: Result<Delivered, DeliveryError> = Ok(Delivered {
+        status: 204,
+        latency: Duration::from_millis(42),
+    });
+
+    #[test]
+    fn delivered_finishes_the_claim_and_ends_a_failing_streak() {
+        let s = sub(None);
+        let c = conclude(&job(&s, 1), &OK, &limits(), now(), 0.5);
+        assert_eq!((c.finish, &c.handled), (Finish::Delivered, &Handled::Delivered));
+        assert!(c.before.is_empty() && c.after.is_empty());
+        assert_eq!(
+            (c.log.status, c.log.latency_ms, c.log.error.as_deref()),
+            (204, 42, None)
+        );
+        let failing = sub(Some(NOW - 3600));
+        let c = conclude(&job(&failing, 2), &OK, &limits(), now(), 0.5);
+        assert_eq!(c.after, [Effect::ClearFailing]);
+    }
+
+    #[test]
+    fn a_failure_queues_the_next_attempt_before_the_claim_and_starts_the_streak() {
+        let s = sub(None);
+        let c = conclude(&job(&s, 1), &status(500), &limits(), now(), 0.5);
+        assert_eq!(c.finish, Finish::Retrying);
+        let [Effect::EnqueueRetry { task, delay }] = c.before.as_slice() else {
+            panic!("{:?}", c.before)
+        };
+        assert_eq!(*delay, Duration::from_secs(10), "unit 0.5: no jitter");
+        assert_eq!(
+            (task.attempt, task.not_before, task.webhook_id.as_str()),
+            (2, NOW + 10, "msg_1")
+        );
+        assert_eq!(task.body, r#"{"type":"sms.received"}"#, "the same bytes");
+        assert_eq!(c.after, [Effect::MarkFailing { since: NOW }]);
+        assert_eq!(c.handled, Handled::RetryScheduled { delay: *delay });
+        assert_eq!(
+            (c.log.status, c.log.error.as_deref()),
+            (500, Some("receiver answered 500"))
+        );
+    }
+
+    #[test]
+    fn the_last_attempt_dead_letters_with_the_origin_only() {
+        let s = sub(Some(NOW - 60));
+        let c = conclude(&job(&s, 3), &status(503), &limits(), now(), 0.5);
+        assert_eq!((c.finish, &c.handled), (Finish::Exhausted, &Handled::DeadLettered));
+        let [Effect::DeadLetter(letter)] = c.before.as_slice() else {
+            panic!("{:?}", c.before)
+        };
+        assert_eq!(letter.reason, "retry schedule exhausted after 3 attempts");
+        assert_eq!(
+            letter.url, "https://hooks.example.com",
+            "no path or query: they may be credentials"
+        );
+        assert_eq!(letter.payload, json!({"type": "sms.received"}));
+        assert_eq!(letter.last_error, "receiver answered 503");
+        assert!(c.after.is_empty(), "the streak is already running and not yet too long");
+    }
+
+    #[test]
+    fn failing_for_too_long_disables_after_the_failure_is_recorded() {
+        let s = sub(Some(NOW - 5 * 86_400));
+        let c = conclude(&job(&s, 1), &status(500), &limits(), now(), 0.5);
+        assert!(matches!(c.before.as_slice(), [Effect::EnqueueRetry { .. }]));
+        let [Effect::Disable { reason, .. }] = c.after.as_slice() else {
+            panic!("{:?}", c.after)
+        };
+        assert!(reason.starts_with("every attempt failed since"), "{reason}");
+        assert_eq!(c.handled, Handled::Disabled);
+    }
+
+    #[test]
+    fn gone_disables_at_once_without_retry() {
+        let s = sub(None);
+        let c = conclude(&job(&s, 1), &status(410), &limits(), now(), 0.5);
+        assert_eq!((c.finish, &c.handled), (Finish::Gone, &Handled::Disabled));
+        assert!(c.before.is_empty());
+        assert!(matches!(c.after.as_slice(), [Effect::Disable { reason, .. }] if reason.contains("410 Gone")));
+    }
+
+    #[test]
+    fn a_deferral_keeps_the_attempt_and_waits_out_the_lease() {
+        let s = sub(None);
+        let (task, delay) = deferral(&job(&s, 3), 60, NOW);
+        assert_eq!(
+            (task.attempt, task.not_before, delay),
+            (3, NOW + 61, Duration::from_secs(61))
+        );
+    }
+
+    #[test]
+    fn classification() {
+        let at = now();
+        assert_eq!(classify(&status(410), at), Outcome::Gone);
+        assert_eq!(classify(&status(500), at), Outcome::Failed { retry_after: None });
+        let asked = Err(DeliveryError::FailureStatus {
+            status: 429,
+            body: String::new(),
+            retry_after: Some("30".into()),
+        });
+        assert_eq!(
+            classify(&asked, at),
+            Outcome::Failed {
+                retry_after: Some(Duration::from_secs(30))
+            }
+        );
+        assert_eq!(
+            classify(&Err(DeliveryError::TimedOut(Duration::from_secs(15))), at),
+            Outcome::Failed { retry_after: None }
+        );
+        assert_eq!(classify(&OK, at), Outcome::Delivered);
+    }
+}

@@ -1,0 +1,110 @@
+//! The functions' own queues, the one SQS adapter: retries on the category queue and dead
+//! letters on its DLQ (webhooks given up on, and input that can never be processed). Retries and
+//! webhook dead letters are sealed with the deployment's key, so nothing published to the events
+//! topic can pass for one.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageAttributeValue;
+
+use crate::delivery::retry::sqs_delay;
+use crate::delivery::task::{sqs_text, to_sqs_json, DeadLetter, RetryTask};
+use crate::store::seal::{SealKeyError, SealKeys};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("writing to queue {queue}: {reason}")]
+    Send { queue: String, reason: String },
+    #[error(transparent)]
+    Seal(#[from] SealKeyError),
+}
+
+pub struct Queues {
+    pub sqs: aws_sdk_sqs::Client,
+    pub seals: SealKeys,
+    /// The category queue (retries).
+    pub queue_url: String,
+    /// The category's dead-letter queue.
+    pub dead_letter_url: String,
+}
+
+fn attr(v: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .expect("a string attribute has a type and a value")
+}
+
+impl Queues {
+    fn failed(queue: &str, e: impl Into<aws_sdk_sqs::Error>) -> QueueError {
+        QueueError::Send {
+            queue: queue.to_string(),
+            reason: e.into().to_string(),
+        }
+    }
+
+    /// A retry on the category queue, delayed by at most 15 minutes (the rest is chained).
+    pub async fn enqueue_retry(&self, task: &RetryTask, delay: Duration) -> Result<(), QueueError> {
+        let key = self.seals.get().await?;
+        let body = to_sqs_json(&task.clone().sealed(key));
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(sqs_delay(delay))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::failed(&self.queue_url, e))
+    }
+
+    /// A webhook given up on, sealed, with its reason and webhook-id as attributes.
+    pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
+        let letter = letter.clone().sealed(self.seals.get().await?);
+        self.sqs
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(to_sqs_json(&letter))
+            .message_attributes("reason", attr(&sqs_text(&letter.reason)))
+            .message_attributes("webhook_id", attr(&letter.webhook_id))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::failed(&self.dead_letter_url, e))
+    }
+
+    /// A message that cannot be processed, on the DLQ as it is (so a redrive after a fix
+    /// reprocesses it), with the reason, the field at fault and its original message id.
+    pub async fn dead_letter_message(
+        &self,
+        body: &str,
+        message_id: Option<&str>,
+        reason: &str,
+        field: Option<&str>,
+    ) -> Result<(), QueueError> {
+        let mut req = self
+            .sqs
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(if body.is_empty() {
+                "(empty)".into()
+            } else {
+                sqs_text(body)
+            })
+            .message_attributes(
+                "reason",
+                attr(&sqs_text(&reason.chars().take(1000).collect::<String>())),
+            );
+        if let Some(f) = field.filter(|f| !f.is_empty()) {
+            req = req.message_attributes("field", attr(&sqs_text(f)));
+        }
+        if let Some(id) = message_id {
+            req = req.message_attributes("source_message_id", attr(id));
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::failed(&self.dead_letter_url, e))
+    }
+}
