@@ -8,11 +8,11 @@
 //! `cargo bench -p dataflows-shared --bench core`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dataflows_shared::delivery::signing::signature_header;
 use dataflows_shared::delivery::task::{parse_message, Message};
 use dataflows_shared::filter::Filter;
 use dataflows_shared::plan;
 use dataflows_shared::rules::stateless;
+use dataflows_shared::signing::signature_header;
 use dataflows_shared::subscription::{parse_record, ParseOptions, Subscription};
 use dataflows_shared::Category;
 use serde_json::{json, Value};

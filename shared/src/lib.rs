@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod plan;
 pub mod rules;
+pub mod signing;
 pub mod store;
 pub mod subscription;
 pub mod trigger;

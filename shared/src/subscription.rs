@@ -6,9 +6,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use serde_json::{Map, Value};
 
-use crate::delivery::signing::{Secret, SecretError};
 use crate::event::json_kind;
 use crate::filter::Filter;
+use crate::signing::{Secret, SecretError};
 use crate::trigger::Trigger;
 
 pub const MAX_SECRETS: usize = 10;

@@ -4,7 +4,7 @@
 //! (rotation), and on retries re-signed with new timestamps. (The `svix` crate 2.9.1 does not
 //! build against the hyper-util in this tree, so the reference crate stands in for it.)
 
-use dataflows_shared::delivery::signing::{signature_header, Secret};
+use dataflows_shared::signing::{signature_header, Secret};
 use reqwest::header::{HeaderMap, HeaderValue};
 
 const SECRETS: &[&str] = &[

@@ -8,8 +8,8 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::redirect::Policy;
 use reqwest::Client;
 
-use crate::delivery::signing::signature_header;
 use crate::delivery::ssrf::{check_literal, Blocked, GuardedResolver};
+use crate::signing::signature_header;
 use crate::subscription::Subscription;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
