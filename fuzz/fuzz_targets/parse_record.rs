@@ -2,7 +2,7 @@
 //! a valid secret of the record (unless the record's own ids contain that text, which errors
 //! must name).
 #![no_main]
-use dataflows_shared::delivery::signing::Secret;
+use dataflows_shared::signing::Secret;
 use dataflows_shared::subscription::{parse_record, ParseOptions};
 use libfuzzer_sys::fuzz_target;
 

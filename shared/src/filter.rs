@@ -14,7 +14,7 @@
 //!
 //! Patterns are compiled once when the record is parsed and bounded in size; every condition
 //! matches in time linear in the value and the pattern (wildcards included, see
-//! [`wildcard_match`]), so a hostile pattern cannot make matching slow.
+//! `wildcard_match`), so a hostile pattern cannot make matching slow.
 
 use serde_json::{Map, Value};
 
