@@ -28,7 +28,7 @@ use crate::store::claims::Claims;
 use crate::store::loader::{Loaded, SubscriptionLoader};
 use crate::store::seal::{SealKeyError, SealKeys};
 use crate::store::state::{StateStore, StateStoreError};
-use crate::store::subscriptions::{AccountSubscriptions, StoreError, SubscriptionWriter};
+use crate::store::subscriptions::{AccountSubscriptions, SubscriptionQueryError, SubscriptionWriter};
 use crate::subscription::ParseOptions;
 use crate::trigger::{Category, Trigger};
 
@@ -45,7 +45,7 @@ pub struct App {
 
 /// Why one record was not fully handled; it is reported as a batch item failure and redelivered.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordFailure {
+pub enum MessageFailure {
     #[error("malformed message: {0}")]
     Malformed(#[from] ParseError),
     #[error("event {event_id}: {source}")]
@@ -60,7 +60,7 @@ pub enum RecordFailure {
     #[error("account {account_id}: subscriptions unavailable: {source}")]
     Subscriptions {
         account_id: String,
-        source: Arc<StoreError>,
+        source: Arc<SubscriptionQueryError>,
     },
     #[error("account {account_id}: subscriptions not loaded for this batch")]
     NotLoaded { account_id: String },
@@ -73,10 +73,10 @@ pub enum RecordFailure {
     },
 }
 
-impl RecordFailure {
+impl MessageFailure {
     /// The one delivery step of a record could not be completed.
     fn one(event_id: String, error: EngineError) -> Self {
-        RecordFailure::Delivery {
+        MessageFailure::Delivery {
             event_id,
             failed: 1,
             total: 1,
@@ -248,20 +248,20 @@ impl App {
         &self,
         loaded: &'l Loaded,
         account_id: &str,
-    ) -> Result<&'l AccountSubscriptions, RecordFailure> {
+    ) -> Result<&'l AccountSubscriptions, MessageFailure> {
         match loaded.get(account_id) {
             Some(Ok(subs)) => Ok(subs),
-            Some(Err(source)) => Err(RecordFailure::Subscriptions {
+            Some(Err(source)) => Err(MessageFailure::Subscriptions {
                 account_id: account_id.to_string(),
                 source: source.clone(),
             }),
-            None => Err(RecordFailure::NotLoaded {
+            None => Err(MessageFailure::NotLoaded {
                 account_id: account_id.to_string(),
             }),
         }
     }
 
-    async fn process(&self, incoming: Incoming, batch: &Batch) -> Result<(), RecordFailure> {
+    async fn process(&self, incoming: Incoming, batch: &Batch) -> Result<(), MessageFailure> {
         let message = match incoming.parsed {
             Ok(message) => message,
             Err(e) => {
@@ -284,7 +284,7 @@ impl App {
                 .seals
                 .get()
                 .await
-                .map_err(|e| RecordFailure::Seal {
+                .map_err(|e| MessageFailure::Seal {
                     message_id: incoming.message_id.clone().unwrap_or_default(),
                     source: e,
                 })?;
@@ -302,29 +302,29 @@ impl App {
                     .queues()
                     .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), reason, Some("seal"))
                     .await
-                    .map_err(|e| RecordFailure::one(incoming.message_id.clone().unwrap_or_default(), e.into()));
+                    .map_err(|e| MessageFailure::one(incoming.message_id.clone().unwrap_or_default(), e.into()));
             }
         }
         match message {
             Message::Event(event) => match self.process_event(&event, incoming.decided, batch).await {
                 // A misrouted event can never succeed here: dead-letter it with the reason.
-                Err(RecordFailure::Rule { source, .. }) => {
+                Err(MessageFailure::Rule { source, .. }) => {
                     let reason = source.to_string();
                     self.engine
                         .queues()
                         .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, Some("type"))
                         .await
-                        .map_err(|e| RecordFailure::one(event.id.clone(), e.into()))
+                        .map_err(|e| MessageFailure::one(event.id.clone(), e.into()))
                 }
                 // State DynamoDB refuses as invalid (an item over 400 KB): retrying cannot help.
-                Err(RecordFailure::State { source, .. }) if source.is_permanent() => {
+                Err(MessageFailure::State { source, .. }) if source.is_permanent() => {
                     let reason = format!("trigger state: {source}");
                     tracing::error!(event_id = %event.id, reason, "event cannot be evaluated; dead-lettered");
                     self.engine
                         .queues()
                         .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, None)
                         .await
-                        .map_err(|e| RecordFailure::one(event.id.clone(), e.into()))
+                        .map_err(|e| MessageFailure::one(event.id.clone(), e.into()))
                 }
                 other => other,
             },
@@ -346,7 +346,7 @@ impl App {
         reason: &str,
         field: Option<&str>,
         error: ParseError,
-    ) -> Result<(), RecordFailure> {
+    ) -> Result<(), MessageFailure> {
         tracing::error!(
             message_id = message_id.unwrap_or(""),
             field = field.unwrap_or(""),
@@ -362,7 +362,7 @@ impl App {
             Ok(()) => Ok(()),
             Err(dlq) => {
                 tracing::error!(error = %dlq, "could not dead-letter a malformed message; leaving it to SQS");
-                Err(RecordFailure::Malformed(error))
+                Err(MessageFailure::Malformed(error))
             }
         }
     }
@@ -372,9 +372,9 @@ impl App {
         event: &InputEvent,
         decided: Option<Result<Vec<Emit>, StateStoreError>>,
         batch: &Batch,
-    ) -> Result<(), RecordFailure> {
+    ) -> Result<(), MessageFailure> {
         let category = self.settings.category;
-        check_consumed(category, event).map_err(|source| RecordFailure::Rule {
+        check_consumed(category, event).map_err(|source| MessageFailure::Rule {
             event_id: event.id.clone(),
             source,
         })?;
@@ -386,7 +386,7 @@ impl App {
                 decide(category, &self.state, event, subs, Utc::now()).await
             }
         }
-        .map_err(|source| RecordFailure::State {
+        .map_err(|source| MessageFailure::State {
             event_id: event.id.clone(),
             source: Box::new(source),
         })?;
@@ -422,7 +422,7 @@ impl App {
         let failed = errors.len();
         match errors.into_iter().next() {
             None => Ok(()),
-            Some(first) => Err(RecordFailure::Delivery {
+            Some(first) => Err(MessageFailure::Delivery {
                 event_id: event.id.clone(),
                 failed,
                 total,
@@ -431,7 +431,7 @@ impl App {
         }
     }
 
-    async fn deliver_task(&self, task: RetryTask, batch: &Batch, redrive: bool) -> Result<(), RecordFailure> {
+    async fn deliver_task(&self, task: RetryTask, batch: &Batch, redrive: bool) -> Result<(), MessageFailure> {
         let now = Utc::now().timestamp();
         if task.not_before > now {
             // A delay longer than SQS allows: wait another leg.
@@ -441,7 +441,7 @@ impl App {
                 .queues()
                 .enqueue_retry(&task, remaining)
                 .await
-                .map_err(|first| RecordFailure::one(task.event_id.clone(), first.into()));
+                .map_err(|first| MessageFailure::one(task.event_id.clone(), first.into()));
         }
         let subs = self.subscriptions(&batch.loaded, &task.account_id)?;
         let Some(sub) = subs
@@ -484,7 +484,7 @@ impl App {
                 Ok(())
             }
             Ok(_) => Ok(()),
-            Err(first) => Err(RecordFailure::one(task.event_id.clone(), first)),
+            Err(first) => Err(MessageFailure::one(task.event_id.clone(), first)),
         }
     }
 }

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
-use dataflows_shared::store::claims::{Claim, ClaimMeta, Claims};
+use dataflows_shared::store::claims::{Claim, ClaimMeta, ClaimStatus, Claims};
 use dataflows_shared::store::subscriptions::{load_account, SubscriptionWriter};
 use dataflows_shared::subscription::ParseOptions;
 
@@ -51,7 +51,7 @@ async fn a_claim_already_delivered_is_settled() {
     };
     assert_eq!(
         claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(),
-        Claim::Settled("delivered".into())
+        Claim::Settled(Some(ClaimStatus::Delivered))
     );
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("retrying", 0));
     let claims = Claims {
@@ -60,7 +60,7 @@ async fn a_claim_already_delivered_is_settled() {
     };
     assert_eq!(
         claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(),
-        Claim::Settled("retrying".into())
+        Claim::Settled(Some(ClaimStatus::Retrying))
     );
 }
 

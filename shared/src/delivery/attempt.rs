@@ -7,7 +7,7 @@
 //! - [`Outcome`]: what the receiver's answer means (delivered, gone, rejected, failed);
 //! - [`Verdict`]: what the retry policy makes of it (delivered, gone, retry after a delay, exhausted);
 //! - [`Conclusion`]: the effects that carry the verdict out, the claim's final status
-//!   ([`Finish`]) and the attempt's log line;
+//!   ([`ClaimStatus`]) and the attempt's log line;
 //! - [`Handled`]: how the job ended, for the caller (and, through it, the metrics).
 
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::delivery::client::{Delivered, DeliveryError};
 use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
 use crate::delivery::task::{DeadLetter, RetryTask};
-use crate::store::claims::{AttemptLog, Finish};
+use crate::store::claims::{AttemptLog, ClaimStatus};
 use crate::subscription::Subscription;
 
 /// One webhook for one subscription, at one attempt.
@@ -48,7 +48,7 @@ pub enum Handled {
     /// 410 Gone, or failing for too long: the subscription is being disabled.
     Disabled,
     /// Already delivered or owned by someone else's retry chain: nothing sent.
-    AlreadySettled(String),
+    AlreadySettled(Option<ClaimStatus>),
     /// Too close to the invocation's deadline to send: the same attempt comes back after `delay`.
     Deferred {
         delay: Duration,
@@ -91,7 +91,7 @@ pub struct Conclusion {
     /// "retrying" with no retry on its way (nothing lost).
     pub before: Vec<Effect>,
     /// The claim's final status, written with `log`.
-    pub finish: Finish,
+    pub finish: ClaimStatus,
     pub log: AttemptLog,
     /// Written after the claim is finished, best effort: a failure is logged, the webhook's fate
     /// is already settled.
@@ -204,7 +204,7 @@ pub fn conclude(
             } else {
                 vec![]
             };
-            (vec![], Finish::Delivered, after, Handled::Delivered)
+            (vec![], ClaimStatus::Delivered, after, Handled::Delivered)
         }
         Verdict::Retry { delay } => {
             let not_before = t + delay.as_secs_f64().ceil() as i64;
@@ -216,7 +216,7 @@ pub fn conclude(
                 Handled::RetryScheduled { delay: *delay }
             };
             let before = vec![Effect::EnqueueRetry { task, delay: *delay }];
-            (before, Finish::Retrying, after, handled)
+            (before, ClaimStatus::Retrying, after, handled)
         }
         Verdict::Exhausted => {
             let reason = match result {
@@ -230,12 +230,12 @@ pub fn conclude(
             } else {
                 Handled::DeadLettered
             };
-            (vec![Effect::DeadLetter(letter)], Finish::Exhausted, after, handled)
+            (vec![Effect::DeadLetter(letter)], ClaimStatus::Exhausted, after, handled)
         }
         Verdict::Gone => {
             let reason = format!("receiver answered 410 Gone at {}", rfc3339(t));
             let after = vec![Effect::Disable { reason, at: rfc3339(t) }];
-            (vec![], Finish::Gone, after, Handled::Disabled)
+            (vec![], ClaimStatus::Gone, after, Handled::Disabled)
         }
     };
     Conclusion {
@@ -331,7 +331,7 @@ mod tests {
     fn delivered_finishes_the_claim_and_ends_a_failing_streak() {
         let s = sub(None);
         let c = conclude(&job(&s, 1), &OK, &limits(), now(), 0.5);
-        assert_eq!((c.finish, &c.handled), (Finish::Delivered, &Handled::Delivered));
+        assert_eq!((c.finish, &c.handled), (ClaimStatus::Delivered, &Handled::Delivered));
         assert!(c.before.is_empty() && c.after.is_empty());
         assert_eq!(
             (c.log.status, c.log.latency_ms, c.log.error.as_deref()),
@@ -346,7 +346,7 @@ mod tests {
     fn a_failure_queues_the_next_attempt_before_the_claim_and_starts_the_streak() {
         let s = sub(None);
         let c = conclude(&job(&s, 1), &status(500), &limits(), now(), 0.5);
-        assert_eq!(c.finish, Finish::Retrying);
+        assert_eq!(c.finish, ClaimStatus::Retrying);
         let [Effect::EnqueueRetry { task, delay }] = c.before.as_slice() else {
             panic!("{:?}", c.before)
         };
@@ -368,7 +368,7 @@ mod tests {
     fn the_last_attempt_dead_letters_with_the_origin_only() {
         let s = sub(Some(NOW - 60));
         let c = conclude(&job(&s, 3), &status(503), &limits(), now(), 0.5);
-        assert_eq!((c.finish, &c.handled), (Finish::Exhausted, &Handled::DeadLettered));
+        assert_eq!((c.finish, &c.handled), (ClaimStatus::Exhausted, &Handled::DeadLettered));
         let [Effect::DeadLetter(letter)] = c.before.as_slice() else {
             panic!("{:?}", c.before)
         };
@@ -398,7 +398,7 @@ mod tests {
     fn gone_disables_at_once_without_retry() {
         let s = sub(None);
         let c = conclude(&job(&s, 1), &status(410), &limits(), now(), 0.5);
-        assert_eq!((c.finish, &c.handled), (Finish::Gone, &Handled::Disabled));
+        assert_eq!((c.finish, &c.handled), (ClaimStatus::Gone, &Handled::Disabled));
         assert!(c.before.is_empty());
         assert!(matches!(c.after.as_slice(), [Effect::Disable { reason, .. }] if reason.contains("410 Gone")));
     }

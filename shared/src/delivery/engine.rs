@@ -26,7 +26,7 @@ use crate::delivery::client::{send, Delivered, DeliveryError};
 use crate::delivery::queue::{QueueError, Queues};
 use crate::delivery::retry::{RetryPolicy, Verdict};
 use crate::metrics::{Metrics, Observed};
-use crate::store::claims::{Claim, ClaimMeta, Claims, StateError};
+use crate::store::claims::{Claim, ClaimError, ClaimMeta, Claims};
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
 
 /// Margin kept, beyond one request's timeout, for writing the result and answering Lambda.
@@ -71,7 +71,7 @@ impl Lanes {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    State(#[from] StateError),
+    State(#[from] ClaimError),
     #[error(transparent)]
     Subscription(#[from] UpdateError),
     #[error(transparent)]
@@ -216,7 +216,7 @@ impl Engine {
         handled
     }
 
-    async fn claim(&self, job: &Job<'_>, now: i64) -> Result<Claim, StateError> {
+    async fn claim(&self, job: &Job<'_>, now: i64) -> Result<Claim, ClaimError> {
         let sub = job.subscription;
         let meta = ClaimMeta {
             webhook_id: &job.webhook_id,

@@ -29,29 +29,45 @@ enum Kind {
 pub enum Claim {
     /// Ours: send now, then `finish`.
     Won,
-    /// Nothing to do: already delivered, given up, or owned by the retry chain.
-    Settled(String),
+    /// Nothing to do: already delivered, given up, or owned by the retry chain (`None`: the
+    /// claim is gone or unreadable).
+    Settled(Option<ClaimStatus>),
     /// Another invocation holds an unexpired lease: try again later.
     Busy,
 }
 
-/// The end state of an attempt, written with its log line.
+/// A claim's `status` attribute: pending while an attempt holds the lease, then the state the
+/// last attempt left the webhook in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    Delivered,
+pub enum ClaimStatus {
+    Pending,
     Retrying,
+    Delivered,
     Exhausted,
     Gone,
 }
 
-impl Finish {
-    fn as_str(self) -> &'static str {
+impl ClaimStatus {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Finish::Delivered => "delivered",
-            Finish::Retrying => "retrying",
-            Finish::Exhausted => "exhausted",
-            Finish::Gone => "gone",
+            ClaimStatus::Pending => "pending",
+            ClaimStatus::Retrying => "retrying",
+            ClaimStatus::Delivered => "delivered",
+            ClaimStatus::Exhausted => "exhausted",
+            ClaimStatus::Gone => "gone",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ClaimStatus::Pending,
+            ClaimStatus::Retrying,
+            ClaimStatus::Delivered,
+            ClaimStatus::Exhausted,
+            ClaimStatus::Gone,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -78,7 +94,7 @@ pub struct ClaimMeta<'a> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("state table {table}, webhook {webhook_id}: {source}")]
-pub struct StateError {
+pub struct ClaimError {
     pub table: String,
     pub webhook_id: String,
     #[source]
@@ -103,8 +119,8 @@ impl Claims {
         &self,
         webhook_id: &str,
         e: SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
-    ) -> StateError {
-        StateError {
+    ) -> ClaimError {
+        ClaimError {
             table: self.table.clone(),
             webhook_id: webhook_id.to_string(),
             source: e.into(),
@@ -113,7 +129,7 @@ impl Claims {
 
     /// Claim a first attempt: wins if nobody claimed this webhook yet, or if a claim is pending
     /// with an expired lease (its holder died between claim and finish).
-    pub async fn claim_first(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, StateError> {
+    pub async fn claim_first(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, ClaimError> {
         self.claim(meta, now, lease_seconds, Kind::First).await
     }
 
@@ -126,17 +142,17 @@ impl Claims {
         previous: u32,
         now: i64,
         lease_seconds: i64,
-    ) -> Result<Claim, StateError> {
+    ) -> Result<Claim, ClaimError> {
         self.claim(meta, now, lease_seconds, Kind::Retry(previous)).await
     }
 
     /// Claim a webhook given up on and redriven from the dead-letter queue: wins only while it is
     /// still exhausted, and starts its attempt count (and so its retry schedule) again.
-    pub async fn claim_redrive(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, StateError> {
+    pub async fn claim_redrive(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, ClaimError> {
         self.claim(meta, now, lease_seconds, Kind::Redrive).await
     }
 
-    async fn claim(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64, kind: Kind) -> Result<Claim, StateError> {
+    async fn claim(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64, kind: Kind) -> Result<Claim, ClaimError> {
         let (condition, attempts) = match kind {
             Kind::First => (
                 "attribute_not_exists(pk) OR (#status = :pending AND lease_until < :now)",
@@ -160,7 +176,7 @@ impl Claims {
             .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#trigger", "trigger")
-            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":pending", s(ClaimStatus::Pending.as_str()))
             .expression_attribute_values(":lease", n(now + lease_seconds))
             .expression_attribute_values(":expires", n(now + CLAIM_TTL_SECONDS))
             .expression_attribute_values(":account", s(meta.account_id))
@@ -175,9 +191,9 @@ impl Claims {
                 req = req
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":prev", n(prev))
-                    .expression_attribute_values(":retrying", s("retrying"))
+                    .expression_attribute_values(":retrying", s(ClaimStatus::Retrying.as_str()))
             }
-            Kind::Redrive => req = req.expression_attribute_values(":exhausted", s("exhausted")),
+            Kind::Redrive => req = req.expression_attribute_values(":exhausted", s(ClaimStatus::Exhausted.as_str())),
         }
         match req.send().await {
             Ok(_) => Ok(Claim::Won),
@@ -191,17 +207,17 @@ impl Claims {
                 let status = old
                     .and_then(|i| i.get("status"))
                     .and_then(|v| v.as_s().ok())
-                    .map(String::as_str);
+                    .and_then(|v| ClaimStatus::parse(v));
                 let lease = old
                     .and_then(|i| i.get("lease_until"))
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse::<i64>().ok());
                 Ok(match (status, lease) {
-                    (Some("pending"), Some(until)) if until >= now => Claim::Busy,
-                    (Some(other), _) => Claim::Settled(other.to_string()),
+                    (Some(ClaimStatus::Pending), Some(until)) if until >= now => Claim::Busy,
+                    (Some(other), _) => Claim::Settled(Some(other)),
                     // The emulator may not return the old item; a pending claim is then the safe guess.
                     (None, _) if old.is_none() && kind == Kind::First => Claim::Busy,
-                    (None, _) => Claim::Settled("missing".into()),
+                    (None, _) => Claim::Settled(None),
                 })
             }
             Err(e) => Err(self.error(meta.webhook_id, e)),
@@ -209,7 +225,7 @@ impl Claims {
     }
 
     /// Record an attempt and the state it leaves the webhook in; releases the lease.
-    pub async fn finish(&self, webhook_id: &str, log: &AttemptLog, state: Finish) -> Result<(), StateError> {
+    pub async fn finish(&self, webhook_id: &str, log: &AttemptLog, state: ClaimStatus) -> Result<(), ClaimError> {
         let mut entry = HashMap::from([
             ("n".to_string(), n(log.number)),
             ("at".to_string(), n(log.at)),

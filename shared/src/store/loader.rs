@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 
 use crate::store::cache::SubscriptionCache;
-use crate::store::subscriptions::{load_account, AccountSubscriptions, StoreError};
+use crate::store::subscriptions::{load_account, AccountSubscriptions, SubscriptionQueryError};
 use crate::subscription::ParseOptions;
 
 /// Each account of a batch, and its subscriptions or why they could not be read.
-pub type Loaded = HashMap<String, Result<Arc<AccountSubscriptions>, Arc<StoreError>>>;
+pub type Loaded = HashMap<String, Result<Arc<AccountSubscriptions>, Arc<SubscriptionQueryError>>>;
 
 pub struct SubscriptionLoader {
     client: aws_sdk_dynamodb::Client,

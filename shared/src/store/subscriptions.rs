@@ -8,7 +8,7 @@ use crate::subscription::{parse_record, ParseOptions, RecordError, Subscription,
 
 #[derive(Debug, thiserror::Error)]
 #[error("querying subscriptions of account {account_id} in table {table}: {source}")]
-pub struct StoreError {
+pub struct SubscriptionQueryError {
     pub table: String,
     pub account_id: String,
     #[source]
@@ -28,7 +28,7 @@ pub async fn load_account(
     table: &str,
     account_id: &str,
     opts: ParseOptions,
-) -> Result<AccountSubscriptions, StoreError> {
+) -> Result<AccountSubscriptions, SubscriptionQueryError> {
     let mut out = AccountSubscriptions::default();
     let mut pages = client
         .query()
@@ -43,7 +43,7 @@ pub async fn load_account(
         .send();
     let mut read = 0;
     while let Some(item) = pages.next().await {
-        let item = item.map_err(|e| StoreError {
+        let item = item.map_err(|e| SubscriptionQueryError {
             table: table.to_string(),
             account_id: account_id.to_string(),
             source: e.into(),
