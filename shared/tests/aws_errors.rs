@@ -18,7 +18,7 @@ fn meta() -> ClaimMeta<'static> {
         account_id: "acc",
         subscription_id: "sub",
         event_id: "evt",
-        trigger: "sms.received",
+        trigger: dataflows_shared::trigger::Trigger::SmsReceived,
     }
 }
 

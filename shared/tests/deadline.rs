@@ -85,7 +85,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
     let job = Job {
         subscription: &sub,
         webhook_id: "msg_0123".into(),
-        trigger: "sms.received",
+        trigger: dataflows_shared::trigger::Trigger::SmsReceived,
         event_id: "evt_1",
         body,
         attempt: 3,

@@ -19,13 +19,14 @@ use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
 use crate::delivery::task::{DeadLetter, RetryTask};
 use crate::store::claims::{AttemptLog, ClaimStatus};
 use crate::subscription::Subscription;
+use crate::trigger::Trigger;
 
 /// One webhook for one subscription, at one attempt.
 #[derive(Debug, Clone)]
 pub struct Job<'a> {
     pub subscription: &'a Subscription,
     pub webhook_id: String,
-    pub trigger: &'a str,
+    pub trigger: Trigger,
     pub event_id: &'a str,
     pub body: &'a [u8],
     /// 1 for the first attempt.
@@ -291,7 +292,7 @@ mod tests {
         Job {
             subscription: sub,
             webhook_id: "msg_1".into(),
-            trigger: "sms.received",
+            trigger: Trigger::SmsReceived,
             event_id: "evt_1",
             body: br#"{"type":"sms.received"}"#,
             attempt,

@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use aws_sdk_dynamodb::Client;
 
 use crate::store::attributes::{n, s};
+use crate::trigger::Trigger;
 
 /// How long claims and their attempt logs are kept.
 pub const CLAIM_TTL_SECONDS: i64 = 16 * 86_400;
@@ -89,7 +90,7 @@ pub struct ClaimMeta<'a> {
     pub account_id: &'a str,
     pub subscription_id: &'a str,
     pub event_id: &'a str,
-    pub trigger: &'a str,
+    pub trigger: Trigger,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,7 @@ impl Claims {
             .expression_attribute_values(":account", s(meta.account_id))
             .expression_attribute_values(":sub", s(meta.subscription_id))
             .expression_attribute_values(":event", s(meta.event_id))
-            .expression_attribute_values(":trigger", s(meta.trigger))
+            .expression_attribute_values(":trigger", s(meta.trigger.as_str()))
             .expression_attribute_values(":zero", n(0))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         match kind {
