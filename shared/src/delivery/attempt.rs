@@ -6,8 +6,8 @@
 //! The vocabulary, from the receiver to the caller:
 //! - [`Outcome`]: what the receiver's answer means (delivered, gone, rejected, failed);
 //! - [`Verdict`]: what the retry policy makes of it (delivered, gone, retry after a delay, exhausted);
-//! - [`Conclusion`]: the effects that carry the verdict out, the claim's final status
-//!   ([`ClaimStatus`]) and the attempt's log line;
+//! - [`Conclusion`]: the effects that carry the verdict out, in order, among them the claim's
+//!   final status ([`ClaimStatus`]) with the attempt's log line;
 //! - [`Handled`]: how the job ended, for the caller (and, through it, the metrics).
 
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ pub enum Handled {
 /// What must be written to carry a verdict out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// The claim's final status and the attempt's log line; releases the lease.
+    FinishClaim { status: ClaimStatus, log: AttemptLog },
     /// A sealed retry message on the category queue, delayed (chained past SQS's 15 minutes).
     EnqueueRetry { task: RetryTask, delay: Duration },
     /// A sealed dead letter on the category DLQ.
@@ -72,9 +74,21 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Whether the record must fail when this cannot be written. The queue writes and the claim's
+    /// result are required (SQS then redelivers, and the claim's lease lets the retry take over);
+    /// the subscription's failure bookkeeping comes after the result and is best effort: the
+    /// webhook's fate is settled by then.
+    pub fn required(&self) -> bool {
+        matches!(
+            self,
+            Effect::FinishClaim { .. } | Effect::EnqueueRetry { .. } | Effect::DeadLetter(_)
+        )
+    }
+
     /// For log lines about an effect that could not be written (no secrets: ids and reasons).
     pub fn describe(&self) -> String {
         match self {
+            Effect::FinishClaim { status, .. } => format!("finish the claim as {}", status.as_str()),
             Effect::EnqueueRetry { task, .. } => format!("queue attempt {}", task.attempt),
             Effect::DeadLetter(letter) => format!("dead-letter: {}", letter.reason),
             Effect::ClearFailing => "clear failing_since".into(),
@@ -84,19 +98,13 @@ impl Effect {
     }
 }
 
-/// Everything that follows from one attempt, in the order it must be written.
+/// Everything that follows from one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conclusion {
-    /// Written before the claim is finished, and required: if one fails, the claim stays pending
-    /// and SQS redelivers the record, so a crash in between never leaves a claim that says
-    /// "retrying" with no retry on its way (nothing lost).
-    pub before: Vec<Effect>,
-    /// The claim's final status, written with `log`.
-    pub finish: ClaimStatus,
-    pub log: AttemptLog,
-    /// Written after the claim is finished, best effort: a failure is logged, the webhook's fate
-    /// is already settled.
-    pub after: Vec<Effect>,
+    /// In the order they must be written. A retry message or a dead letter comes before the
+    /// claim's result, so a crash in between leaves a pending claim whose lease expires and whose
+    /// SQS message comes back, never a claim that says "retrying" with no retry on its way.
+    pub effects: Vec<Effect>,
     pub verdict: Verdict,
     pub handled: Handled,
 }
@@ -198,7 +206,7 @@ pub fn conclude(
             Some(_) => (vec![], false),
         }
     };
-    let (before, finish, after, handled) = match &verdict {
+    let (before, status, after, handled) = match &verdict {
         Verdict::Delivered => {
             let after = if sub.failing_since.is_some() {
                 vec![Effect::ClearFailing]
@@ -239,11 +247,11 @@ pub fn conclude(
             (vec![], ClaimStatus::Gone, after, Handled::Disabled)
         }
     };
+    let mut effects = before;
+    effects.push(Effect::FinishClaim { status, log });
+    effects.extend(after);
     Conclusion {
-        before,
-        finish,
-        log,
-        after,
+        effects,
         verdict,
         handled,
     }
@@ -328,28 +336,42 @@ mod tests {
         latency: Duration::from_millis(42),
     });
 
+    /// The claim's status and log line, and the effects before and after it.
+    fn split(c: &Conclusion) -> (Vec<&Effect>, ClaimStatus, &AttemptLog, Vec<&Effect>) {
+        let at = c
+            .effects
+            .iter()
+            .position(|e| matches!(e, Effect::FinishClaim { .. }))
+            .expect("every attempt finishes its claim");
+        let Effect::FinishClaim { status, log } = &c.effects[at] else {
+            unreachable!()
+        };
+        let before = c.effects[..at].iter().collect();
+        let after = c.effects[at + 1..].iter().collect();
+        (before, *status, log, after)
+    }
+
     #[test]
     fn delivered_finishes_the_claim_and_ends_a_failing_streak() {
         let s = sub(None);
         let c = conclude(&job(&s, 1), &OK, &limits(), now(), 0.5);
-        assert_eq!((c.finish, &c.handled), (ClaimStatus::Delivered, &Handled::Delivered));
-        assert!(c.before.is_empty() && c.after.is_empty());
-        assert_eq!(
-            (c.log.status, c.log.latency_ms, c.log.error.as_deref()),
-            (204, 42, None)
-        );
+        let (before, status, log, after) = split(&c);
+        assert_eq!((status, &c.handled), (ClaimStatus::Delivered, &Handled::Delivered));
+        assert!(before.is_empty() && after.is_empty());
+        assert_eq!((log.status, log.latency_ms, log.error.as_deref()), (204, 42, None));
         let failing = sub(Some(NOW - 3600));
         let c = conclude(&job(&failing, 2), &OK, &limits(), now(), 0.5);
-        assert_eq!(c.after, [Effect::ClearFailing]);
+        assert_eq!(split(&c).3, [&Effect::ClearFailing]);
     }
 
     #[test]
     fn a_failure_queues_the_next_attempt_before_the_claim_and_starts_the_streak() {
         let s = sub(None);
         let c = conclude(&job(&s, 1), &status(500), &limits(), now(), 0.5);
-        assert_eq!(c.finish, ClaimStatus::Retrying);
-        let [Effect::EnqueueRetry { task, delay }] = c.before.as_slice() else {
-            panic!("{:?}", c.before)
+        let (before, status, log, after) = split(&c);
+        assert_eq!(status, ClaimStatus::Retrying);
+        let [Effect::EnqueueRetry { task, delay }] = before.as_slice() else {
+            panic!("the retry message comes before the claim's result: {:?}", c.effects)
         };
         assert_eq!(*delay, Duration::from_secs(10), "unit 0.5: no jitter");
         assert_eq!(
@@ -357,22 +379,22 @@ mod tests {
             (2, NOW + 10, "msg_1")
         );
         assert_eq!(task.body, r#"{"type":"sms.received"}"#, "the same bytes");
-        assert_eq!(c.after, [Effect::MarkFailing { since: NOW }]);
+        assert_eq!(after, [&Effect::MarkFailing { since: NOW }]);
+        assert!(!after[0].required(), "bookkeeping after the result is best effort");
         assert_eq!(c.handled, Handled::RetryScheduled { delay: *delay });
-        assert_eq!(
-            (c.log.status, c.log.error.as_deref()),
-            (500, Some("receiver answered 500"))
-        );
+        assert_eq!((log.status, log.error.as_deref()), (500, Some("receiver answered 500")));
     }
 
     #[test]
     fn the_last_attempt_dead_letters_with_the_origin_only() {
         let s = sub(Some(NOW - 60));
         let c = conclude(&job(&s, 3), &status(503), &limits(), now(), 0.5);
-        assert_eq!((c.finish, &c.handled), (ClaimStatus::Exhausted, &Handled::DeadLettered));
-        let [Effect::DeadLetter(letter)] = c.before.as_slice() else {
-            panic!("{:?}", c.before)
+        let (before, status, _, after) = split(&c);
+        assert_eq!((status, &c.handled), (ClaimStatus::Exhausted, &Handled::DeadLettered));
+        let [Effect::DeadLetter(letter)] = before.as_slice() else {
+            panic!("the dead letter comes before the claim's result: {:?}", c.effects)
         };
+        assert!(before[0].required());
         assert_eq!(letter.reason, "retry schedule exhausted after 3 attempts");
         assert_eq!(
             letter.url, "https://hooks.example.com",
@@ -380,16 +402,17 @@ mod tests {
         );
         assert_eq!(letter.payload, json!({"type": "sms.received"}));
         assert_eq!(letter.last_error, "receiver answered 503");
-        assert!(c.after.is_empty(), "the streak is already running and not yet too long");
+        assert!(after.is_empty(), "the streak is already running and not yet too long");
     }
 
     #[test]
     fn failing_for_too_long_disables_after_the_failure_is_recorded() {
         let s = sub(Some(NOW - 5 * 86_400));
         let c = conclude(&job(&s, 1), &status(500), &limits(), now(), 0.5);
-        assert!(matches!(c.before.as_slice(), [Effect::EnqueueRetry { .. }]));
-        let [Effect::Disable { reason, .. }] = c.after.as_slice() else {
-            panic!("{:?}", c.after)
+        let (before, _, _, after) = split(&c);
+        assert!(matches!(before.as_slice(), [Effect::EnqueueRetry { .. }]));
+        let [Effect::Disable { reason, .. }] = after.as_slice() else {
+            panic!("{:?}", c.effects)
         };
         assert!(reason.starts_with("every attempt failed since"), "{reason}");
         assert_eq!(c.handled, Handled::Disabled);
@@ -399,9 +422,10 @@ mod tests {
     fn gone_disables_at_once_without_retry() {
         let s = sub(None);
         let c = conclude(&job(&s, 1), &status(410), &limits(), now(), 0.5);
-        assert_eq!((c.finish, &c.handled), (ClaimStatus::Gone, &Handled::Disabled));
-        assert!(c.before.is_empty());
-        assert!(matches!(c.after.as_slice(), [Effect::Disable { reason, .. }] if reason.contains("410 Gone")));
+        let (before, status, _, after) = split(&c);
+        assert_eq!((status, &c.handled), (ClaimStatus::Gone, &Handled::Disabled));
+        assert!(before.is_empty());
+        assert!(matches!(after.as_slice(), [Effect::Disable { reason, .. }] if reason.contains("410 Gone")));
     }
 
     #[test]

@@ -236,21 +236,20 @@ impl Engine {
         }
     }
 
-    /// The required effects, then the claim's final status and log, then the best-effort ones.
+    /// The effects in their order; a required one that fails stops there and fails the job (SQS
+    /// redelivers it), a best-effort one is logged.
     async fn apply(&self, job: &Job<'_>, c: Conclusion) -> Result<Handled, EngineError> {
-        for effect in &c.before {
-            self.write(job, effect).await?;
-        }
-        self.claims.finish(&job.webhook_id, &c.log, c.finish).await?;
-        for effect in &c.after {
-            if let Err(e) = self.write(job, effect).await {
-                tracing::warn!(
+        for effect in &c.effects {
+            match self.write(job, effect).await {
+                Ok(()) => {}
+                Err(e) if effect.required() => return Err(e),
+                Err(e) => tracing::warn!(
                     account_id = %job.subscription.account_id,
                     subscription_id = %job.subscription.subscription_id,
                     error = %e,
                     "could not update the subscription after an attempt: {}",
                     effect.describe()
-                );
+                ),
             }
         }
         Ok(c.handled)
@@ -260,6 +259,7 @@ impl Engine {
         let sub = job.subscription;
         let (account, id) = (sub.account_id.as_str(), sub.subscription_id.as_str());
         match effect {
+            Effect::FinishClaim { status, log } => self.claims.finish(&job.webhook_id, log, *status).await?,
             Effect::EnqueueRetry { task, delay } => self.queues.enqueue_retry(task, *delay).await?,
             Effect::DeadLetter(letter) => {
                 self.queues.dead_letter(letter).await?;

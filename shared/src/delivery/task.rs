@@ -273,17 +273,40 @@ impl Message {
 
 /// Parse a queue message: a retry task or a redriven dead letter if it says so, else an input event.
 pub fn parse_message(body: &str) -> Result<Message, ParseError> {
-    if body.contains("\"dataflows_retry\"") {
-        if let Ok(task) = serde_json::from_str::<RetryTask>(body) {
-            return Ok(Message::Retry(task));
-        }
+    // Not JSON, or not an object: the event parser says precisely what is wrong.
+    let Ok(kind) = serde_json::from_str::<Kind>(body) else {
+        return parse_event(body).map(Message::Event);
+    };
+    let internal = |marker: &str, e: serde_json::Error| ParseError::Invalid {
+        field: marker.to_string(),
+        reason: format!("not a valid internal message: {e}"),
+    };
+    match kind {
+        Kind {
+            dataflows_retry: Some(_),
+            ..
+        } => serde_json::from_str(body)
+            .map(Message::Retry)
+            .map_err(|e| internal("dataflows_retry", e)),
+        Kind {
+            dataflows_dead_letter: Some(_),
+            ..
+        } => serde_json::from_str(body)
+            .map(Message::Redrive)
+            .map_err(|e| internal("dataflows_dead_letter", e)),
+        _ => parse_event(body).map(Message::Event),
     }
-    if body.contains("\"dataflows_dead_letter\"") {
-        if let Ok(letter) = serde_json::from_str::<DeadLetter>(body) {
-            return Ok(Message::Redrive(letter));
-        }
-    }
-    parse_event(body).map(Message::Event)
+}
+
+/// Which kind of message a body is, from its marker field alone: one pass that skips every value.
+/// The markers are the wire format of retries and dead letters (kept, so that messages already
+/// on a queue during a deploy still parse); an input event has neither.
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(default)]
+    dataflows_retry: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    dataflows_dead_letter: Option<serde::de::IgnoredAny>,
 }
 
 #[cfg(test)]
@@ -297,11 +320,24 @@ mod tests {
         assert_eq!(parse_message(&text), Ok(Message::Retry(task)));
         let event = r#"{"id":"e","type":"contact.deleted","account_id":"a","occurred_at":"2026-11-30T10:00:00Z","data":{"contact_id":"c"}}"#;
         assert!(matches!(parse_message(event), Ok(Message::Event(_))));
-        // Not a valid task and not an event: the event parser's precise error.
-        assert!(matches!(
-            parse_message(r#"{"dataflows_retry": 1}"#),
-            Err(ParseError::Missing { .. })
-        ));
+        // Marked as a retry but not one: refused as such, never read as an event.
+        let refused = parse_message(r#"{"dataflows_retry": 1, "id": "e", "type": "contact.deleted"}"#);
+        assert!(
+            matches!(&refused, Err(e @ ParseError::Invalid { .. }) if e.field() == Some("dataflows_retry")),
+            "{refused:?}"
+        );
+        let refused = parse_message(r#"{"dataflows_dead_letter": 1}"#);
+        assert!(
+            matches!(&refused, Err(e) if e.field() == Some("dataflows_dead_letter")),
+            "{refused:?}"
+        );
+        // A marker's name inside a value is not a marker.
+        let event = r#"{"id":"e","type":"contact.deleted","account_id":"a","occurred_at":"2026-11-30T10:00:00Z","data":{"contact_id":"\"dataflows_retry\""}}"#;
+        assert!(
+            matches!(parse_message(event), Ok(Message::Event(_))),
+            "{:?}",
+            parse_message(event)
+        );
     }
 
     fn key(byte: u8) -> SealKey {
