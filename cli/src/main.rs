@@ -506,7 +506,7 @@ async fn send_test(t: &target::Target, account: &str, id: &str, trigger: Option<
     let webhook_id = webhook.id_for(&sub.subscription_id);
     let client = build_client(t.local).map_err(env("building the HTTP client"))?;
     let now = chrono::Utc::now().timestamp();
-    let sent = send(&client, &sub, &webhook_id, now, &webhook.body, !t.local).await;
+    let sent = send(&client, &sub, &webhook_id, now, &webhook.body, t.local).await;
     let (ok, status, latency_ms, detail) = match &sent {
         Ok(d) => (true, Some(d.status), Some(d.latency.as_millis() as u64), String::new()),
         Err(DeliveryError::FailureStatus { status, body, .. }) => {

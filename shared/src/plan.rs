@@ -6,7 +6,7 @@
 use crate::event::InputEvent;
 use crate::rules::Emit;
 use crate::subscription::Subscription;
-use crate::webhook::Webhook;
+use crate::webhook::{Webhook, WebhookId};
 
 /// One delivery to make: which of the event's webhooks, to whom, under which stable id.
 #[derive(Debug, Clone)]
@@ -14,7 +14,7 @@ pub struct Delivery<'s> {
     /// Index into the webhooks the deliveries were planned from.
     pub webhook: usize,
     pub subscription: &'s Subscription,
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
 }
 
 /// The webhook body of each emit, in order.

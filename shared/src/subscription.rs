@@ -142,7 +142,27 @@ pub struct Subscription {
     pub failing_since: Option<i64>,
 }
 
+/// Where a subscription lives: its account and its id within the account (the table's key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionKey {
+    pub account_id: String,
+    pub subscription_id: String,
+}
+
+impl std::fmt::Display for SubscriptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.account_id, self.subscription_id)
+    }
+}
+
 impl Subscription {
+    pub fn key(&self) -> SubscriptionKey {
+        SubscriptionKey {
+            account_id: self.account_id.clone(),
+            subscription_id: self.subscription_id.clone(),
+        }
+    }
+
     /// Whether this subscription should receive `trigger` at all.
     pub fn wants(&self, trigger: Trigger) -> bool {
         self.enabled && self.triggers.contains(trigger)

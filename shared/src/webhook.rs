@@ -7,6 +7,37 @@ use sha2::{Digest, Sha256};
 use crate::event::InputEvent;
 use crate::trigger::Trigger;
 
+/// A webhook's id: `msg_` and 32 hex digits ([`Webhook::id_for`]), the same on every attempt. On
+/// the wire (retries, dead letters, the `webhook-id` header) it is the plain string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct WebhookId(String);
+
+impl WebhookId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for WebhookId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An id read back from a message or a claim (already made by [`Webhook::id_for`]).
+impl From<String> for WebhookId {
+    fn from(id: String) -> Self {
+        WebhookId(id)
+    }
+}
+
+impl From<&str> for WebhookId {
+    fn from(id: &str) -> Self {
+        WebhookId(id.to_string())
+    }
+}
+
 /// A webhook to send: the trigger and its serialized body, shared by every subscription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
@@ -40,7 +71,7 @@ impl Webhook {
 
     /// `msg_` and 32 hex digits of SHA-256 over (event id, trigger, account, subscription): the
     /// same on every attempt and redelivery, different for every subscriber.
-    pub fn id_for(&self, subscription_id: &str) -> String {
+    pub fn id_for(&self, subscription_id: &str) -> WebhookId {
         let mut h = Sha256::new();
         for part in [
             self.event_id.as_str(),
@@ -57,7 +88,7 @@ impl Webhook {
         for b in &digest[..16] {
             id.push_str(&format!("{b:02x}"));
         }
-        id
+        WebhookId(id)
     }
 }
 
@@ -92,8 +123,8 @@ mod tests {
         let w = Webhook::new(&event("evt_1"), Trigger::ContactDeleted, &json!({}));
         let id = w.id_for("sub_1");
         assert_eq!(id, w.id_for("sub_1"));
-        assert_eq!(id.len(), 36);
-        assert!(id.starts_with("msg_"));
+        assert_eq!(id.as_str().len(), 36);
+        assert!(id.as_str().starts_with("msg_"));
         assert_ne!(id, w.id_for("sub_2"));
         let other_event = Webhook::new(&event("evt_2"), Trigger::ContactDeleted, &json!({}));
         assert_ne!(id, other_event.id_for("sub_1"));

@@ -13,8 +13,9 @@ use dataflows_shared::subscription::ParseOptions;
 const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"Rate of requests exceeds the allowed throughput."}"#;
 
 fn meta() -> ClaimMeta<'static> {
+    static ID: std::sync::LazyLock<dataflows_shared::webhook::WebhookId> = std::sync::LazyLock::new(|| "msg_1".into());
     ClaimMeta {
-        webhook_id: "msg_1",
+        webhook_id: &ID,
         account_id: "acc",
         subscription_id: "sub",
         event_id: "evt",
@@ -163,7 +164,14 @@ async fn disabling_a_deleted_subscription_is_not_an_error() {
         table: "subs".into(),
     };
     let result = writer
-        .disable("acc", "gone", "receiver answered 410 Gone", "2026-11-30T10:00:00Z")
+        .disable(
+            &dataflows_shared::subscription::SubscriptionKey {
+                account_id: "acc".into(),
+                subscription_id: "gone".into(),
+            },
+            "receiver answered 410 Gone",
+            "2026-11-30T10:00:00Z",
+        )
         .await;
     assert!(
         result.is_ok(),

@@ -59,7 +59,7 @@ async fn proxy_variables_are_ignored() {
         },
     )
     .unwrap();
-    let sent = send(&client, &sub, "msg_1", 0, b"{}", false).await;
+    let sent = send(&client, &sub, &"msg_1".into(), 0, b"{}", true).await;
     assert_eq!(sent.map(|d| d.status).ok(), Some(200), "sent to the receiver itself");
     assert_eq!(received.load(Ordering::SeqCst), 1);
     assert_eq!(proxied.load(Ordering::SeqCst), 0, "nothing went through the proxy");

@@ -60,7 +60,7 @@ async fn private_targets_are_refused_in_every_spelling() {
         let refused = parse_record(v.as_object().unwrap(), ParseOptions::default()).unwrap_err();
         assert_eq!(refused.field, "url", "{url}: {refused}");
         // ...and by the guard at send time, should a record ever get through.
-        match send(&client, &sub(url, true), "msg_1", 0, b"{}", true).await {
+        match send(&client, &sub(url, true), &"msg_1".into(), 0, b"{}", false).await {
             Err(DeliveryError::Blocked(b)) => assert!(!b.addresses.is_empty(), "{url}"),
             other => panic!("{url}: expected Blocked, got {other:?}"),
         }
@@ -88,7 +88,7 @@ async fn redirects_are_not_followed() {
     // Local receivers need the guard off; the redirect policy is what is under test.
     let client = build_client(true).unwrap();
     let url = format!("http://127.0.0.1:{port}/hook");
-    match send(&client, &sub(&url, true), "msg_1", 0, b"{}", false).await {
+    match send(&client, &sub(&url, true), &"msg_1".into(), 0, b"{}", true).await {
         Err(DeliveryError::FailureStatus { status: 302, .. }) => {}
         other => panic!("expected the 302 itself, got {other:?}"),
     }

@@ -20,12 +20,13 @@ use crate::delivery::task::{DeadLetter, RetryTask};
 use crate::store::claims::{AttemptLog, ClaimStatus};
 use crate::subscription::Subscription;
 use crate::trigger::Trigger;
+use crate::webhook::WebhookId;
 
 /// One webhook for one subscription, at one attempt.
 #[derive(Debug, Clone)]
 pub struct Job<'a> {
     pub subscription: &'a Subscription,
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
     pub trigger: Trigger,
     pub event_id: &'a str,
     pub body: &'a [u8],

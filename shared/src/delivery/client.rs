@@ -11,6 +11,7 @@ use reqwest::Client;
 use crate::delivery::ssrf::{check_literal, Blocked, GuardedResolver};
 use crate::signing::signature_header;
 use crate::subscription::Subscription;
+use crate::webhook::WebhookId;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -90,23 +91,24 @@ fn blocked_cause(err: &reqwest::Error) -> Option<Blocked> {
 }
 
 /// POST one signed webhook to one subscription; `timestamp` is this attempt's unix seconds.
-/// With `guard`, a literal IP host is checked before anything is sent (the resolver checks names).
+/// Unless `allow_private_targets` (the local stack), a literal IP host is checked before anything
+/// is sent (the resolver checks names).
 pub async fn send(
     client: &Client,
     subscription: &Subscription,
-    webhook_id: &str,
+    webhook_id: &WebhookId,
     timestamp: i64,
     body: &[u8],
-    guard: bool,
+    allow_private_targets: bool,
 ) -> Result<Delivered, DeliveryError> {
-    if guard {
+    if !allow_private_targets {
         check_literal(&subscription.url).map_err(DeliveryError::Blocked)?;
     }
-    let signature = signature_header(&subscription.secrets, webhook_id, timestamp, body);
+    let signature = signature_header(&subscription.secrets, webhook_id.as_str(), timestamp, body);
     let mut request = client
         .post(subscription.url.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header("webhook-id", webhook_id)
+        .header("webhook-id", webhook_id.as_str())
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature);
     for (name, value) in &subscription.headers {
@@ -183,7 +185,7 @@ mod tests {
             "https://2130706433/",
             "https://localhost:9/x",
         ] {
-            match send(&client, &sub(url), "msg_1", 0, b"{}", true).await {
+            match send(&client, &sub(url), &"msg_1".into(), 0, b"{}", false).await {
                 Err(DeliveryError::Blocked(b)) => assert!(!b.addresses.is_empty(), "{url}"),
                 other => panic!("{url}: expected Blocked, got {other:?}"),
             }

@@ -28,6 +28,8 @@ use crate::delivery::retry::{RetryPolicy, Verdict};
 use crate::metrics::{Metrics, Observed};
 use crate::store::claims::{Claim, ClaimError, ClaimMeta, Claims};
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
+use crate::subscription::SubscriptionKey;
+use crate::webhook::WebhookId;
 
 /// Margin kept, beyond one request's timeout, for writing the result and answering Lambda.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
@@ -41,7 +43,7 @@ pub fn must_defer(now: Instant, deadline: Option<Instant>, budget: Duration) -> 
 /// One semaphore per subscription seen, created on first use.
 pub struct Lanes {
     per_subscription: usize,
-    lanes: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<Semaphore>>>,
+    lanes: std::sync::Mutex<std::collections::HashMap<SubscriptionKey, Arc<Semaphore>>>,
 }
 
 impl Lanes {
@@ -52,14 +54,14 @@ impl Lanes {
         }
     }
 
-    pub async fn enter(&self, account_id: &str, subscription_id: &str) -> OwnedSemaphorePermit {
+    pub async fn enter(&self, key: SubscriptionKey) -> OwnedSemaphorePermit {
         let lane = {
             let mut lanes = self.lanes.lock().expect("lanes lock");
             if lanes.len() >= 1024 {
                 lanes.retain(|_, lane| Arc::strong_count(lane) > 1); // forget the idle ones
             }
             lanes
-                .entry((account_id.to_string(), subscription_id.to_string()))
+                .entry(key)
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_subscription)))
                 .clone()
         };
@@ -77,7 +79,7 @@ pub enum EngineError {
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error("webhook {0} is being sent by another invocation")]
-    Busy(String),
+    Busy(WebhookId),
 }
 
 /// How a deployment delivers: the settings the engine needs, apart from its clients.
@@ -173,7 +175,7 @@ impl Engine {
 
     pub async fn run(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
         let sub = job.subscription;
-        let _lane = self.lanes.enter(&sub.account_id, &sub.subscription_id).await;
+        let _lane = self.lanes.enter(sub.key()).await;
         let claim = {
             let _slot = self.claiming.acquire().await.expect("never closed");
             self.claim(job, Utc::now().timestamp()).await?
@@ -189,14 +191,13 @@ impl Engine {
             drop(permit); // the slot is for sends, not for the retry message
             return self.defer(job).await;
         }
-        let guard = !self.allow_private_targets;
         let result = send(
             &self.http,
             sub,
             &job.webhook_id,
             Utc::now().timestamp(),
             job.body,
-            guard,
+            self.allow_private_targets,
         )
         .await;
         drop(permit);
@@ -258,6 +259,7 @@ impl Engine {
     async fn write(&self, job: &Job<'_>, effect: &Effect) -> Result<(), EngineError> {
         let sub = job.subscription;
         let (account, id) = (sub.account_id.as_str(), sub.subscription_id.as_str());
+        let key = sub.key();
         match effect {
             Effect::FinishClaim { status, log } => self.claims.finish(&job.webhook_id, log, *status).await?,
             Effect::EnqueueRetry { task, delay } => self.queues.enqueue_retry(task, *delay).await?,
@@ -272,12 +274,12 @@ impl Engine {
                     "webhook dead-lettered"
                 );
             }
-            Effect::ClearFailing => self.subscriptions.clear_failing(account, id).await?,
+            Effect::ClearFailing => self.subscriptions.clear_failing(&key).await?,
             Effect::MarkFailing { since } => {
-                self.subscriptions.mark_failing(account, id, *since).await?;
+                self.subscriptions.mark_failing(&key, *since).await?;
             }
             Effect::Disable { reason, at } => {
-                self.subscriptions.disable(account, id, reason, at).await?;
+                self.subscriptions.disable(&key, reason, at).await?;
                 tracing::warn!(account_id = account, subscription_id = id, %reason, "subscription disabled");
             }
         }

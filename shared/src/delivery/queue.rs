@@ -67,7 +67,7 @@ impl Queues {
             .queue_url(&self.dead_letter_url)
             .message_body(to_sqs_json(&letter))
             .message_attributes("reason", attr(&sqs_text(&letter.reason)))
-            .message_attributes("webhook_id", attr(&letter.webhook_id))
+            .message_attributes("webhook_id", attr(letter.webhook_id.as_str()))
             .send()
             .await
             .map(|_| ())

@@ -14,6 +14,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::event::{parse_event, InputEvent, ParseError};
+use crate::webhook::WebhookId;
 
 /// One more attempt of one webhook to one subscription. Carries the exact body, so a retry sends
 /// the same bytes the first attempt sent, whatever state changed since.
@@ -21,7 +22,7 @@ use crate::event::{parse_event, InputEvent, ParseError};
 pub struct RetryTask {
     /// Format version; its presence marks the message as a retry.
     pub dataflows_retry: u32,
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
     pub trigger: String,
     pub account_id: String,
     pub subscription_id: String,
@@ -65,7 +66,7 @@ impl RetryTask {
 pub struct DeadLetter {
     pub dataflows_dead_letter: u32,
     pub reason: String,
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
     pub trigger: String,
     pub account_id: String,
     pub subscription_id: String,
@@ -183,7 +184,7 @@ impl RetryTask {
         ];
         with(&[
             numbers[0].as_bytes(),
-            self.webhook_id.as_bytes(),
+            self.webhook_id.as_str().as_bytes(),
             self.trigger.as_bytes(),
             self.account_id.as_bytes(),
             self.subscription_id.as_bytes(),
@@ -218,7 +219,7 @@ impl DeadLetter {
         with(&[
             numbers[0].as_bytes(),
             self.reason.as_bytes(),
-            self.webhook_id.as_bytes(),
+            self.webhook_id.as_str().as_bytes(),
             self.trigger.as_bytes(),
             self.account_id.as_bytes(),
             self.subscription_id.as_bytes(),

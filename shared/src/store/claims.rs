@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::Client;
 
 use crate::store::attributes::{n, s};
 use crate::trigger::Trigger;
+use crate::webhook::WebhookId;
 
 /// How long claims and their attempt logs are kept.
 pub const CLAIM_TTL_SECONDS: i64 = 16 * 86_400;
@@ -86,7 +87,7 @@ pub struct AttemptLog {
 /// What the claim is about, stored for operators reading the State table.
 #[derive(Debug, Clone)]
 pub struct ClaimMeta<'a> {
-    pub webhook_id: &'a str,
+    pub webhook_id: &'a WebhookId,
     pub account_id: &'a str,
     pub subscription_id: &'a str,
     pub event_id: &'a str,
@@ -97,7 +98,7 @@ pub struct ClaimMeta<'a> {
 #[error("state table {table}, webhook {webhook_id}: {source}")]
 pub struct ClaimError {
     pub table: String,
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
     #[source]
     pub source: aws_sdk_dynamodb::Error,
 }
@@ -108,7 +109,7 @@ pub struct Claims {
     pub table: String,
 }
 
-fn key(webhook_id: &str) -> HashMap<String, AttributeValue> {
+fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".to_string(), s(format!("webhook#{webhook_id}"))),
         ("sk".to_string(), s("delivery")),
@@ -118,12 +119,12 @@ fn key(webhook_id: &str) -> HashMap<String, AttributeValue> {
 impl Claims {
     fn error(
         &self,
-        webhook_id: &str,
+        webhook_id: &WebhookId,
         e: SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
     ) -> ClaimError {
         ClaimError {
             table: self.table.clone(),
-            webhook_id: webhook_id.to_string(),
+            webhook_id: webhook_id.clone(),
             source: e.into(),
         }
     }
@@ -226,7 +227,7 @@ impl Claims {
     }
 
     /// Record an attempt and the state it leaves the webhook in; releases the lease.
-    pub async fn finish(&self, webhook_id: &str, log: &AttemptLog, state: ClaimStatus) -> Result<(), ClaimError> {
+    pub async fn finish(&self, webhook_id: &WebhookId, log: &AttemptLog, state: ClaimStatus) -> Result<(), ClaimError> {
         let mut entry = HashMap::from([
             ("n".to_string(), n(log.number)),
             ("at".to_string(), n(log.at)),

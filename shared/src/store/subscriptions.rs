@@ -4,7 +4,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
 use crate::store::attributes::item_to_json;
-use crate::subscription::{parse_record, ParseOptions, RecordError, Subscription, MAX_SUBSCRIPTIONS_PER_ACCOUNT};
+use crate::subscription::{
+    parse_record, ParseOptions, RecordError, Subscription, SubscriptionKey, MAX_SUBSCRIPTIONS_PER_ACCOUNT,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("querying subscriptions of account {account_id} in table {table}: {source}")]
@@ -74,11 +76,10 @@ pub async fn load_account(
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("updating subscription {account_id}/{subscription_id} in table {table}: {source}")]
+#[error("updating subscription {key} in table {table}: {source}")]
 pub struct UpdateError {
     pub table: String,
-    pub account_id: String,
-    pub subscription_id: String,
+    pub key: SubscriptionKey,
     #[source]
     pub source: aws_sdk_dynamodb::Error,
 }
@@ -93,37 +94,29 @@ pub struct SubscriptionWriter {
 impl SubscriptionWriter {
     fn update(
         &self,
-        account_id: &str,
-        subscription_id: &str,
+        key: &SubscriptionKey,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
-            .key("account_id", AttributeValue::S(account_id.to_string()))
-            .key("subscription_id", AttributeValue::S(subscription_id.to_string()))
+            .key("account_id", AttributeValue::S(key.account_id.clone()))
+            .key("subscription_id", AttributeValue::S(key.subscription_id.clone()))
             // Never recreate a record the customer deleted.
             .condition_expression("attribute_exists(account_id)")
     }
 
-    fn error(&self, account_id: &str, subscription_id: &str, e: impl Into<aws_sdk_dynamodb::Error>) -> UpdateError {
+    fn error(&self, key: &SubscriptionKey, e: impl Into<aws_sdk_dynamodb::Error>) -> UpdateError {
         UpdateError {
             table: self.table.clone(),
-            account_id: account_id.to_string(),
-            subscription_id: subscription_id.to_string(),
+            key: key.clone(),
             source: e.into(),
         }
     }
 
     /// `enabled = false` with the reason and time.
-    pub async fn disable(
-        &self,
-        account_id: &str,
-        subscription_id: &str,
-        reason: &str,
-        now: &str,
-    ) -> Result<(), UpdateError> {
+    pub async fn disable(&self, key: &SubscriptionKey, reason: &str, now: &str) -> Result<(), UpdateError> {
         let result = self
-            .update(account_id, subscription_id)
+            .update(key)
             .update_expression("SET enabled = :f, disabled_reason = :r, updated_at = :now")
             .expression_attribute_values(":f", AttributeValue::Bool(false))
             .expression_attribute_values(":r", AttributeValue::S(reason.to_string()))
@@ -133,14 +126,14 @@ impl SubscriptionWriter {
         match result {
             Ok(_) => Ok(()),
             Err(e) if is_conditional_failure(&e) => Ok(()), // deleted meanwhile: nothing to disable
-            Err(e) => Err(self.error(account_id, subscription_id, e)),
+            Err(e) => Err(self.error(key, e)),
         }
     }
 
     /// Start the failing streak if none is running; returns when it started (unix seconds).
-    pub async fn mark_failing(&self, account_id: &str, subscription_id: &str, now: i64) -> Result<i64, UpdateError> {
+    pub async fn mark_failing(&self, key: &SubscriptionKey, now: i64) -> Result<i64, UpdateError> {
         let result = self
-            .update(account_id, subscription_id)
+            .update(key)
             .update_expression("SET failing_since = if_not_exists(failing_since, :now)")
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
@@ -154,21 +147,17 @@ impl SubscriptionWriter {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(now)),
             Err(e) if is_conditional_failure(&e) => Ok(now),
-            Err(e) => Err(self.error(account_id, subscription_id, e)),
+            Err(e) => Err(self.error(key, e)),
         }
     }
 
     /// End the failing streak after a success.
-    pub async fn clear_failing(&self, account_id: &str, subscription_id: &str) -> Result<(), UpdateError> {
-        let result = self
-            .update(account_id, subscription_id)
-            .update_expression("REMOVE failing_since")
-            .send()
-            .await;
+    pub async fn clear_failing(&self, key: &SubscriptionKey) -> Result<(), UpdateError> {
+        let result = self.update(key).update_expression("REMOVE failing_since").send().await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(self.error(account_id, subscription_id, e)),
+            Err(e) => Err(self.error(key, e)),
         }
     }
 }
