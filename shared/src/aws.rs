@@ -12,12 +12,12 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use crate::config::ConfigError;
 
 /// Attempts per AWS call and the connect timeout: the SDK's standard settings, stated here.
-pub const MAX_ATTEMPTS: u32 = 3;
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+pub(crate) const MAX_ATTEMPTS: u32 = 3;
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
 /// Where and as whom the functions call AWS. No `Debug`: it holds the secret key.
 #[derive(Clone, PartialEq)]
-pub struct AwsEnv {
+pub(crate) struct AwsEnv {
     pub region: String,
     pub access_key_id: String,
     secret_access_key: String,
@@ -29,11 +29,11 @@ pub struct AwsEnv {
 }
 
 impl AwsEnv {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub(crate) fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(&std::env::vars().collect())
     }
 
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |var: &str| {
             vars.get(var)
                 .map(|s| s.trim())
@@ -88,7 +88,7 @@ impl AwsEnv {
         )
     }
 
-    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+    pub(crate) fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         use aws_sdk_dynamodb::config::{retry::RetryConfig, timeout::TimeoutConfig, Builder};
         let mut b = Builder::new()
             .behavior_version(BehaviorVersion::latest())
@@ -102,7 +102,7 @@ impl AwsEnv {
         aws_sdk_dynamodb::Client::from_conf(b.build())
     }
 
-    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+    pub(crate) fn sqs(&self) -> aws_sdk_sqs::Client {
         use aws_sdk_sqs::config::{retry::RetryConfig, timeout::TimeoutConfig, Builder};
         let mut b = Builder::new()
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())

@@ -12,13 +12,13 @@ use futures::{FutureExt, StreamExt};
 /// is failed instead (every record is redelivered: nothing is lost).
 #[derive(Debug, thiserror::Error)]
 #[error("{count} failed record(s) have no messageId; failing the whole batch so none is lost")]
-pub struct UnidentifiedFailure {
+pub(crate) struct UnidentifiedFailure {
     pub count: usize,
 }
 
 /// Process `records` (each with its SQS message id) with at most `concurrency` in flight.
 /// `handle` returns `Err(reason)` for a record that must be redelivered.
-pub async fn run_batch<T, F, Fut, E>(
+pub(crate) async fn run_batch<T, F, Fut, E>(
     records: Vec<(Option<String>, T)>,
     concurrency: usize,
     handle: F,

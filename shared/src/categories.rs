@@ -65,7 +65,7 @@ async fn after_refusal(state: &StateStore, r: Refusal, attempt: usize) -> Result
 
 /// What `category` emits for `event`, given the account's subscriptions. The performance
 /// category's status receipts go through [`count_outcomes`] a batch at a time instead.
-pub async fn decide(
+pub(crate) async fn decide(
     category: Category,
     state: &StateStore,
     event: &InputEvent,
@@ -166,13 +166,13 @@ async fn message_status(
 // ---------------------------------------------------------------- outcome counts (performance)
 
 /// A fresh batch token: 64 random bits.
-pub fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
 /// Count the final outcomes of one account's status receipts in a batch and evaluate its rate
 /// alerts: one result per event, in order. `token` names this batch's counter updates.
-pub async fn count_outcomes(
+pub(crate) async fn count_outcomes(
     state: &StateStore,
     events: &[&InputEvent],
     subs: &AccountSubscriptions,
@@ -475,7 +475,7 @@ struct ContactSnapshot {
 }
 
 /// What one event's evaluation reads; empty when no subscription needs the state.
-pub fn reads(category: Category, event: &InputEvent, subs: &AccountSubscriptions) -> Vec<Key> {
+pub(crate) fn reads(category: Category, event: &InputEvent, subs: &AccountSubscriptions) -> Vec<Key> {
     let wants = |t: Trigger| subs.valid.iter().any(|s| s.wants(t));
     let account = &event.account_id;
     match (category, &event.data) {
@@ -509,7 +509,7 @@ pub fn reads(category: Category, event: &InputEvent, subs: &AccountSubscriptions
 }
 
 /// The state read for one evaluation: each key's document, absent when the item does not exist.
-pub type Snapshot = BTreeMap<Key, Versioned<Value>>;
+pub(crate) type Snapshot = BTreeMap<Key, Versioned<Value>>;
 
 fn typed<T: serde::de::DeserializeOwned>(snap: &Snapshot, key: &Key) -> Result<Option<Versioned<T>>, StateStoreError> {
     snap.get(key)
@@ -536,7 +536,7 @@ fn put<T: serde::Serialize>(key: Key, doc: &T, prev: Option<u64>) -> Write {
 }
 
 /// Pure: the emits and the state writes of one event, over what `reads` read.
-pub fn evaluate(
+pub(crate) fn evaluate(
     category: Category,
     snap: &Snapshot,
     event: &InputEvent,

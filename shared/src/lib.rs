@@ -7,9 +7,12 @@
 //! ([`signing`]), the catalogue's examples ([`catalogue`]) and the stores for the CLI; the pure
 //! cores ([`rules`], [`plan`], [`delivery::attempt`], [`delivery::retry`]) for tests and
 //! benchmarks. The shell's internals (the category evaluation, the batch runner, the AWS client
-//! settings, logging and metrics) are private, so an unused item there is a compiler warning.
+//! settings, logging and metrics) are private, so an unused item there is a compiler warning, and
+//! `unreachable_pub` keeps their items `pub(crate)`.
 //! (Checked once with every module private but `app`: nothing was unused but what the CLI, the
 //! tests and the benchmarks use.)
+
+#![warn(unreachable_pub)]
 
 pub mod app;
 mod aws;

@@ -8,7 +8,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// The crates whose logs LOG_LEVEL governs: the library and the six functions.
-pub const OWN_CRATES: &[&str] = &[
+pub(crate) const OWN_CRATES: &[&str] = &[
     "dataflows_shared",
     "sms",
     "operations",
@@ -20,7 +20,7 @@ pub const OWN_CRATES: &[&str] = &[
 
 /// The filter directives for a LOG_LEVEL: `warn` for everything, the level for ours. A level
 /// that is not one of error, warn, info, debug, trace (any case) is `info`.
-pub fn directives(level: &str) -> String {
+pub(crate) fn directives(level: &str) -> String {
     let level = match level.trim().to_ascii_lowercase().as_str() {
         l @ ("error" | "warn" | "info" | "debug" | "trace") => l.to_string(),
         _ => "info".to_string(),
@@ -33,7 +33,7 @@ pub fn directives(level: &str) -> String {
     out
 }
 
-pub fn init() {
+pub(crate) fn init() {
     let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let filter = EnvFilter::try_new(directives(&level)).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::trigger::Category;
 
-pub const NAMESPACE: &str = "DataFlows/SmsWebhooks";
+pub(crate) const NAMESPACE: &str = "DataFlows/SmsWebhooks";
 /// EMF accepts at most 100 values per metric in one line.
 const MAX_VALUES: usize = 100;
 
@@ -93,7 +93,7 @@ impl Metrics {
 }
 
 /// The EMF line for one batch, or `None` when nothing was attempted.
-pub fn emf(category: Category, counts: Counts, latencies_ms: &[f64], timestamp_ms: i64) -> Option<Value> {
+pub(crate) fn emf(category: Category, counts: Counts, latencies_ms: &[f64], timestamp_ms: i64) -> Option<Value> {
     if counts == Counts::default() {
         return None;
     }
