@@ -1,8 +1,8 @@
 //! The DynamoDB and SQS clients, configured from what Lambda puts in the environment: region,
 //! the execution role's credentials, and (locally) an endpoint. This replaces `aws-config`'s
 //! default chain, which also knows profile files, SSO, IMDS, ECS and web identity: none of them
-//! exists in a Lambda function, and carrying them cost 0.76 MB of every bootstrap
-//! (docs/performance.md).
+//! exists in a Lambda function, and carrying them enlarges every bootstrap (docs/performance.md,
+//! "Binary size", has the figure).
 
 use std::collections::HashMap;
 use std::time::Duration;

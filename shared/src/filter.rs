@@ -7,8 +7,8 @@
 //! wildcard), `numeric` ranges, `exists`, `equals-ignore-case`, `wildcard` (`*` only) and `$or`.
 //! When the field is an array, the condition matches if any element does.
 //!
-//! Why not a crate: `quamina` 0.7.0 (the maintained Rust port of Tim Bray's matcher) was tried on
-//! 2026-11-30 against the EventBridge documentation examples below; it rejects `$or`,
+//! Why not a crate: `quamina` 0.7.0 (the maintained Rust port of Tim Bray's matcher), tried
+//! against the EventBridge documentation examples below, rejects `$or`,
 //! `anything-but` with `prefix`/`suffix`/`equals-ignore-case`, and `prefix`/`suffix` with
 //! `equals-ignore-case` (6 of the 8 forms tried), all of which docs/design.md §5 asks for.
 //!
