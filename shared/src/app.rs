@@ -3,7 +3,6 @@
 //! account), evaluate the category's rules, and hand each (webhook, subscription) to the delivery
 //! engine. Retry messages on the queue go straight to the engine.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,13 +14,13 @@ use tokio::sync::Semaphore;
 
 use crate::aws::AwsEnv;
 use crate::batch::run_batch;
-use crate::categories::{count_outcomes, decide, new_token};
+use crate::categories::{count_batch, decide};
 use crate::config::Settings;
 use crate::delivery::client::build_client_with_timeout;
 use crate::delivery::engine::{Engine, EngineConfig, EngineError, Handled, Job};
 use crate::delivery::queue::Queues;
 use crate::delivery::task::{parse_message, Message, RetryTask};
-use crate::event::{EventData, InputEvent, ParseError};
+use crate::event::{InputEvent, ParseError};
 use crate::plan;
 use crate::rules::{check_consumed, Emit, RuleError};
 use crate::store::claims::Claims;
@@ -191,7 +190,18 @@ impl App {
             deadline,
         };
         if self.settings.category == Category::Performance {
-            self.count_batch(&mut records, &batch.loaded).await;
+            let events = records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, r))| match &r.parsed {
+                    Ok(Message::Event(e)) => Some((i, e)),
+                    _ => None,
+                })
+                .collect();
+            let counted = count_batch(&self.state, events, &batch.loaded, Utc::now()).await;
+            for (i, result) in counted {
+                records[i].1.decided = Some(result);
+            }
         }
         let all = records.len().max(1); // `evaluating`, the lanes and the limiter bound the work
         let response = run_batch(records, all, |parsed| self.process(parsed, &batch)).await;
@@ -205,43 +215,6 @@ impl App {
             println!("{line}");
         }
         Ok(response?)
-    }
-
-    /// The performance category counts a batch's outcomes per account in one pass (one update per
-    /// counter item per batch: categories::count_outcomes) before the records are delivered.
-    async fn count_batch(&self, records: &mut [(Option<String>, Incoming)], loaded: &Loaded) {
-        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, (_, r)) in records.iter().enumerate() {
-            if let Ok(Message::Event(e)) = &r.parsed {
-                if matches!(e.data, EventData::SmsStatusChanged(_)) && matches!(loaded.get(&e.account_id), Some(Ok(_)))
-                {
-                    groups.entry(e.account_id.as_str()).or_default().push(i);
-                }
-            }
-        }
-        let now = Utc::now();
-        let decided = join_all(groups.into_iter().map(|(account, indexes)| {
-            let events: Vec<&InputEvent> = indexes
-                .iter()
-                .filter_map(|i| match &records[*i].1.parsed {
-                    Ok(Message::Event(e)) => Some(e),
-                    _ => None,
-                })
-                .collect();
-            let subs = match loaded.get(account) {
-                Some(Ok(subs)) => subs.clone(),
-                _ => unreachable!("grouped only accounts whose subscriptions loaded"),
-            };
-            async move {
-                let token = new_token();
-                let results = count_outcomes(&self.state, &events, &subs, now, &token).await;
-                indexes.into_iter().zip(results).collect::<Vec<_>>()
-            }
-        }))
-        .await;
-        for (i, result) in decided.into_iter().flatten() {
-            records[i].1.decided = Some(result);
-        }
     }
 
     fn subscriptions<'l>(

@@ -26,6 +26,7 @@ use crate::rules::counting::{self, AlertInput, Marker, Outcome, Role};
 use crate::rules::state::{self as pure, BalanceState, MessageStatus, StatusStep};
 use crate::rules::{self, CampaignCounts, Emit};
 use crate::store::keys::{self, Key};
+use crate::store::loader::Loaded;
 use crate::store::state::{Applied, Refusal, StateStore, StateStoreError, TokenState, Versioned, Write};
 use crate::store::subscriptions::AccountSubscriptions;
 use crate::trigger::{Category, Trigger};
@@ -164,6 +165,38 @@ async fn message_status(
 }
 
 // ---------------------------------------------------------------- outcome counts (performance)
+
+/// The performance category's status receipts of one batch, counted per account in one pass
+/// (one update per counter item per batch, [`count_outcomes`]) before the records are delivered:
+/// what each decided, by the index it was given. Accounts whose subscriptions did not load are
+/// left out (their records fail on their own).
+pub(crate) async fn count_batch<'e>(
+    state: &StateStore,
+    events: Vec<(usize, &'e InputEvent)>,
+    loaded: &Loaded,
+    now: DateTime<Utc>,
+) -> Vec<(usize, Result<Vec<Emit>, StateStoreError>)> {
+    let mut groups: HashMap<&str, (Vec<usize>, Vec<&'e InputEvent>)> = HashMap::new();
+    for (i, e) in events {
+        if matches!(e.data, EventData::SmsStatusChanged(_)) && matches!(loaded.get(&e.account_id), Some(Ok(_))) {
+            let group = groups.entry(e.account_id.as_str()).or_default();
+            group.0.push(i);
+            group.1.push(e);
+        }
+    }
+    let decided = futures::future::join_all(groups.into_iter().map(|(account, (indexes, events))| {
+        let subs = match loaded.get(account) {
+            Some(Ok(subs)) => subs.clone(),
+            _ => unreachable!("grouped only accounts whose subscriptions loaded"),
+        };
+        async move {
+            let results = count_outcomes(state, &events, &subs, now, &new_token()).await;
+            indexes.into_iter().zip(results).collect::<Vec<_>>()
+        }
+    }))
+    .await;
+    decided.into_iter().flatten().collect()
+}
 
 /// A fresh batch token: 64 random bits.
 pub(crate) fn new_token() -> String {
