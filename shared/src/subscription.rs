@@ -2,8 +2,8 @@
 //! their validation. Parsing works on plain JSON (the DynamoDB adapter converts attribute values
 //! first), so every rule here is a pure function with a table test.
 
-use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::Url;
+use http::header::{HeaderName, HeaderValue};
+use url::Url;
 use serde_json::{Map, Value};
 
 use crate::event::json_kind;
