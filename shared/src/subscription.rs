@@ -3,8 +3,8 @@
 //! first), so every rule here is a pure function with a table test.
 
 use http::header::{HeaderName, HeaderValue};
-use url::Url;
 use serde_json::{Map, Value};
+use url::Url;
 
 use crate::event::json_kind;
 use crate::filter::Filter;
