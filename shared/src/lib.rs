@@ -14,6 +14,7 @@
 
 #![warn(unreachable_pub)]
 
+pub mod addresses;
 pub mod app;
 mod aws;
 mod batch;

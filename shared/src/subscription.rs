@@ -591,7 +591,7 @@ fn parse_url(ctx: &Ctx, v: Option<&Value>, opts: ParseOptions) -> Result<Url, Re
             None
         }
     };
-    if let Some(ip) = literal.filter(|ip| !opts.allow_private_targets && !crate::delivery::ssrf::is_allowed(*ip)) {
+    if let Some(ip) = literal.filter(|ip| !opts.allow_private_targets && !crate::addresses::is_allowed(*ip)) {
         return Err(ctx.err(
             "url",
             format!(

@@ -8,7 +8,8 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::redirect::Policy;
 use reqwest::Client;
 
-use crate::delivery::ssrf::{check_literal, Blocked, GuardedResolver};
+use crate::addresses::{check_literal, Blocked};
+use crate::delivery::ssrf::GuardedResolver;
 use crate::signing::signature_header;
 use crate::subscription::Subscription;
 use crate::webhook::WebhookId;
