@@ -11,7 +11,7 @@ ROOT = local_stack.ROOT
 
 def rust_const(path: str, name: str) -> int:
     text = (ROOT / path).read_text()
-    m = re.search(rf"pub const {name}: i64 = ([0-9_ *]+);", text)
+    m = re.search(rf"pub(?:\(crate\))? const {name}: i64 = ([0-9_ *]+);", text)
     assert m, f"{name} not found in {path}"
     return eval(m.group(1).replace("_", ""))  # noqa: S307 - a literal product like 16 * 86400
 

@@ -35,8 +35,8 @@ STAT = re.compile(r"^(Sum|Average|Maximum|Minimum|SampleCount|p\d{1,2}(\.\d+)?|p
 def emitted() -> tuple[str, set[str], set[frozenset[str]]]:
     """(namespace, metric names, dimension sets) of the EMF line shared/src/metrics.rs writes."""
     code = METRICS_RS.read_text()
-    namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)";', code).group(1)
-    emf = code[code.index("pub fn emf("):code.index("#[cfg(test)]")]
+    namespace = re.search(r'pub(?:\(crate\))? const NAMESPACE: &str = "([^"]+)";', code).group(1)
+    emf = code[re.search(r"pub(?:\(crate\))? fn emf\(", code).start():code.index("#[cfg(test)]")]
     names = set(re.findall(r'json!\(\{\s*"Name":\s*"(\w+)"', emf))
     # A name in CloudWatchMetrics only becomes a metric if the line also carries its value.
     valued = {n for n in names if re.search(rf'"{n}":\s*counts\.|line\["{n}"\]\s*=', emf)}

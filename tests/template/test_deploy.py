@@ -111,7 +111,7 @@ def emf_line_level() -> str:
     level value field is invalid or missing, Lambda will assign the log output the level INFO",
     https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html)."""
     code = METRICS_RS.read_text()
-    emf = code[code.index("pub fn emf("):]
+    emf = code[re.search(r"pub(?:\(crate\))? fn emf\(", code).start():]
     assert "CloudWatchMetrics" in emf, "could not find the EMF line in metrics.rs"
     # It is printed as is (println!), not through tracing, so it gets no `level` there either.
     assert re.search(r"println!\(\"\{line\}\"\)", APP_RS.read_text()), "the EMF line is no longer println!ed"
