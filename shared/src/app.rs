@@ -37,7 +37,7 @@ pub struct App {
     pub engine: Engine,
     pub subscriptions: SubscriptionLoader,
     /// Records evaluated at once (`record_concurrency`). Only the evaluation holds a slot: the
-    /// deliveries that follow are bounded by the engine's lanes and limiter, so a record whose
+    /// deliveries that follow are bounded by the engine's lanes and send slots, so a record whose
     /// receiver is slow never keeps the batch's other records from being evaluated and sent.
     pub evaluating: Semaphore,
 }
@@ -203,7 +203,7 @@ impl App {
                 records[i].1.decided = Some(result);
             }
         }
-        let all = records.len().max(1); // `evaluating`, the lanes and the limiter bound the work
+        let all = records.len().max(1); // `evaluating`, the lanes and the send slots bound the work
         let response = run_batch(records, all, |parsed| self.process(parsed, &batch)).await;
         let (counts, latencies) = self.engine.metrics().take();
         if let Some(line) = crate::metrics::emf(

@@ -568,6 +568,24 @@ fn put<T: serde::Serialize>(key: Key, doc: &T, prev: Option<u64>) -> Write {
     }
 }
 
+/// The write that stores a contact as of `at`, unless the stored snapshot is newer: a late event
+/// never overwrites what a later one wrote (SQS does not keep order).
+fn contact_snapshot(
+    key: Key,
+    contact: &Map<String, Value>,
+    at: Timestamp,
+    prev: Option<&Versioned<ContactSnapshot>>,
+) -> Option<Write> {
+    if prev.is_some_and(|p| at < p.doc.occurred_at) {
+        return None;
+    }
+    let doc = ContactSnapshot {
+        contact: contact.clone(),
+        occurred_at: at,
+    };
+    Some(put(key, &doc, prev.map(|p| p.version)))
+}
+
 /// Pure: the emits and the state writes of one event, over what `reads` read.
 pub(crate) fn evaluate(
     category: Category,
@@ -606,27 +624,19 @@ pub(crate) fn evaluate(
             if fed {
                 let key = keys::contact(account, &d.contact_id);
                 let prev: Option<Versioned<ContactSnapshot>> = typed(snap, &key)?;
-                let doc = ContactSnapshot {
-                    contact: d.contact.clone(),
-                    occurred_at: at,
-                };
-                writes.push(put(key, &doc, prev.map(|p| p.version)));
+                writes.extend(contact_snapshot(key, &d.contact, at, prev.as_ref()));
             }
         }
         (Category::Contacts, EventData::ContactUpdated(d)) if fed => {
             let key = keys::contact(account, &d.contact_id);
             let prev: Option<Versioned<ContactSnapshot>> = typed(snap, &key)?;
-            if prev.as_ref().is_some_and(|p| at < p.doc.occurred_at) {
+            let Some(write) = contact_snapshot(key, &d.contact, at, prev.as_ref()) else {
                 return Ok((emits, writes)); // older than the snapshot: stale
-            }
+            };
             let empty = Map::new();
             let previous = prev.as_ref().map_or(&empty, |p| &p.doc.contact);
             emits.push(Emit::all(Trigger::ContactUpdated, rules::contact_updated(d, previous)));
-            let doc = ContactSnapshot {
-                contact: d.contact.clone(),
-                occurred_at: at,
-            };
-            writes.push(put(key, &doc, prev.map(|p| p.version)));
+            writes.push(write);
         }
         (Category::Contacts, EventData::ContactDeleted(d)) if fed => {
             let key = keys::contact(account, &d.contact_id);
@@ -815,6 +825,44 @@ mod tests {
         let updated = event("contact.updated", json!({"contact_id": "c1", "contact": {}}));
         let err = evaluate(Category::Contacts, &snap, &updated, &all).unwrap_err();
         assert!(matches!(err, StateStoreError::Corrupt { key: k, .. } if k == key));
+    }
+
+    #[test]
+    fn a_late_contact_added_never_overwrites_a_newer_snapshot() {
+        let all = subs(&[sub("s", json!("*"))]);
+        let key = keys::contact("acc", "c1");
+        let mut snap = Snapshot::new();
+        let newer = json!({"contact": {"name": "Dana B."}, "occurred_at": "2026-11-30T11:00:00Z"});
+        snap.insert(key.clone(), Versioned { doc: newer, version: 2 });
+        let added = event(
+            "contact.added",
+            json!({"contact_id": "c1", "contact": {"name": "Dana"}}),
+        );
+        let (emits, writes) = evaluate(Category::Contacts, &snap, &added, &all).unwrap();
+        assert_eq!(emits.len(), 1, "the webhook still goes out");
+        assert!(
+            writes.is_empty(),
+            "the 10:00 snapshot does not replace the 11:00 one: {writes:?}"
+        );
+        let mut older = Snapshot::new();
+        older.insert(
+            key.clone(),
+            Versioned {
+                doc: json!({"contact": {}, "occurred_at": "2026-11-30T09:00:00Z"}),
+                version: 1,
+            },
+        );
+        let (_, writes) = evaluate(Category::Contacts, &older, &added, &all).unwrap();
+        assert!(
+            matches!(&writes[..], [Write::Put { expect: Some(1), .. }]),
+            "{writes:?}"
+        );
+        let updated = event("contact.updated", json!({"contact_id": "c1", "contact": {"name": "X"}}));
+        let (emits, writes) = evaluate(Category::Contacts, &snap, &updated, &all).unwrap();
+        assert!(
+            emits.is_empty() && writes.is_empty(),
+            "a stale update emits and writes nothing"
+        );
     }
 
     #[test]
