@@ -874,7 +874,7 @@ async fn walk_letters(
     t: &target::Target,
     filter: &LetterFilter,
     mut take: impl AsyncFnMut(&str, &aws_sdk_sqs::types::Message, &Value) -> Result<bool, String>,
-    mut looked: impl FnMut(usize),
+    mut looked: impl FnMut(usize, usize),
 ) -> Result<(Vec<Value>, usize), (Failure, Value)> {
     let categories = chosen_categories(filter)?;
     let sqs = aws_sdk_sqs::Client::new(&t.config);
@@ -930,7 +930,7 @@ async fn walk_letters(
                     hidden.extend(m.receipt_handle().map(str::to_string));
                 }
                 count += 1;
-                looked(count);
+                looked(count, failed);
             }
         }
         for handle in hidden {
@@ -950,23 +950,16 @@ async fn walk_letters(
 async fn dead_letters(t: &target::Target, cmd: &DeadLettersCmd) -> Outcome {
     match cmd {
         DeadLettersCmd::List { filter } => {
-            let (letters, _) = walk_letters(t, filter, async |_, _, _| Ok(false), |_| ()).await?;
+            let (letters, _) = walk_letters(t, filter, async |_, _, _| Ok(false), |_, _| ()).await?;
             Ok(json!({"dead_letters": letters}))
         }
         DeadLettersCmd::Redrive { filter, max } => {
             let sqs = aws_sdk_sqs::Client::new(&t.config);
             let bar = progress::Bar::new(letters_waiting(t, filter).await?);
-            // Shared by the two callbacks: `take` counts what it moved and what failed, the
-            // per-message one draws the bar.
+            // Shared by the two callbacks: `take` counts what it moved, the per-message one
+            // (given what was looked at and failed so far) draws the bar.
             let moved = std::cell::Cell::new(0usize);
-            let failing = std::cell::Cell::new(0usize);
-            let looked = std::cell::Cell::new(0usize);
-            let tally = || progress::Tally {
-                looked: looked.get(),
-                moved: moved.get(),
-                skipped: looked.get() - moved.get() - failing.get(),
-                failed: failing.get(),
-            };
+            let last = std::cell::Cell::new(progress::Tally::default());
             let (matched, failed) = walk_letters(
                 t,
                 filter,
@@ -974,20 +967,23 @@ async fn dead_letters(t: &target::Target, cmd: &DeadLettersCmd) -> Outcome {
                     if moved.get() >= *max {
                         return Ok(false);
                     }
-                    let moved_one = redrive_one(&sqs, t, category, m).await;
-                    match moved_one {
-                        Ok(()) => moved.set(moved.get() + 1),
-                        Err(_) => failing.set(failing.get() + 1),
-                    }
-                    moved_one.map(|()| true)
+                    redrive_one(&sqs, t, category, m).await?;
+                    moved.set(moved.get() + 1);
+                    Ok(true)
                 },
-                |n| {
-                    looked.set(n);
-                    bar.show(tally());
+                |looked, failed| {
+                    let tally = progress::Tally {
+                        looked,
+                        moved: moved.get(),
+                        skipped: looked - moved.get() - failed,
+                        failed,
+                    };
+                    last.set(tally);
+                    bar.show(tally);
                 },
             )
             .await?;
-            bar.finish(tally());
+            bar.finish(last.get());
             let moved = moved.get();
             let out = json!({"moved": moved, "matched": matched.len(), "skipped": matched.len() - moved - failed,
                              "failed": failed});
