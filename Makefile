@@ -69,7 +69,7 @@ redrive:          ## move a category's dead letters back to its queue on the loc
 	cargo run -q -p dataflows-cli -- dead-letters redrive $(if $(CATEGORY),--category $(CATEGORY))
 
 schemas:          ## regenerate schemas/ from the Rust types
-	UPDATE_SCHEMAS=1 cargo test -p dataflows-shared --test schemas
+	UPDATE_SCHEMAS=1 cargo test -p dataflows-shared --test suite schemas::
 
 clean:
 	rm -rf .local .aws-sam target

@@ -12,6 +12,6 @@ fi
 python=${PYTHON:-python3}
 "$python" -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is required"'
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r infra/requirements.lock
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r infra/requirements.lock
 echo "$want" > "$stamp"
 echo "local tools installed into $venv"

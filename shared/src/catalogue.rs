@@ -1,6 +1,6 @@
 //! The catalogue's example of every trigger: the sample input events of events/ (embedded) run
 //! through the same rule functions the functions run. docs/webhooks.md is generated from it
-//! (shared/tests/catalogue.rs), and `dataflows send-test` sends it.
+//! (shared/tests/suite/catalogue.rs), and `dataflows send-test` sends it.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::Value;

@@ -1,5 +1,5 @@
 //! The JSON Schemas in schemas/ are generated from the Rust types. This test fails when they are
-//! out of date; `UPDATE_SCHEMAS=1 cargo test --test schemas` rewrites them.
+//! out of date; `UPDATE_SCHEMAS=1 make schemas` rewrites them.
 
 use std::path::PathBuf;
 
@@ -29,6 +29,6 @@ fn schemas_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "stale schemas (run UPDATE_SCHEMAS=1 cargo test --test schemas): {stale:?}"
+        "stale schemas (run UPDATE_SCHEMAS=1 make schemas): {stale:?}"
     );
 }
