@@ -16,6 +16,7 @@ use crate::aws::AwsEnv;
 use crate::batch::run_batch;
 use crate::categories::{count_batch, decide};
 use crate::config::Settings;
+use crate::delivery::attempt::undeliverable;
 use crate::delivery::client::build_client_with_timeout;
 use crate::delivery::engine::{Engine, EngineConfig, EngineError, Handled, Job};
 use crate::delivery::queue::Queues;
@@ -25,6 +26,7 @@ use crate::plan;
 use crate::rules::{check_consumed, Emit, RuleError};
 use crate::store::claims::Claims;
 use crate::store::loader::{Loaded, SubscriptionLoader};
+use crate::store::pace::PaceStore;
 use crate::store::seal::{SealKeyError, SealKeys};
 use crate::store::state::{StateStore, StateStoreError};
 use crate::store::subscriptions::{AccountSubscriptions, SubscriptionQueryError, SubscriptionWriter};
@@ -130,6 +132,10 @@ impl App {
                 seals: SealKeys::new(dynamodb.clone(), settings.state_table.clone()),
                 queue_url: settings.queue_url.clone(),
                 dead_letter_url: settings.dead_letter_queue_url.clone(),
+            },
+            PaceStore {
+                client: dynamodb.clone(),
+                table: settings.state_table.clone(),
             },
             EngineConfig::from_settings(&settings),
         );
@@ -380,6 +386,7 @@ impl App {
                 first_attempt_at,
                 redrive: false,
                 deadline: batch.deadline,
+                held: None,
             })
             .collect();
         let total = jobs.len();
@@ -387,7 +394,7 @@ impl App {
         let mut errors = Vec::new();
         for result in results {
             match result {
-                Ok(Handled::Disabled) => self.subscriptions.invalidate(&event.account_id),
+                Ok(Handled::Disabled { .. }) => self.subscriptions.invalidate(&event.account_id),
                 Ok(_) => {}
                 Err(e) => errors.push(e),
             }
@@ -417,29 +424,42 @@ impl App {
                 .map_err(|first| MessageFailure::one(task.event_id.clone(), first.into()));
         }
         let subs = self.subscriptions(&batch.loaded, &task.account_id)?;
-        let Some(sub) = subs
-            .valid
-            .iter()
-            .find(|s| s.subscription_id == task.subscription_id && s.enabled)
-        else {
-            tracing::warn!(
-                webhook_id = %task.webhook_id,
-                account_id = %task.account_id,
-                subscription_id = %task.subscription_id,
-                "retry dropped: the subscription was deleted, disabled or is invalid"
-            );
-            return Ok(());
-        };
+        let record = subs.valid.iter().find(|s| s.subscription_id == task.subscription_id);
         // The wire keeps the name (sealed as written); an unknown one is a trigger nobody wants.
-        let Some(trigger) = task.trigger.parse::<Trigger>().ok().filter(|t| sub.wants(*t)) else {
+        let trigger = task.trigger.parse::<Trigger>().ok();
+        let refusal = match (record, trigger) {
+            (None, _) if subs.invalid.iter().any(|e| e.subscription_id == task.subscription_id) => {
+                Some("the subscription's record is invalid")
+            }
+            (None, _) => Some("the subscription was deleted"),
+            (Some(sub), _) if !sub.enabled => Some("the subscription is disabled"),
+            (Some(_), None) => Some("the trigger is unknown to this deployment"),
+            (Some(sub), Some(t)) if !sub.wants(t) => Some("the subscription no longer wants this trigger"),
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            // Never dropped: dead-lettered with the reason, to redrive once the record is fixed.
+            let origin = record.map(|s| s.url.origin().ascii_serialization());
+            let reason = format!("not sent: {why} (redrive it once the subscription is enabled again)");
             tracing::warn!(
                 webhook_id = %task.webhook_id,
                 account_id = %task.account_id,
                 subscription_id = %task.subscription_id,
                 trigger = %task.trigger,
-                "retry dropped: the subscription no longer wants this trigger"
+                reason,
+                "retry dead-lettered"
             );
+            let letter = undeliverable(&task, origin, reason);
+            self.engine
+                .queues()
+                .dead_letter(&letter)
+                .await
+                .map_err(|e| MessageFailure::one(task.event_id.clone(), e.into()))?;
+            self.engine.metrics().observe(crate::metrics::Observed::Undeliverable);
             return Ok(());
+        }
+        let (Some(sub), Some(trigger)) = (record, trigger) else {
+            unreachable!("refused above")
         };
         let job = Job {
             subscription: sub,
@@ -449,11 +469,12 @@ impl App {
             body: task.body.as_bytes(),
             attempt: task.attempt,
             first_attempt_at: task.first_attempt_at,
-            redrive,
+            redrive: redrive || task.held.is_some_and(|h| h.redrive),
             deadline: batch.deadline,
+            held: task.held,
         };
         match self.engine.run(&job).await {
-            Ok(Handled::Disabled) => {
+            Ok(Handled::Disabled { .. }) => {
                 self.subscriptions.invalidate(&task.account_id);
                 Ok(())
             }

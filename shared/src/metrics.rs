@@ -22,6 +22,8 @@ pub struct Metrics {
     exhausted: AtomicU64,
     disabled: AtomicU64,
     deferred: AtomicU64,
+    held: AtomicU64,
+    held_age_s: AtomicU64,
     latencies_ms: Mutex<Vec<f64>>,
 }
 
@@ -39,6 +41,14 @@ pub enum Observed {
     },
     /// Not sent: the invocation's deadline was too close; the same attempt comes back later.
     Deferred,
+    /// Not sent, not an attempt: held back by its subscription's pace or circuit, waiting
+    /// `age_s` so far.
+    Held {
+        age_s: f64,
+    },
+    /// A retry or redrive dead-lettered without an attempt: its subscription was deleted,
+    /// disabled or changed. Counted among the exhausted (every dead letter is).
+    Undeliverable,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +59,9 @@ pub struct Counts {
     pub exhausted: u64,
     pub disabled: u64,
     pub deferred: u64,
+    pub held: u64,
+    /// The longest any held webhook had waited, in seconds.
+    pub held_age_s: u64,
 }
 
 impl Metrics {
@@ -74,6 +87,13 @@ impl Metrics {
             Observed::Deferred => {
                 self.deferred.fetch_add(1, Ordering::Relaxed);
             }
+            Observed::Undeliverable => {
+                self.exhausted.fetch_add(1, Ordering::Relaxed);
+            }
+            Observed::Held { age_s } => {
+                self.held.fetch_add(1, Ordering::Relaxed);
+                self.held_age_s.fetch_max(age_s.max(0.0) as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -86,6 +106,8 @@ impl Metrics {
             exhausted: self.exhausted.swap(0, Ordering::Relaxed),
             disabled: self.disabled.swap(0, Ordering::Relaxed),
             deferred: self.deferred.swap(0, Ordering::Relaxed),
+            held: self.held.swap(0, Ordering::Relaxed),
+            held_age_s: self.held_age_s.swap(0, Ordering::Relaxed),
         };
         let latencies = std::mem::take(&mut *self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()));
         (counts, latencies)
@@ -104,6 +126,7 @@ pub(crate) fn emf(category: Category, counts: Counts, latencies_ms: &[f64], time
         json!({"Name": "WebhooksExhausted", "Unit": "Count"}),
         json!({"Name": "SubscriptionsDisabled", "Unit": "Count"}),
         json!({"Name": "WebhooksDeferred", "Unit": "Count"}),
+        json!({"Name": "WebhooksHeld", "Unit": "Count"}),
     ];
     let mut line = json!({
         "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": []},
@@ -114,7 +137,12 @@ pub(crate) fn emf(category: Category, counts: Counts, latencies_ms: &[f64], time
         "WebhooksExhausted": counts.exhausted,
         "SubscriptionsDisabled": counts.disabled,
         "WebhooksDeferred": counts.deferred,
+        "WebhooksHeld": counts.held,
     });
+    if counts.held > 0 {
+        metrics.push(json!({"Name": "HeldWebhookAge", "Unit": "Seconds"}));
+        line["HeldWebhookAge"] = json!(counts.held_age_s);
+    }
     if !latencies_ms.is_empty() {
         metrics.push(json!({"Name": "DeliveryLatency", "Unit": "Milliseconds"}));
         line["DeliveryLatency"] = json!(latencies_ms);
@@ -144,6 +172,9 @@ mod tests {
             disabled: true,
         });
         m.observe(Observed::Deferred);
+        m.observe(Observed::Held { age_s: 40.0 });
+        m.observe(Observed::Held { age_s: 7.0 });
+        m.observe(Observed::Undeliverable);
         let (counts, lat) = m.take();
         assert_eq!(
             counts,
@@ -151,22 +182,29 @@ mod tests {
                 delivered: 2,
                 failed: 2,
                 retried: 1,
-                exhausted: 1,
+                exhausted: 2,
                 disabled: 1,
                 deferred: 1,
+                held: 2,
+                held_age_s: 40,
             }
         );
         let line = emf(Category::Sms, counts, &lat, 1_796_033_700_000).unwrap();
         assert_eq!(line["Category"], "sms");
         assert_eq!(line["DeliveryLatency"], json!([12.0, 30.0]));
         assert_eq!(line["WebhooksDeferred"], 1);
+        assert_eq!(
+            (line["WebhooksHeld"].clone(), line["HeldWebhookAge"].clone()),
+            (json!(2), json!(40))
+        );
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(
             line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
                 .as_array()
                 .unwrap()
                 .len(),
-            7
+            9,
+            "six counts, the held ones, their age and the latency"
         );
         // Taken means reset; nothing attempted means no line.
         let (counts, lat) = m.take();

@@ -138,6 +138,9 @@ pub struct Subscription {
     pub keywords: Vec<KeywordRule>,
     /// Match the compliance keywords (STOP, START, HELP...); default true.
     pub reserved_keywords: bool,
+    /// Requests per second the receiver takes (Svix's endpoint `rateLimit`); `None`: no limit
+    /// configured, the sender adapts to 429 and 503 answers instead (docs/design.md, "Pacing").
+    pub rate_limit: Option<f64>,
     /// Written by the system: unix seconds of the first failed attempt since the last success.
     pub failing_since: Option<i64>,
 }
@@ -338,6 +341,7 @@ fn parse_record_inner(item: &Map<String, Value>, opts: ParseOptions) -> Result<S
             ))
         }
     };
+    let rate_limit = parse_rate_limit(&ctx, item.get("rate_limit"))?;
     let failing_since = item.get("failing_since").and_then(Value::as_i64);
     Ok(Subscription {
         account_id,
@@ -354,6 +358,7 @@ fn parse_record_inner(item: &Map<String, Value>, opts: ParseOptions) -> Result<S
         bounce_rate_high,
         keywords,
         reserved_keywords,
+        rate_limit,
         failing_since,
     })
 }
@@ -423,6 +428,25 @@ fn parse_balance_low(ctx: &Ctx, v: Option<&Value>) -> Result<Option<BalanceLow>,
         ));
     }
     Ok(Some(BalanceLow { threshold, rearm_above }))
+}
+
+/// The highest `rate_limit` a record may ask for, in requests per second.
+pub const MAX_RATE_LIMIT: f64 = 10_000.0;
+
+fn parse_rate_limit(ctx: &Ctx, v: Option<&Value>) -> Result<Option<f64>, RecordError> {
+    let Some(rate) = number(ctx, "rate_limit", v)? else {
+        return Ok(None);
+    };
+    if !(rate > 0.0 && rate <= MAX_RATE_LIMIT) {
+        return Err(ctx.err(
+            "rate_limit",
+            format!(
+                "must be a number of requests per second above 0 and at most {MAX_RATE_LIMIT} \
+                 (fractions allowed: 0.5 is one request every 2 s), got {rate}"
+            ),
+        ));
+    }
+    Ok(Some(rate))
 }
 
 fn parse_rate_alert(ctx: &Ctx, name: &str, v: Option<&Value>) -> Result<Option<RateAlert>, RecordError> {
@@ -743,6 +767,21 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_is_a_positive_number_of_requests_per_second() {
+        assert_eq!(parse(base()).unwrap().rate_limit, None, "no limit unless asked");
+        for (given, rate) in [
+            (json!(5), 5.0),
+            (json!(0.5), 0.5),
+            (json!("12.5"), 12.5),
+            (json!(10_000), 10_000.0),
+        ] {
+            let mut v = base();
+            v["rate_limit"] = given.clone();
+            assert_eq!(parse(v).unwrap().rate_limit, Some(rate), "{given}");
+        }
+    }
+
+    #[test]
     fn accepts_json_text_lists_a_single_secret_and_star() {
         let mut v = base();
         v["triggers"] = json!("[\"sms.received\", \"balance.low\"]");
@@ -969,6 +1008,30 @@ mod tests {
                 "reserved_keywords",
                 "must be a boolean, got a string",
             ),
+            (
+                json!({"rate_limit": 0}),
+                "rate_limit",
+                "must be a number of requests per second above 0 and at most 10000 (fractions allowed: 0.5 \
+                 is one request every 2 s), got 0",
+            ),
+            (
+                json!({"rate_limit": -5}),
+                "rate_limit",
+                "must be a number of requests per second above 0 and at most 10000 (fractions allowed: 0.5 \
+                 is one request every 2 s), got -5",
+            ),
+            (
+                json!({"rate_limit": 10_001}),
+                "rate_limit",
+                "must be a number of requests per second above 0 and at most 10000 (fractions allowed: 0.5 \
+                 is one request every 2 s), got 10001",
+            ),
+            (
+                json!({"rate_limit": "fast"}),
+                "rate_limit",
+                "must be a number, got the string \"fast\"",
+            ),
+            (json!({"rate_limit": [5]}), "rate_limit", "must be a number, got an array"),
         ];
         for (patch, field, reason) in cases {
             let v = patched(&patch);

@@ -16,7 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::delivery::client::{Delivered, DeliveryError};
 use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
-use crate::delivery::task::{DeadLetter, RetryTask};
+use crate::delivery::task::{DeadLetter, Held, RetryTask};
 use crate::store::claims::{AttemptLog, ClaimStatus};
 use crate::subscription::Subscription;
 use crate::trigger::Trigger;
@@ -37,6 +37,9 @@ pub struct Job<'a> {
     pub redrive: bool,
     /// When the invocation must have answered (None: no limit, as in tests).
     pub deadline: Option<Instant>,
+    /// Held back by its subscription's pace before (unix ms of the first time), and the send
+    /// slot reserved for it, if any.
+    pub held: Option<Held>,
 }
 
 /// How a job ended, for the caller's bookkeeping.
@@ -47,8 +50,16 @@ pub enum Handled {
         delay: Duration,
     },
     DeadLettered,
-    /// 410 Gone, or failing for too long: the subscription is being disabled.
-    Disabled,
+    /// 410 Gone, or failing for too long: the subscription is being disabled (and, if the
+    /// webhook's schedule was used up with it, the webhook dead-lettered).
+    Disabled {
+        dead_lettered: bool,
+    },
+    /// Not sent, not an attempt: its subscription's pace (or circuit) holds it back; the same
+    /// attempt comes back after `delay`.
+    Held {
+        delay: Duration,
+    },
     /// Already delivered or owned by someone else's retry chain: nothing sent.
     AlreadySettled(Option<ClaimStatus>),
     /// Too close to the invocation's deadline to send: the same attempt comes back after `delay`.
@@ -147,6 +158,42 @@ pub fn retry_task(job: &Job<'_>, attempt: u32, not_before: i64) -> RetryTask {
         attempt,
         first_attempt_at: job.first_attempt_at,
         not_before,
+        held: None,
+        seal: String::new(),
+    }
+}
+
+/// Held back by the subscription's pace or circuit until `until_ms` (with the send slot reserved
+/// for it, if any): the same attempt as a retry message, marked as held. Not an attempt: the
+/// claim is not touched, the schedule not used.
+pub fn hold(job: &Job<'_>, until_ms: i64, slot_ms: Option<i64>, now_ms: i64) -> (RetryTask, Duration) {
+    let delay = Duration::from_millis((until_ms - now_ms).max(1_000) as u64);
+    let mut task = retry_task(job, job.attempt, (now_ms + delay.as_millis() as i64).div_euclid(1000));
+    task.held = Some(Held {
+        since_ms: job.held.map_or(now_ms, |h| h.since_ms),
+        slot_ms,
+        redrive: job.redrive,
+    });
+    (task, delay)
+}
+
+/// A retry or redrive that can no longer be sent (its subscription deleted, disabled, invalid,
+/// or no longer wanting the trigger), as a dead letter with `reason`, so that it can be redriven
+/// once the subscription is fixed. `origin` is the subscription's URL origin, when it still has one.
+pub fn undeliverable(task: &RetryTask, origin: Option<String>, reason: String) -> DeadLetter {
+    DeadLetter {
+        dataflows_dead_letter: 1,
+        reason,
+        webhook_id: task.webhook_id.clone(),
+        trigger: task.trigger.clone(),
+        account_id: task.account_id.clone(),
+        subscription_id: task.subscription_id.clone(),
+        url: origin.unwrap_or_default(),
+        event_id: task.event_id.clone(),
+        attempts: task.attempt.saturating_sub(1),
+        first_attempt_at: task.first_attempt_at,
+        last_error: String::new(),
+        payload: serde_json::from_str(&task.body).unwrap_or_default(),
         seal: String::new(),
     }
 }
@@ -166,15 +213,16 @@ pub fn rfc3339(t: i64) -> String {
 }
 
 /// Everything that follows from the attempt `job` made, which returned `result` at `now`; `unit`
-/// is a random number in [0, 1) for the retry jitter.
+/// is a random number in [0, 1) for the retry jitter. `failing_since` is the subscription's
+/// failing streak as best known: what this process itself wrote, else the cached record's.
 pub fn conclude(
     job: &Job<'_>,
     result: &Result<Delivered, DeliveryError>,
     limits: &Limits,
+    failing_since: Option<i64>,
     now: DateTime<Utc>,
     unit: f64,
 ) -> Conclusion {
-    let sub = job.subscription;
     let verdict = limits.policy.decide(job.attempt, &classify(result, now), unit);
     let log = AttemptLog {
         number: job.attempt,
@@ -194,7 +242,7 @@ pub fn conclude(
     // After a failed attempt: start the failing streak, or disable a subscription whose every
     // attempt has failed for longer than `auto_disable_after`.
     let failing = || -> (Vec<Effect>, bool) {
-        match sub.failing_since {
+        match failing_since {
             None => (vec![Effect::MarkFailing { since: t }], false),
             Some(since) if t - since >= limits.auto_disable_after.as_secs() as i64 => {
                 let reason = format!(
@@ -209,7 +257,7 @@ pub fn conclude(
     };
     let (before, status, after, handled) = match &verdict {
         Verdict::Delivered => {
-            let after = if sub.failing_since.is_some() {
+            let after = if failing_since.is_some() {
                 vec![Effect::ClearFailing]
             } else {
                 vec![]
@@ -221,7 +269,7 @@ pub fn conclude(
             let task = retry_task(job, job.attempt + 1, not_before);
             let (after, disabled) = failing();
             let handled = if disabled {
-                Handled::Disabled
+                Handled::Disabled { dead_lettered: false }
             } else {
                 Handled::RetryScheduled { delay: *delay }
             };
@@ -236,7 +284,7 @@ pub fn conclude(
             let letter = dead_letter(job, reason, log.error.clone().unwrap_or_default());
             let (after, disabled) = failing();
             let handled = if disabled {
-                Handled::Disabled
+                Handled::Disabled { dead_lettered: true }
             } else {
                 Handled::DeadLettered
             };
@@ -245,7 +293,12 @@ pub fn conclude(
         Verdict::Gone => {
             let reason = format!("receiver answered 410 Gone at {}", rfc3339(t));
             let after = vec![Effect::Disable { reason, at: rfc3339(t) }];
-            (vec![], ClaimStatus::Gone, after, Handled::Disabled)
+            (
+                vec![],
+                ClaimStatus::Gone,
+                after,
+                Handled::Disabled { dead_lettered: false },
+            )
         }
     };
     let mut effects = before;
@@ -308,6 +361,7 @@ mod tests {
             first_attempt_at: NOW - 60,
             redrive: false,
             deadline: None,
+            held: None,
         }
     }
 
@@ -355,20 +409,35 @@ mod tests {
     #[test]
     fn delivered_finishes_the_claim_and_ends_a_failing_streak() {
         let s = sub(None);
-        let c = conclude(&job(&s, 1), &OK, &limits(), now(), 0.5);
+        let c = conclude(&job(&s, 1), &OK, &limits(), s.failing_since, now(), 0.5);
         let (before, status, log, after) = split(&c);
         assert_eq!((status, &c.handled), (ClaimStatus::Delivered, &Handled::Delivered));
         assert!(before.is_empty() && after.is_empty());
         assert_eq!((log.status, log.latency_ms, log.error.as_deref()), (204, 42, None));
         let failing = sub(Some(NOW - 3600));
-        let c = conclude(&job(&failing, 2), &OK, &limits(), now(), 0.5);
+        let c = conclude(&job(&failing, 2), &OK, &limits(), failing.failing_since, now(), 0.5);
         assert_eq!(split(&c).3, [&Effect::ClearFailing]);
+    }
+
+    #[test]
+    fn a_success_ends_the_streak_this_process_started_whatever_the_cached_record_shows() {
+        let cached = sub(None); // loaded before this process marked it failing
+        let c = conclude(&job(&cached, 2), &OK, &limits(), Some(NOW - 60), now(), 0.5);
+        assert_eq!(split(&c).3, [&Effect::ClearFailing]);
+        // And a streak this process ended is not revived by a stale record on the next failure.
+        let stale = sub(Some(NOW - 6 * 86_400));
+        let c = conclude(&job(&stale, 1), &status(500), &limits(), None, now(), 0.5);
+        assert_eq!(
+            split(&c).3,
+            [&Effect::MarkFailing { since: NOW }],
+            "a new streak, no disable"
+        );
     }
 
     #[test]
     fn a_failure_queues_the_next_attempt_before_the_claim_and_starts_the_streak() {
         let s = sub(None);
-        let c = conclude(&job(&s, 1), &status(500), &limits(), now(), 0.5);
+        let c = conclude(&job(&s, 1), &status(500), &limits(), s.failing_since, now(), 0.5);
         let (before, status, log, after) = split(&c);
         assert_eq!(status, ClaimStatus::Retrying);
         let [Effect::EnqueueRetry { task, delay }] = before.as_slice() else {
@@ -389,7 +458,7 @@ mod tests {
     #[test]
     fn the_last_attempt_dead_letters_with_the_origin_only() {
         let s = sub(Some(NOW - 60));
-        let c = conclude(&job(&s, 3), &status(503), &limits(), now(), 0.5);
+        let c = conclude(&job(&s, 3), &status(503), &limits(), s.failing_since, now(), 0.5);
         let (before, status, _, after) = split(&c);
         assert_eq!((status, &c.handled), (ClaimStatus::Exhausted, &Handled::DeadLettered));
         let [Effect::DeadLetter(letter)] = before.as_slice() else {
@@ -409,22 +478,29 @@ mod tests {
     #[test]
     fn failing_for_too_long_disables_after_the_failure_is_recorded() {
         let s = sub(Some(NOW - 5 * 86_400));
-        let c = conclude(&job(&s, 1), &status(500), &limits(), now(), 0.5);
+        let c = conclude(&job(&s, 1), &status(500), &limits(), s.failing_since, now(), 0.5);
         let (before, _, _, after) = split(&c);
         assert!(matches!(before.as_slice(), [Effect::EnqueueRetry { .. }]));
         let [Effect::Disable { reason, .. }] = after.as_slice() else {
             panic!("{:?}", c.effects)
         };
         assert!(reason.starts_with("every attempt failed since"), "{reason}");
-        assert_eq!(c.handled, Handled::Disabled);
+        assert_eq!(c.handled, Handled::Disabled { dead_lettered: false });
+        // The last attempt failing as the subscription is disabled: dead-lettered, and said so.
+        let c = conclude(&job(&s, 3), &status(500), &limits(), s.failing_since, now(), 0.5);
+        assert!(matches!(split(&c).0.as_slice(), [Effect::DeadLetter(_)]));
+        assert_eq!(c.handled, Handled::Disabled { dead_lettered: true });
     }
 
     #[test]
     fn gone_disables_at_once_without_retry() {
         let s = sub(None);
-        let c = conclude(&job(&s, 1), &status(410), &limits(), now(), 0.5);
+        let c = conclude(&job(&s, 1), &status(410), &limits(), s.failing_since, now(), 0.5);
         let (before, status, _, after) = split(&c);
-        assert_eq!((status, &c.handled), (ClaimStatus::Gone, &Handled::Disabled));
+        assert_eq!(
+            (status, &c.handled),
+            (ClaimStatus::Gone, &Handled::Disabled { dead_lettered: false })
+        );
         assert!(before.is_empty());
         assert!(matches!(after.as_slice(), [Effect::Disable { reason, .. }] if reason.contains("410 Gone")));
     }
@@ -436,6 +512,53 @@ mod tests {
         assert_eq!(
             (task.attempt, task.not_before, delay),
             (3, NOW + 61, Duration::from_secs(61))
+        );
+    }
+
+    #[test]
+    fn a_hold_is_the_same_attempt_marked_as_held_since_it_first_waited() {
+        let s = sub(None);
+        let now_ms = NOW * 1000;
+        let (task, delay) = hold(&job(&s, 3), now_ms + 20_500, Some(now_ms + 23_500), now_ms);
+        assert_eq!(
+            (task.attempt, delay),
+            (3, Duration::from_millis(20_500)),
+            "not an attempt"
+        );
+        assert_eq!(task.not_before, NOW + 20);
+        assert_eq!(
+            task.held,
+            Some(Held {
+                since_ms: now_ms,
+                slot_ms: Some(now_ms + 23_500),
+                redrive: false
+            })
+        );
+        // Held again: it keeps when it first waited, and a redrive stays a redrive.
+        let mut again = job(&s, 1);
+        again.held = task.held;
+        again.redrive = true;
+        let (task, delay) = hold(&again, now_ms + 10, None, now_ms + 60_000);
+        assert_eq!(delay, Duration::from_secs(1), "at least a second");
+        let held = task.held.unwrap();
+        assert_eq!((held.since_ms, held.slot_ms, held.redrive), (now_ms, None, true));
+    }
+
+    #[test]
+    fn an_undeliverable_retry_becomes_a_dead_letter_with_its_reason() {
+        let s = sub(None);
+        let task = retry_task(&job(&s, 1), 4, NOW);
+        let letter = undeliverable(
+            &task,
+            Some("https://hooks.example.com".into()),
+            "subscription disabled".into(),
+        );
+        assert_eq!((letter.attempts, letter.reason.as_str()), (3, "subscription disabled"));
+        assert_eq!(letter.payload, json!({"type": "sms.received"}));
+        assert_eq!(
+            RetryTask::redrive_of(letter, NOW).body,
+            task.body,
+            "redriven, the same bytes"
         );
     }
 

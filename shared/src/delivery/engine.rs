@@ -14,19 +14,24 @@
 //! same attempt delayed past its claim's lease, so a large batch never runs into the function's
 //! timeout and a deferral never counts as an attempt.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::delivery::attempt::{conclude, deferral, Conclusion, Effect, Limits};
+use crate::delivery::attempt::{classify, conclude, deferral, hold, Conclusion, Effect, Limits};
 pub use crate::delivery::attempt::{Handled, Job};
 use crate::delivery::client::{send, Delivered, DeliveryError};
+use crate::delivery::fair::FairSlots;
+use crate::delivery::pace::{self, Circuit, Gate, PaceState, Plan, Reach};
 use crate::delivery::queue::{QueueError, Queues};
+use crate::delivery::retry::Outcome;
 use crate::delivery::retry::{RetryPolicy, Verdict};
 use crate::metrics::{Metrics, Observed};
 use crate::store::claims::{Claim, ClaimError, ClaimMeta, Claims};
+use crate::store::pace::{Backlog, PaceError, PaceStore, Reserved};
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
 use crate::subscription::SubscriptionKey;
 use crate::webhook::WebhookId;
@@ -78,8 +83,73 @@ pub enum EngineError {
     Subscription(#[from] UpdateError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Pace(#[from] PaceError),
     #[error("webhook {0} is being sent by another invocation")]
     Busy(WebhookId),
+}
+
+/// How far ahead a webhook may wait in the invocation for its send slot; later slots are held
+/// back on the queue (a message delayed to [`SLOT_LEAD`] before the slot).
+pub const WAIT_IN_PROCESS: Duration = Duration::from_secs(5);
+/// A held webhook with a reserved slot comes back this long before it, so that SQS's delay
+/// (whole seconds) and the poll never make it miss the slot.
+pub const SLOT_LEAD: Duration = Duration::from_secs(3);
+/// How far ahead slots are reserved for a subscription with a configured `rate_limit` (the rest
+/// of the backlog is held back without a slot and reserves when it comes back): under SQS's
+/// 15-minute delay.
+pub const RESERVE_AHEAD: Duration = Duration::from_secs(14 * 60);
+/// A reserved slot missed by more than this is not used: sending it late could put two sends
+/// closer than the rate allows. The webhook reserves again.
+pub const SLOT_TOLERANCE: Duration = Duration::from_millis(50);
+/// A send slot reserve: an account beyond its fair share leaves this share of the slots free.
+pub const FAIR_RESERVE_SHARE: usize = 8;
+
+/// One subscription's pacing in this process: the shared state as last seen, the slots reserved
+/// and not yet handed out, the circuit, and the recent answers.
+#[derive(Debug, Default)]
+struct Pacer {
+    books: Mutex<PacerBooks>,
+    /// One reservation at a time per subscription in a process: the others wait for it and
+    /// take from its block.
+    reserving: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct PacerBooks {
+    known: PaceState,
+    pool: VecDeque<i64>,
+    waiting: usize,
+    circuit: Circuit,
+    /// When the receiver last accepted a webhook (ms), the last second's worth.
+    accepted: VecDeque<i64>,
+    /// Webhooks this process holds back now, and the oldest since when (reported with writes).
+    held: Backlog,
+    /// A throttle answer was met here recently: paced even without a limit.
+    throttled_at_ms: i64,
+}
+
+impl PacerBooks {
+    fn learn(&mut self, state: PaceState) {
+        // tat and the pause only move forward; the adaptive rate is the latest written.
+        self.known.tat_ms = self.known.tat_ms.max(state.tat_ms);
+        self.known.paused_until_ms = self.known.paused_until_ms.max(state.paused_until_ms);
+        if state.adaptive.is_some() {
+            self.known.adaptive = state.adaptive;
+        }
+    }
+}
+
+/// What the pace lets a job do.
+enum Turn {
+    /// Send at this time (unix ms); `None`: not paced, at once.
+    At(Option<i64>),
+    /// Hold it back on the queue until `until_ms`, with the slot reserved for it, if any.
+    Hold { until_ms: i64, slot_ms: Option<i64> },
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 /// How a deployment delivers: the settings the engine needs, apart from its clients.
@@ -131,8 +201,14 @@ pub struct Engine {
     /// Bounds concurrent claim writes (as many as sends), so a batch with many subscriptions does
     /// not open one DynamoDB call per delivery at once, and a claim never holds a send slot.
     claiming: Semaphore,
-    /// Bounds concurrent HTTP requests across a batch.
-    sending: Semaphore,
+    /// Bounds concurrent HTTP requests across a batch, shared fairly between accounts.
+    sending: Arc<FairSlots>,
+    pace: PaceStore,
+    pacers: Mutex<HashMap<SubscriptionKey, Arc<Pacer>>>,
+    /// Subscriptions whose failing streak this process started (unix s), so that a success
+    /// ends it even before the cached record shows it.
+    /// `None`: this process ended it, whatever an older cached record says.
+    failing: Mutex<HashMap<SubscriptionKey, Option<i64>>>,
     metrics: Metrics,
 }
 
@@ -142,9 +218,13 @@ impl Engine {
         claims: Claims,
         subscriptions: SubscriptionWriter,
         queues: Queues,
+        pace: PaceStore,
         config: EngineConfig,
     ) -> Self {
         Engine {
+            pace,
+            pacers: Mutex::default(),
+            failing: Mutex::default(),
             http,
             claims,
             subscriptions,
@@ -158,7 +238,10 @@ impl Engine {
             send_budget: config.http_timeout + DEADLINE_MARGIN,
             lanes: Lanes::new(config.subscription_concurrency),
             claiming: Semaphore::new(config.delivery_concurrency),
-            sending: Semaphore::new(config.delivery_concurrency),
+            sending: FairSlots::new(
+                config.delivery_concurrency,
+                config.delivery_concurrency / FAIR_RESERVE_SHARE,
+            ),
             metrics: Metrics::default(),
         }
     }
@@ -173,9 +256,52 @@ impl Engine {
         &self.metrics
     }
 
+    fn pacer(&self, key: &SubscriptionKey) -> Arc<Pacer> {
+        let mut pacers = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
+        if pacers.len() >= 4096 {
+            pacers.retain(|_, p| Arc::strong_count(p) > 1);
+        }
+        pacers.entry(key.clone()).or_default().clone()
+    }
+
     pub async fn run(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
         let sub = job.subscription;
-        let _lane = self.lanes.enter(sub.key()).await;
+        let key = sub.key();
+        let pacer = self.pacer(&key);
+        // The circuit first: an unreachable receiver's webhooks wait without a send slot.
+        let gate = {
+            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            books.circuit.gate(now_ms())
+        };
+        let mut probe = ProbeGuard {
+            pacer: matches!(gate, Gate::Probe).then_some(&pacer),
+        };
+        if let Gate::Open { until_ms } = gate {
+            return self
+                .hold(
+                    job,
+                    &pacer,
+                    until_ms,
+                    None,
+                    "its receiver is unreachable (circuit open)",
+                )
+                .await;
+        }
+        match self.turn(job, &pacer).await? {
+            Turn::At(Some(at)) => {
+                let wait = at - now_ms();
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                }
+            }
+            Turn::At(None) => {}
+            Turn::Hold { until_ms, slot_ms } => {
+                return self
+                    .hold(job, &pacer, until_ms, slot_ms, "its subscription's pace")
+                    .await;
+            }
+        }
+        let _lane = self.lanes.enter(key.clone()).await;
         let claim = {
             let _slot = self.claiming.acquire().await.expect("never closed");
             self.claim(job, Utc::now().timestamp()).await?
@@ -186,9 +312,9 @@ impl Engine {
             Claim::Busy => return Err(EngineError::Busy(job.webhook_id.clone())),
         }
 
-        let permit = self.sending.acquire().await.expect("never closed");
+        let slot = self.sending.acquire(&sub.account_id).await;
         if must_defer(Instant::now(), job.deadline, self.send_budget) {
-            drop(permit); // the slot is for sends, not for the retry message
+            drop(slot); // the slot is for sends, not for the retry message
             return self.defer(job).await;
         }
         let result = send(
@@ -200,8 +326,15 @@ impl Engine {
             self.allow_private_targets,
         )
         .await;
-        drop(permit);
-        let conclusion = conclude(job, &result, &self.limits, Utc::now(), rand::random::<f64>());
+        drop(slot);
+        probe.pacer = None; // the probe was sent: its answer decides the circuit
+        let now = Utc::now();
+        self.observe_answer(job, &pacer, &result, now).await;
+        let failing_since = {
+            let known = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+            known.get(&key).copied().unwrap_or(sub.failing_since)
+        };
+        let conclusion = conclude(job, &result, &self.limits, failing_since, now, rand::random::<f64>());
         log_attempt(job, &result, &conclusion.verdict);
         let handled = self.apply(job, conclusion).await;
         self.metrics.observe(match (&result, &handled) {
@@ -210,11 +343,236 @@ impl Engine {
             },
             (Err(_), h) => Observed::Failed {
                 retried: matches!(h, Ok(Handled::RetryScheduled { .. })),
-                exhausted: matches!(h, Ok(Handled::DeadLettered)),
-                disabled: matches!(h, Ok(Handled::Disabled)),
+                exhausted: matches!(h, Ok(Handled::DeadLettered | Handled::Disabled { dead_lettered: true })),
+                disabled: matches!(h, Ok(Handled::Disabled { .. })),
             },
         });
         handled
+    }
+
+    /// When this job may be sent: at once (not paced), at its slot, or held back.
+    async fn turn(&self, job: &Job<'_>, pacer: &Pacer) -> Result<Turn, EngineError> {
+        let sub = job.subscription;
+        let now = now_ms();
+        let (rate, adaptive) = {
+            let books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            let recently = now - books.throttled_at_ms < pace::ADAPTIVE_FOR.as_millis() as i64;
+            let adaptive = recently && books.known.adaptive.is_some_and(|a| a.active(now));
+            let rate =
+                pace::pace_rate(sub.rate_limit, &books.known, now).filter(|_| sub.rate_limit.is_some() || adaptive);
+            (rate, adaptive)
+        };
+        let Some(rate) = rate else {
+            return Ok(Turn::At(None));
+        };
+        // Within the invocation: up to WAIT_IN_PROCESS, and never past the send budget.
+        let in_process = match job.deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(self.send_budget)
+                .min(WAIT_IN_PROCESS),
+            None => WAIT_IN_PROCESS,
+        };
+        let in_process_ms = in_process.as_millis() as i64;
+        // A held webhook that arrives in time for its reserved slot is sent then.
+        if let Some(slot) = job.held.and_then(|h| h.slot_ms) {
+            let paused_until = pacer
+                .books
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .known
+                .paused_until_ms;
+            if slot >= now - SLOT_TOLERANCE.as_millis() as i64 && slot >= paused_until {
+                if slot - now <= in_process_ms {
+                    return Ok(Turn::At(Some(slot)));
+                }
+                return Ok(Turn::Hold {
+                    until_ms: slot - SLOT_LEAD.as_millis() as i64,
+                    slot_ms: Some(slot),
+                });
+            }
+        }
+        // Reserve ahead only at a configured rate: an adaptive one may still fall.
+        let ahead = if sub.rate_limit.is_some() && !adaptive {
+            RESERVE_AHEAD
+        } else {
+            in_process
+        };
+        let slot = self.slot(sub, pacer, rate, ahead, now).await?;
+        let now = now_ms();
+        Ok(match slot {
+            Ok(at) if at - now <= in_process_ms => Turn::At(Some(at)),
+            Ok(at) => Turn::Hold {
+                until_ms: at - SLOT_LEAD.as_millis() as i64,
+                slot_ms: Some(at),
+            },
+            Err(until_ms) => Turn::Hold {
+                until_ms,
+                slot_ms: None,
+            },
+        })
+    }
+
+    /// A slot for one webhook: from the block this process already reserved, or from a new block
+    /// sized to every webhook of this subscription waiting here now. `Err(until)`: no slot within
+    /// `ahead`; hold until then.
+    async fn slot(
+        &self,
+        sub: &crate::subscription::Subscription,
+        pacer: &Pacer,
+        rate: f64,
+        ahead: Duration,
+        now: i64,
+    ) -> Result<Result<i64, i64>, EngineError> {
+        let key = sub.key();
+        let take = |books: &mut PacerBooks, now: i64| -> Option<i64> {
+            while let Some(t) = books.pool.pop_front() {
+                if t >= now - SLOT_TOLERANCE.as_millis() as i64 {
+                    return Some(t);
+                }
+            }
+            None
+        };
+        {
+            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = take(&mut books, now) {
+                return Ok(Ok(t));
+            }
+            books.waiting += 1;
+        }
+        let _waiting = WaitingGuard(pacer);
+        let _reserving = pacer.reserving.lock().await;
+        for _ in 0..3 {
+            let now = now_ms();
+            let (plan, backlog) = {
+                let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(t) = take(&mut books, now) {
+                    return Ok(Ok(t));
+                }
+                let plan = pace::plan(&books.known, rate, books.waiting.max(1), now, ahead);
+                (plan, books.held)
+            };
+            let (start, n) = match plan {
+                Plan::Hold { until_ms } => return Ok(Err(until_ms)),
+                Plan::Start { n, .. } | Plan::Append { n, .. } => {
+                    match self
+                        .pace
+                        .reserve(&key, plan, now, ahead.as_millis() as i64, backlog)
+                        .await?
+                    {
+                        Reserved::Won { start_ms, state } => {
+                            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+                            books.learn(state);
+                            books.held = Backlog::default(); // reported with this write
+                            (start_ms, n)
+                        }
+                        Reserved::Moved(state) => {
+                            pacer.books.lock().unwrap_or_else(|p| p.into_inner()).learn(state);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            books.pool.extend(pace::slots(start, n, rate));
+            if let Some(t) = take(&mut books, now_ms()) {
+                return Ok(Ok(t));
+            }
+        }
+        // Three blocks taken from under us: the subscription is busy; wait a little.
+        Ok(Err(now_ms() + 1_000))
+    }
+
+    /// What the receiver's answer teaches the pace: the circuit, and for a 429 or 503 the pause
+    /// and the adaptive rate (shared, so the subscription's other webhooks wait everywhere).
+    async fn observe_answer(
+        &self,
+        job: &Job<'_>,
+        pacer: &Pacer,
+        result: &Result<Delivered, DeliveryError>,
+        now: chrono::DateTime<Utc>,
+    ) {
+        let sub = job.subscription;
+        let t = now.timestamp_millis();
+        let reach = match result {
+            Err(DeliveryError::TimedOut(_) | DeliveryError::Connect(_)) => Reach::Unreachable,
+            _ => Reach::Answered,
+        };
+        let throttle = match result {
+            Err(DeliveryError::FailureStatus { status: 429 | 503, .. }) => match classify(result, now) {
+                Outcome::Failed { retry_after } => Some(retry_after),
+                _ => None,
+            },
+            _ => None,
+        };
+        let update = {
+            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            books.circuit.record(reach, t);
+            if result.is_ok() {
+                books.accepted.push_back(t);
+            }
+            while books.accepted.front().is_some_and(|&a| a < t - 1_000) {
+                books.accepted.pop_front();
+            }
+            throttle.and_then(|retry_after| {
+                let accepted = books.accepted.len() as f64;
+                let update = pace::on_throttle(sub.rate_limit, &books.known, retry_after, accepted, t)?;
+                books.throttled_at_ms = t;
+                books.known.paused_until_ms = books.known.paused_until_ms.max(update.paused_until_ms);
+                books.known.adaptive = Some(update.adaptive);
+                books.pool.clear(); // slots taken at the old rate or inside the pause
+                Some(update)
+            })
+        };
+        if let Some(update) = update {
+            tracing::warn!(
+                account_id = %sub.account_id,
+                subscription_id = %sub.subscription_id,
+                paused_ms = update.paused_until_ms - t,
+                rate = update.adaptive.base,
+                "receiver throttled: subscription paused and slowed"
+            );
+            let guard = pace::DECREASE_GUARD.as_millis() as i64;
+            if let Err(e) = self.pace.throttled(&sub.key(), update, t, guard).await {
+                // Best effort: this process already slows down; others meet their own 429.
+                tracing::warn!(error = %e, "could not share a throttle answer");
+            }
+        }
+    }
+
+    /// Held back by the pace or the circuit: the same attempt on the queue, delayed; not an
+    /// attempt, no claim touched.
+    async fn hold(
+        &self,
+        job: &Job<'_>,
+        pacer: &Pacer,
+        until_ms: i64,
+        slot_ms: Option<i64>,
+        why: &str,
+    ) -> Result<Handled, EngineError> {
+        let now = now_ms();
+        let (task, delay) = hold(job, until_ms, slot_ms, now);
+        self.queues.enqueue_retry(&task, delay).await?;
+        let since = task.held.map_or(now, |h| h.since_ms);
+        {
+            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            books.held.held = books.held.held.saturating_add(1).min(1_000_000);
+            books.held.oldest_ms = Some(books.held.oldest_ms.map_or(since, |o| o.min(since)));
+        }
+        let sub = job.subscription;
+        tracing::info!(
+            account_id = %sub.account_id,
+            subscription_id = %sub.subscription_id,
+            webhook_id = %job.webhook_id,
+            attempt = job.attempt,
+            delay_ms = delay.as_millis() as u64,
+            waiting_s = (now - since) / 1000,
+            "webhook held back: {why}"
+        );
+        self.metrics.observe(Observed::Held {
+            age_s: ((now - since) / 1000) as f64,
+        });
+        Ok(Handled::Held { delay })
     }
 
     async fn claim(&self, job: &Job<'_>, now: i64) -> Result<Claim, ClaimError> {
@@ -274,9 +632,13 @@ impl Engine {
                     "webhook dead-lettered"
                 );
             }
-            Effect::ClearFailing => self.subscriptions.clear_failing(&key).await?,
+            Effect::ClearFailing => {
+                self.subscriptions.clear_failing(&key).await?;
+                self.remember_failing(key, None);
+            }
             Effect::MarkFailing { since } => {
-                self.subscriptions.mark_failing(&key, *since).await?;
+                let since = self.subscriptions.mark_failing(&key, *since).await?;
+                self.remember_failing(key, Some(since));
             }
             Effect::Disable { reason, at } => {
                 self.subscriptions.disable(&key, reason, at).await?;
@@ -284,6 +646,14 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    fn remember_failing(&self, key: SubscriptionKey, since: Option<i64>) {
+        let mut known = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= 4096 {
+            known.clear(); // the cached records take over again
+        }
+        known.insert(key, since);
     }
 
     /// Not enough time left in this invocation to send: the same attempt goes back on the queue
@@ -304,6 +674,29 @@ impl Engine {
         );
         self.metrics.observe(Observed::Deferred);
         Ok(Handled::Deferred { delay })
+    }
+}
+
+/// The circuit's probe, given back if the job ends without sending it.
+struct ProbeGuard<'a> {
+    pacer: Option<&'a Arc<Pacer>>,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.pacer {
+            p.books.lock().unwrap_or_else(|p| p.into_inner()).circuit.probing = false;
+        }
+    }
+}
+
+/// A job counted among its subscription's waiting ones while it looks for a slot.
+struct WaitingGuard<'a>(&'a Pacer);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        let mut books = self.0.books.lock().unwrap_or_else(|p| p.into_inner());
+        books.waiting = books.waiting.saturating_sub(1);
     }
 }
 

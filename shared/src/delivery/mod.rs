@@ -4,6 +4,8 @@
 pub mod attempt;
 pub mod client;
 pub mod engine;
+pub mod fair;
+pub mod pace;
 pub mod queue;
 pub mod retry;
 pub mod ssrf;

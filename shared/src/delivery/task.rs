@@ -36,9 +36,27 @@ pub struct RetryTask {
     pub first_attempt_at: i64,
     /// Unix seconds before which the attempt must not be made (delays past 15 minutes are chained).
     pub not_before: i64,
+    /// Set when the message carries a webhook held back by its subscription's pace (not an
+    /// attempt: `attempt` is still the one to make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
     /// HMAC-SHA256 (base64) of every other field under the deployment's seal key.
     #[serde(default)]
     pub seal: String,
+}
+
+/// Why and since when a webhook waits, on a retry message that holds it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Unix ms when it was first held back (the backlog's age).
+    pub since_ms: i64,
+    /// The send slot reserved for it (unix ms), when one was; it is sent then, without another
+    /// reservation, if it arrives in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_ms: Option<i64>,
+    /// A redriven dead letter: it still claims as a redrive when its turn comes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redrive: bool,
 }
 
 impl RetryTask {
@@ -56,6 +74,7 @@ impl RetryTask {
             attempt: 1,
             first_attempt_at: now,
             not_before: 0,
+            held: None,
             seal: String::new(),
         }
     }
@@ -182,7 +201,16 @@ impl RetryTask {
             self.first_attempt_at.to_string(),
             self.not_before.to_string(),
         ];
-        with(&[
+        // Only when present, so a message written before the field existed still verifies.
+        let held = self.held.map(|h| {
+            format!(
+                "held:{}:{}:{}",
+                h.since_ms,
+                h.slot_ms.map(|t| t.to_string()).unwrap_or_default(),
+                h.redrive
+            )
+        });
+        let mut parts: Vec<&[u8]> = vec![
             numbers[0].as_bytes(),
             self.webhook_id.as_str().as_bytes(),
             self.trigger.as_bytes(),
@@ -193,7 +221,11 @@ impl RetryTask {
             numbers[1].as_bytes(),
             numbers[2].as_bytes(),
             numbers[3].as_bytes(),
-        ])
+        ];
+        if let Some(h) = &held {
+            parts.push(h.as_bytes());
+        }
+        with(&parts)
     }
 
     /// This task with its seal set.
@@ -357,8 +389,38 @@ mod tests {
             attempt: 2,
             first_attempt_at: 100,
             not_before: 105,
+            held: None,
             seal: String::new(),
         }
+    }
+
+    #[test]
+    fn a_held_webhook_keeps_its_slot_sealed_and_old_messages_still_verify() {
+        let old = task().sealed(&key(1));
+        assert!(
+            !serde_json::to_string(&old).unwrap().contains("held"),
+            "absent when not held"
+        );
+        let held = RetryTask {
+            held: Some(Held {
+                since_ms: 1_000,
+                slot_ms: Some(9_000),
+                redrive: true,
+            }),
+            ..task()
+        }
+        .sealed(&key(1));
+        let Ok(Message::Retry(parsed)) = parse_message(&serde_json::to_string(&held).unwrap()) else {
+            panic!("a retry task")
+        };
+        assert_eq!(parsed.held, held.held);
+        assert!(parsed.verify(&key(1)));
+        let mut moved = parsed.clone();
+        moved.held.as_mut().unwrap().slot_ms = Some(8_000);
+        assert!(!moved.verify(&key(1)), "a slot cannot be moved");
+        let mut dropped = parsed;
+        dropped.held = None;
+        assert!(!dropped.verify(&key(1)), "nor the hold removed");
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub fn rate_alert(account: &str, subscription_id: &str, trigger: &str) -> Key {
     Key::new(perf_partition(account), join("alert", &[subscription_id, trigger]))
 }
 
+/// The shared pacing state of one subscription (its send slots, pause and adaptive rate).
+pub fn pace(account: &str, subscription_id: &str) -> Key {
+    Key::new(join("pace", &[account, subscription_id]), "pace")
+}
+
 /// The deployment's key for sealing internal messages: the one item that belongs to no account
 /// (no account key has a partition without `#`).
 pub fn seal_key() -> Key {

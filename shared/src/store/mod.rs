@@ -4,6 +4,7 @@ pub mod cache;
 pub mod claims;
 pub mod keys;
 pub mod loader;
+pub mod pace;
 pub mod seal;
 pub mod state;
 pub mod subscriptions;

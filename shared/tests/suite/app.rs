@@ -315,6 +315,7 @@ async fn the_last_attempt_failing_dead_letters_the_webhook() {
         attempt: 3,
         first_attempt_at: 1_796_040_000,
         not_before: 0,
+        held: None,
         seal: String::new(),
     }
     .sealed(&SealKey::new(SEAL));
@@ -357,6 +358,7 @@ async fn malformed_and_forged_messages_are_dead_lettered_without_disturbing_the_
         attempt: 2,
         first_attempt_at: 0,
         not_before: 0,
+        held: None,
         seal: String::new(),
     })
     .unwrap();

@@ -16,6 +16,7 @@ use dataflows_shared::delivery::queue::Queues;
 use dataflows_shared::delivery::retry::RetryPolicy;
 use dataflows_shared::delivery::task::{parse_message, Message, SealKey};
 use dataflows_shared::store::claims::Claims;
+use dataflows_shared::store::pace::PaceStore;
 use dataflows_shared::store::seal::SealKeys;
 use dataflows_shared::store::subscriptions::SubscriptionWriter;
 use dataflows_shared::subscription::{parse_record, ParseOptions};
@@ -57,6 +58,10 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
             queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms".into(),
             dead_letter_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms-dlq".into(),
         },
+        PaceStore {
+            client: dynamodb.clone(),
+            table: "state".into(),
+        },
         EngineConfig {
             policy: RetryPolicy {
                 schedule: vec![Duration::from_secs(5)],
@@ -93,6 +98,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
         redrive: false,
         // 10 s left, the budget is 17 s.
         deadline: Some(Instant::now() + Duration::from_secs(10)),
+        held: None,
     };
 
     let handled = engine.run(&job).await.unwrap();

@@ -1,0 +1,207 @@
+//! Send slots shared fairly between accounts: one account may use every free slot while nobody
+//! else waits, but never the last [`FairSlots`] `reserve` of them beyond its fair share, so
+//! another account's webhook always finds a slot at once even while one account's receivers hang.
+//! The rule is the pure [`may_take`]; [`FairSlots`] is the async shell around it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+/// Whether `account` may take a slot now. `held` is what each account holds, `waiting` how many
+/// of each account's sends wait; `total` the slots, `reserve` the slots an account beyond its
+/// fair share leaves free for the others.
+pub fn may_take(
+    account: &str,
+    held: &HashMap<String, usize>,
+    waiting: &HashMap<String, usize>,
+    total: usize,
+    reserve: usize,
+) -> bool {
+    let used: usize = held.values().sum();
+    if used >= total {
+        return false;
+    }
+    let mine = held.get(account).copied().unwrap_or(0);
+    let active = held
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(a, _)| a)
+        .chain(waiting.iter().filter(|(_, &n)| n > 0).map(|(a, _)| a))
+        .chain(std::iter::once(&account.to_string()))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let fair = total.div_ceil(active);
+    (active > 1 && mine < fair) || total - used > reserve
+}
+
+#[derive(Debug, Default)]
+struct Books {
+    held: HashMap<String, usize>,
+    waiting: HashMap<String, usize>,
+}
+
+/// The send slots of one process.
+#[derive(Debug)]
+pub struct FairSlots {
+    total: usize,
+    reserve: usize,
+    books: Mutex<Books>,
+    freed: Notify,
+}
+
+/// A slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<FairSlots>,
+    account: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        {
+            let mut books = self.slots.books.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = books.held.get_mut(&self.account) {
+                *n -= 1;
+                if *n == 0 {
+                    books.held.remove(&self.account);
+                }
+            }
+        }
+        self.slots.freed.notify_waiters();
+    }
+}
+
+impl FairSlots {
+    /// `total` slots; an account beyond its fair share leaves `reserve` of them free (at most
+    /// `total - 1`, so one account alone can still send).
+    pub fn new(total: usize, reserve: usize) -> Arc<Self> {
+        let total = total.max(1);
+        Arc::new(FairSlots {
+            total,
+            reserve: reserve.min(total - 1),
+            books: Mutex::default(),
+            freed: Notify::new(),
+        })
+    }
+
+    pub async fn acquire(self: &Arc<Self>, account: &str) -> Slot {
+        let mut waiting = Waiting {
+            slots: self,
+            account,
+            registered: false,
+        };
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+                if std::mem::take(&mut waiting.registered) {
+                    dec(&mut books.waiting, account);
+                }
+                if may_take(account, &books.held, &books.waiting, self.total, self.reserve) {
+                    *books.held.entry(account.to_string()).or_default() += 1;
+                    return Slot {
+                        slots: self.clone(),
+                        account: account.to_string(),
+                    };
+                }
+                *books.waiting.entry(account.to_string()).or_default() += 1;
+                waiting.registered = true;
+            }
+            freed.await;
+        }
+    }
+}
+
+/// A send waiting for a slot; a wait given up (its future dropped) stops counting.
+struct Waiting<'a> {
+    slots: &'a FairSlots,
+    account: &'a str,
+    registered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            let mut books = self.slots.books.lock().unwrap_or_else(|p| p.into_inner());
+            dec(&mut books.waiting, self.account);
+        }
+    }
+}
+
+fn dec(map: &mut HashMap<String, usize>, account: &str) {
+    if let Some(n) = map.get_mut(account) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(account);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn books(pairs: &[(&str, usize)]) -> HashMap<String, usize> {
+        pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn one_account_alone_uses_all_but_the_reserve_then_its_share() {
+        let none = HashMap::new();
+        assert!(
+            may_take("e", &books(&[("e", 27)]), &none, 32, 4),
+            "5 free: above the reserve"
+        );
+        assert!(
+            !may_take("e", &books(&[("e", 28)]), &none, 32, 4),
+            "4 free: kept for others"
+        );
+        // Another account arrives: it takes from the reserve at once.
+        assert!(may_take("h", &books(&[("e", 28)]), &none, 32, 4));
+        assert!(!may_take("e", &books(&[("e", 28), ("h", 1)]), &none, 32, 4));
+        // Two busy accounts share the slots equally.
+        assert!(may_take("h", &books(&[("e", 16), ("h", 15)]), &none, 32, 4));
+        assert!(
+            !may_take("h", &books(&[("e", 16), ("h", 16)]), &none, 32, 4),
+            "all used"
+        );
+        // A waiting account counts: the one above its share does not take the freed slot.
+        assert!(!may_take(
+            "e",
+            &books(&[("e", 20), ("h", 8)]),
+            &books(&[("h", 3)]),
+            32,
+            4
+        ));
+        assert!(may_take(
+            "h",
+            &books(&[("e", 20), ("h", 8)]),
+            &books(&[("h", 3)]),
+            32,
+            4
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_account_never_takes_the_last_slots() {
+        let slots = FairSlots::new(8, 2);
+        let mut hanging = Vec::new();
+        for _ in 0..6 {
+            hanging.push(slots.acquire("e").await);
+        }
+        // A seventh send of e waits; h gets a slot at once.
+        let blocked = tokio::time::timeout(Duration::from_millis(10), slots.acquire("e")).await;
+        assert!(blocked.is_err(), "e holds all but the reserve");
+        let h = tokio::time::timeout(Duration::from_millis(10), slots.acquire("h")).await;
+        assert!(h.is_ok(), "h is served from the reserve");
+        drop(h);
+        // When e's sends end, e gets its slots back.
+        drop(hanging.pop());
+        let again = tokio::time::timeout(Duration::from_millis(10), slots.acquire("e")).await;
+        assert!(again.is_ok());
+    }
+}
