@@ -1,9 +1,9 @@
 """`make bench`: every performance figure of docs/performance.md, each printed beside its target.
 
-  python infra/bench.py [--only size,cold,core,delivery,cost,state,load] [--functions sms,...] [--runs 20]
+  python infra/bench.py [--only size,cold,core,delivery,cost,state,load,pacing] [--functions sms,...] [--runs 20]
                         [--webhooks 10000] [--batch-size 100] [--receiver-delay-ms 20]
                         [--aws-delay-ms 5] [--state-messages 1000] [--state-item-wcu 50] [--load-events 10000]
-                        [--json PATH]
+                        [--pacing-webhooks 600] [--json PATH]
 
 Measures the release binaries in $CARGO_TARGET_DIR/release (default target/release; `make bench`
 builds them first):
@@ -32,6 +32,13 @@ builds them first):
             the local stack as `make up` starts it: processed within minutes (target <= 15 min) with
             no function error or timeout, no runtime reset, nothing dead-lettered and every
             subscribed receipt delivered
+  pacing    receivers that serve 5 requests a second and answer 429 beyond, through the local stack
+            with 3 execution environments per function (infra/bench_pacing.py): a --pacing-webhooks
+            campaign to a subscription with `rate_limit: 5` (targets: peak <= 1.1 x the rate in any
+            second, 429s <= 1 % of webhooks, all delivered within 1.2 x N / rate + 30 s) and without
+            (429s <= 10 %, all within 2 x N / rate + 60 s, no dead letter); a healthy tenant beside
+            40 hanging subscriptions of another (its maximum latency <= 5 s); the limiter's DynamoDB
+            units (<= 0.1 write units per webhook)
 
 The AWS endpoint of `delivery` is `dataflows-bench serve` (bench/src/main.rs): it answers DynamoDB
 and SQS the way the happy path sees them, after --aws-delay-ms (DynamoDB's single-digit-ms latency),
@@ -60,6 +67,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
+from bench_pacing import bench_pacing  # noqa: E402
 from bench_state import bench_load, bench_state  # noqa: E402
 
 ROOT = local_stack.ROOT
@@ -482,11 +490,12 @@ def draw_charts(data: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="size,cold,core,delivery,cost,state,load")
+    ap.add_argument("--only", default="size,cold,core,delivery,cost,state,load,pacing")
     ap.add_argument("--load-events", type=int, default=10000, help="load: status events over three accounts")
     ap.add_argument("--state-messages", type=int, default=1000, help="state: messages per account (2 receipts each)")
     ap.add_argument("--state-item-wcu", type=float, default=50,
                     help="state: the emulator's per-item write limit, scaled down from 1,000 so this machine meets it")
+    ap.add_argument("--pacing-webhooks", type=int, default=600, help="pacing: webhooks of each campaign (N)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--functions", default=",".join(FUNCTIONS), help="size and cold: these functions only")
     ap.add_argument("--webhooks", type=int, default=10000)
@@ -518,6 +527,8 @@ def main() -> int:
         bench_state(res, log_dir, args.state_messages, PRICES, args.state_item_wcu)
     if "load" in only:
         bench_load(res, log_dir, args.load_events)
+    if "pacing" in only:
+        bench_pacing(res, log_dir, args.pacing_webhooks)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res.data, indent=2) + "\n")
     print(f"\nfigures written to {args.json}")

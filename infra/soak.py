@@ -6,6 +6,14 @@ accounting: every expected webhook must be delivered or on a dead-letter queue w
   python infra/soak.py [--events 5000] [--accounts 5] [--bulk-messages 1000] [--kills 4] [--fail 0.3]
                        [--item-wcu 20] [--deadline 900]
 
+Two mixed accounts also have a second `*` subscription to an endpoint that serves at most
+PACED_RATE requests in any 1-second window and answers 429 with `Retry-After: 1` beyond (as SaaS
+CRMs do): the first account's (`paced`) declares `rate_limit: PACED_RATE`, so the receiver must
+never see more than the limit + 10 % in any second; the second's (`capped`) declares none, so the
+senders must adapt to the 429s. Their webhooks are owed like any other (delivered or
+dead-lettered, never lost); the run prints the paced endpoint's peak requests per second beside
+its limit and the share of 429s at the capped one.
+
 Besides the mixed accounts, one bulk sender sends a campaign: a `sent` and a final receipt per
 message, published as fast as the emulator takes them, subscribed to receipts, campaign.completed and
 both rate alerts (set never to fire), so its outcome counts run under the kills; once its receipts
@@ -18,7 +26,8 @@ design; such receipts are reported as superseded, not lost (the final's webhook 
 
 Prints events in, webhooks expected, delivered, lost (must be 0), duplicates by webhook-id, DLQ
 entries and their reasons, restarts, conflicts and throttles met, the bulk campaign's count,
-p50/p99 end-to-end latency; exits 1 if anything was lost or the count is wrong.
+p50/p99 end-to-end latency, the paced and capped endpoints' figures; exits 1 if anything was lost,
+the count is wrong or the paced endpoint saw more than its limit + 10 % in a second.
 """
 
 from __future__ import annotations
@@ -36,16 +45,18 @@ import threading
 import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
+from receiver import BacklogServer, SlidingWindow, peak_per_second  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HTTP_TIMEOUT_S = 2
 RETRY_SCHEDULE = "1s,2s,3s,5s,8s"  # 6 attempts in all
+PACED_RATE = 5.0  # the paced and capped endpoints' capacity (requests/s), and the paced subscription's rate_limit
 
 
 def webhook_id(event_id: str, trigger: str, account: str, subscription: str) -> str:
@@ -94,7 +105,9 @@ KINDS = ["sms.received", "sms.keyword", "sms.status_changed", "account.balance_c
 
 
 class FaultyReceiver:
-    """Answers 2xx, or fails at random: 500, 429 + Retry-After, too slow, connection reset."""
+    """Answers 2xx, or fails at random: 500, 429 + Retry-After, too slow, connection reset. A path
+    given a capacity (`capped`) fails only by capacity: at most that many requests served in any
+    1-second window, 429 + `Retry-After: 1` beyond; its requests' arrival times and 429s are kept."""
 
     def __init__(self, fail: float, seed: int):
         self.rng = random.Random(seed)
@@ -104,6 +117,9 @@ class FaultyReceiver:
         self.faults: Counter = Counter()
         self.requests = 0
         self.completed: dict[str, dict] = {}  # campaign id -> data of its campaign.completed
+        self.windows: dict[str, SlidingWindow] = {}  # path -> its capacity
+        self.arrivals: dict[str, list[float]] = {}  # path with a capacity -> every request's arrival time
+        self.over_capacity: Counter = Counter()  # path with a capacity -> 429s answered
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,15 +128,25 @@ class FaultyReceiver:
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 wid = self.headers.get("webhook-id", "")
+                path = self.path
                 with receiver.lock:
                     receiver.requests += 1
-                    roll = receiver.rng.random()
-                fault = None
-                if roll < receiver.fail:
-                    fault = ["500", "429", "slow", "reset"][int(roll / receiver.fail * 4) % 4]
-                with receiver.lock:
+                    window = receiver.windows.get(path)
+                    fault = None
+                    if window is not None:
+                        now = time.time()
+                        receiver.arrivals[path].append(now)
+                        if not window.admit(now):
+                            fault = "429 over capacity"
+                            receiver.over_capacity[path] += 1
+                    else:
+                        roll = receiver.rng.random()
+                        if roll < receiver.fail:
+                            fault = ["500", "429", "slow", "reset"][int(roll / receiver.fail * 4) % 4]
                     receiver.faults[fault or "ok"] += 1
-                if fault == "500":
+                if fault == "429 over capacity":
+                    self._answer(429, {"retry-after": "1"})
+                elif fault == "500":
                     self._answer(500)
                 elif fault == "429":
                     self._answer(429, {"retry-after": "1"})
@@ -152,11 +178,17 @@ class FaultyReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = BacklogServer(("127.0.0.1", 0), Handler)  # a backlog of 256
         self.server.daemon_threads = True
-        self.server.request_queue_size = 256
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def capped(self, path: str, capacity: float) -> str:
+        """Serve `path` at most `capacity` requests in any 1-second window, 429 beyond; its URL."""
+        with self.lock:
+            self.windows[path] = SlidingWindow(capacity)
+            self.arrivals[path] = []
+        return f"http://127.0.0.1:{self.port}{path}"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -212,6 +244,22 @@ def main() -> int:
             ddb.put_item(TableName=st.outputs["SubscriptionsTableName"], Item={
                 "account_id": {"S": a}, "subscription_id": {"S": "sub"},
                 "url": {"S": f"http://127.0.0.1:{receiver.port}/{a}"}, "secret": {"S": SECRET}, "triggers": {"S": "*"}})
+        # The paced and capped subscriptions: a second `*` subscription of the first two mixed accounts.
+        extra_subs: dict[str, list[str]] = {}  # account -> its other subscription ids
+        owed_by: dict[str, set[str]] = {"paced": set(), "capped": set()}  # their expected webhook-ids
+        paced_path = capped_path = None
+        if accounts:
+            paced_account, capped_account = accounts[0], accounts[1 % len(accounts)]
+            paced_path, capped_path = f"/{paced_account}/paced", f"/{capped_account}/capped"
+            for account, sid, path, limit in ((paced_account, "paced", paced_path, PACED_RATE),
+                                              (capped_account, "capped", capped_path, None)):
+                item = {"account_id": {"S": account}, "subscription_id": {"S": sid},
+                        "url": {"S": receiver.capped(path, PACED_RATE)}, "secret": {"S": SECRET},
+                        "triggers": {"S": "*"}}
+                if limit is not None:
+                    item["rate_limit"] = {"N": f"{limit:g}"}
+                ddb.put_item(TableName=st.outputs["SubscriptionsTableName"], Item=item)
+                extra_subs.setdefault(account, []).append(sid)
         bulk = "acc_soak_bulk"
         never = {"M": {"threshold": {"N": "0.99"}, "window_minutes": {"N": "60"}, "min_samples": {"N": "1"},
                        "cooldown_minutes": {"N": "60"}}}
@@ -277,7 +325,11 @@ def main() -> int:
             event, triggers = make_event(KINDS[n % len(KINDS)], accounts[n % len(accounts)], n)
             now = time.time()
             for t in triggers:
-                expected[webhook_id(event["id"], t, event["account_id"], "sub")] = now
+                for sid in ["sub", *extra_subs.get(event["account_id"], [])]:
+                    wid = webhook_id(event["id"], t, event["account_id"], sid)
+                    expected[wid] = now
+                    if sid in owed_by:
+                        owed_by[sid].add(wid)
             batch.append({"Id": str(len(batch)), "Message": json.dumps(event)})
             if n % 500 == 499:
                 print(f"  {time.time() - started:5.0f}s  published {n + 1}", flush=True)
@@ -351,6 +403,25 @@ def main() -> int:
         with receiver.lock:
             dups = {w: len(t) for w, t in receiver.delivered.items() if (w in expected or w in optional) and len(t) > 1}
         latencies = [min(times) - expected[w] for w, times in delivered.items()]
+        paced = capped = None
+        if paced_path:
+            with receiver.lock:
+                paced_arrivals, capped_arrivals = list(receiver.arrivals[paced_path]), list(receiver.arrivals[capped_path])
+                paced_429, capped_429 = receiver.over_capacity[paced_path], receiver.over_capacity[capped_path]
+
+            def outcome(sid: str) -> dict:
+                ids = owed_by[sid]
+                return {"webhooks": len(ids), "delivered": len(ids & delivered.keys()),
+                        "dead_lettered": len(ids & (dlq.keys() - delivered.keys())), "lost": len(ids & set(lost))}
+
+            paced = {"rate_limit": PACED_RATE, "receiver_capacity": PACED_RATE,
+                     "peak_requests_per_second": peak_per_second(paced_arrivals),
+                     "requests": len(paced_arrivals), "responses_429": paced_429, **outcome("paced")}
+            capped = {"rate_limit": None, "receiver_capacity": PACED_RATE,
+                      "peak_requests_per_second": peak_per_second(capped_arrivals),
+                      "requests": len(capped_arrivals), "responses_429": capped_429, **outcome("capped")}
+            capped["share_429_of_webhooks"] = round(capped_429 / max(1, capped["webhooks"]), 4)
+            paced["share_429_of_webhooks"] = round(paced_429 / max(1, paced["webhooks"]), 4)
         stats = st.emulator.stats()
         counted = receiver.completed.get(bulk_campaign, {})
         report = {
@@ -376,6 +447,8 @@ def main() -> int:
                                        "failed": sum(1 for i in range(args.bulk_messages) if i % 10 >= 8)},
             "dynamodb_refused": stats["refused"],
             "dynamodb_requests": sum(stats["requests"].values()),
+            "paced_subscription": paced,
+            "capped_subscription": capped,
             "latency_p50_s": round(pct(latencies, 50), 2),
             "latency_p99_s": round(pct(latencies, 99), 2),
             "wall_seconds": round(time.time() - started),
@@ -388,7 +461,17 @@ def main() -> int:
         count_ok = report["bulk_campaign_counted"] == report["bulk_campaign_expected"]
         if not count_ok:
             print(f"BULK COUNT WRONG: {report['bulk_campaign_counted']} != {report['bulk_campaign_expected']}")
-        return 1 if lost or unexpected or not count_ok else 0
+        limit_ok = True
+        if paced:
+            limit_ok = paced["peak_requests_per_second"] <= 1.1 * PACED_RATE
+            print(f"paced subscription (rate_limit {PACED_RATE:g}/s, receiver {PACED_RATE:g}/s): peak "
+                  f"{paced['peak_requests_per_second']} requests in 1 s against a limit of {PACED_RATE:g} "
+                  f"(+10 %: {1.1 * PACED_RATE:g}); {paced['responses_429']} 429s over {paced['webhooks']} webhooks"
+                  + ("" if limit_ok else "  RATE LIMIT EXCEEDED"))
+            print(f"capped subscription (no rate_limit, receiver {PACED_RATE:g}/s): {capped['responses_429']} 429s "
+                  f"over {capped['webhooks']} webhooks ({capped['share_429_of_webhooks'] * 100:.1f} %), "
+                  f"{capped['requests']} requests, peak {capped['peak_requests_per_second']} in 1 s")
+        return 1 if lost or unexpected or not count_ok or not limit_ok else 0
     finally:
         st.stop()
         receiver.server.shutdown()

@@ -17,6 +17,10 @@ Stack, the helpers the tools and tests share, and main() are here.
 
 CLI:  python infra/stack.py up [--port 4566]     the stack in the foreground until Ctrl-C
       python infra/stack.py provision [--port]  resources only, on an emulator already running
+
+Execution environments per function (concurrent invocations, see supervise.Runner): Stack's
+`environments`, by default $LOCAL_ENVIRONMENTS or 1 (the integration tests run one); `up` (what
+`make up` runs) starts 3 unless $LOCAL_ENVIRONMENTS says otherwise.
 """
 
 from __future__ import annotations
@@ -44,15 +48,33 @@ from supervise import (  # noqa: F401
 )
 
 LOCAL = ROOT / ".local"
+UP_ENVIRONMENTS = 3  # execution environments per function under `make up`
+
+
+def environments_from_env(default: int = 1) -> int:
+    """$LOCAL_ENVIRONMENTS (execution environments per function), else `default`."""
+    value = os.environ.get("LOCAL_ENVIRONMENTS", "").strip()
+    if not value:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"LOCAL_ENVIRONMENTS must be a whole number of execution environments, not {value!r}") from None
+    if n < 1:
+        raise ValueError(f"LOCAL_ENVIRONMENTS must be at least 1, not {n}")
+    return n
 
 
 class Stack:
-    """Everything, started in order and stopped in reverse."""
+    """Everything, started in order and stopped in reverse. `environments`: execution environments
+    per function (concurrent invocations, see supervise.Runner), by default $LOCAL_ENVIRONMENTS or 1."""
 
     def __init__(self, port: int = 4566, env_overrides: dict[str, str] | None = None,
                  parameters: dict[str, str] | None = None, log_dir: Path = LOCAL / "logs",
-                 functions: list[str] | None = None, config: dict[str, Any] | None = None):
+                 functions: list[str] | None = None, config: dict[str, Any] | None = None,
+                 environments: int | None = None):
         self.log_dir = log_dir
+        self.environments = environments_from_env() if environments is None else environments
         # A transaction is answered when it is no longer in flight, as DynamoDB does: only
         # concurrent transactions on the same item conflict.
         self.emulator = Emulator(port, log_dir / "moto.log", {"respond_after_hold": True, **(config or {})})
@@ -62,7 +84,8 @@ class Stack:
             overrides = function_overrides(env_overrides)
             for fn in self.provisioned.functions:
                 if functions is None or fn.binary in functions:
-                    self.runners.append(Runner(fn, self.emulator.endpoint, overrides, log_dir))
+                    self.runners.append(Runner(fn, self.emulator.endpoint, overrides, log_dir,
+                                               environments=self.environments))
             for runner in self.runners:
                 runner.start()
         except BaseException:
@@ -170,11 +193,12 @@ def main() -> int:
         print(json.dumps(p.outputs, indent=2))
         return 0
 
-    stack = Stack(port=args.port)
+    stack = Stack(port=args.port, environments=environments_from_env(UP_ENVIRONMENTS))
     write_outputs(stack.outputs)
     write_functions(stack.provisioned)
     (LOCAL / "stack.pid").write_text(str(os.getpid()))
     print(f"emulator: {stack.emulator.endpoint}")
+    print(f"{stack.environments} execution environment(s) per function (LOCAL_ENVIRONMENTS); the first's invoke URL:")
     for runner in stack.runners:
         print(f"function {runner.fn.binary}: {runner.invoke_url} (log: {runner.log_path.relative_to(ROOT)})")
     print(f"outputs: {(LOCAL / 'outputs.json').relative_to(ROOT)}\nready; Ctrl-C stops everything", flush=True)

@@ -1,6 +1,7 @@
 """The processes of the local stack: the emulator (infra/dynamodb_emulator.py, the moto server with
 DynamoDB made to behave like the service) and, per function, a Runner: the real bootstrap behind
-the Lambda runtime interface emulator, fed by a poller with the SQS event source's semantics.
+the Lambda runtime interface emulator, fed by a poller with the SQS event source's semantics, in
+one or more execution environments (concurrent invocations, as Lambda runs them).
 Also the helpers they need (free ports, waiting for an HTTP server, stopping a process group) and
 what the local stack changes in every function's environment.
 
@@ -145,19 +146,48 @@ def _terminate(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+class Environment:
+    """One execution environment of a function: a runtime interface emulator on its own ports and
+    the bootstrap it starts on its first invoke. It serves one invocation at a time, as a Lambda
+    execution environment does."""
+
+    def __init__(self, index: int, port: int, api_port: int):
+        self.index = index
+        self.port = port
+        self.api_port = api_port
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self.lock = threading.Lock()  # held for the length of an invocation
+        self.invoke_url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
+
+
 class Runner:
     """One function: its real bootstrap behind the runtime interface emulator, and a poller per
     event source with the SQS event source's semantics: batches of up to BatchSize, the batching
     window, partial batch failures (failed messages are left for redelivery after the visibility
     timeout; the queue's redrive policy moves them to the DLQ), and a whole-batch failure when the
-    function errors."""
+    function errors.
 
-    def __init__(self, fn: LocalFunction, endpoint: str, env_overrides: dict[str, str], log_dir: Path):
+    `environments` execution environments, as Lambda runs concurrent invocations of one function:
+    each is its own runtime interface emulator and bootstrap (its own process, memory and caches),
+    and each polls each event source with its own thread, as the SQS event source's concurrent
+    pollers do. With one, a batch stuck on a slow receiver holds the function: nothing else of its
+    queue is processed until it ends. On AWS it does not: the event source keeps polling and hands
+    the next batch to another execution environment, scaling up to the source's
+    MaximumConcurrency (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html).
+    So anything shared between invocations (the webhook claims, trigger state, a subscription's
+    pacing) is only exercised as on AWS with several. The environments share the function's log
+    file. `invoke()` runs on the first environment unless given another; `invocations`,
+    `failed_invocations` and `restarts` are totals over all of them."""
+
+    def __init__(self, fn: LocalFunction, endpoint: str, env_overrides: dict[str, str], log_dir: Path,
+                 environments: int = 1):
+        if environments < 1:
+            raise ValueError(f"a function needs at least one execution environment, not {environments}")
         self.fn = fn
         self.endpoint = endpoint
         self.stop_event = threading.Event()
-        self.port = free_port()
-        self.api_port = free_port()
+        self._counts = threading.Lock()
         self.invocations = 0
         self.failed_invocations = 0  # the function errored or timed out: the whole batch goes back
         env = {
@@ -179,74 +209,115 @@ class Runner:
             raise FileNotFoundError(f"{self.binary} is missing: run `cargo build --workspace` first")
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{fn.binary}.log"
-        self._log = open(self.log_path, "ab")
-        self.restarts = 0
-        self._spawn()
-        self.invoke_url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
-        self.threads = [threading.Thread(target=self._poll, args=(src,), daemon=True, name=f"poll-{fn.binary}")
-                        for src in fn.sources]
+        self._log = open(self.log_path, "ab")  # O_APPEND: the environments' lines do not overwrite each other
+        ports: list[int] = []
+        while len(ports) < 2 * environments:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self.environments = [Environment(i, ports[2 * i], ports[2 * i + 1]) for i in range(environments)]
+        try:
+            for e in self.environments:
+                self._spawn(e)
+        except BaseException:
+            for e in self.environments:
+                if e.proc is not None:
+                    _terminate(e.proc)
+            self._log.close()
+            raise
+        first = self.environments[0]
+        self.port = first.port
+        self.api_port = first.api_port
+        self.invoke_url = first.invoke_url
+        self.threads = [threading.Thread(target=self._poll, args=(src, e), daemon=True,
+                                         name=f"poll-{fn.binary}-{e.index}")
+                        for e in self.environments for src in fn.sources]
 
-    def _spawn(self) -> None:
-        self.proc = subprocess.Popen(
+    @property
+    def proc(self) -> subprocess.Popen:
+        """The first environment's emulator process."""
+        return self.environments[0].proc
+
+    @property
+    def restarts(self) -> int:
+        return sum(e.restarts for e in self.environments)
+
+    def _spawn(self, e: Environment) -> None:
+        e.proc = subprocess.Popen(
             [str(rie_path()), "--log-level", "error",
-             "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-             "--runtime-api-address", f"127.0.0.1:{self.api_port}", str(self.binary)],
+             "--runtime-interface-emulator-address", f"127.0.0.1:{e.port}",
+             "--runtime-api-address", f"127.0.0.1:{e.api_port}", str(self.binary)],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def runtime_pids(self) -> list[int]:
-        """The bootstrap processes the emulator runs (it starts one on the first invoke)."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+    def runtime_pids(self, environment: Environment | None = None) -> list[int]:
+        """The bootstrap processes the emulators run (each starts one on its first invoke): of
+        every environment, or of the one given."""
+        pids: list[int] = []
+        for e in [environment] if environment else self.environments:
+            out = subprocess.run(["pgrep", "-P", str(e.proc.pid)], capture_output=True, text=True).stdout
+            pids += [int(p) for p in out.split()]
+        return pids
 
-    def _restart_if_dead(self) -> None:
+    def _restart_if_dead(self, e: Environment) -> None:
         """The emulator does not restart a runtime that died (crash, SIGKILL); Lambda would start a
-        fresh execution environment, so start a fresh emulator."""
-        if self.proc.poll() is None and self.runtime_pids():
+        fresh execution environment, so start a fresh emulator in its place."""
+        if e.proc.poll() is None and self.runtime_pids(e):
             return
-        _terminate(self.proc)
-        self._spawn()
-        self.restarts += 1
-        wait_http(f"http://127.0.0.1:{self.port}/", timeout=10)
-        print(f"[{self.fn.binary}] runtime died; started a fresh environment (restart {self.restarts})", file=sys.stderr)
+        _terminate(e.proc)
+        self._spawn(e)
+        e.restarts += 1
+        wait_http(f"http://127.0.0.1:{e.port}/", timeout=10)
+        which = f" environment {e.index + 1}/{len(self.environments)}" if len(self.environments) > 1 else ""
+        print(f"[{self.fn.binary}] runtime{which} died; started a fresh environment (restart {e.restarts})",
+              file=sys.stderr)
 
     def start(self) -> None:
+        for e in self.environments:
+            wait_http(f"http://127.0.0.1:{e.port}/", timeout=10)
         for t in self.threads:
             t.start()
 
-    def invoke(self, event: dict) -> tuple[bool, Any]:
-        """(function succeeded, response payload)."""
-        req = urllib.request.Request(self.invoke_url, data=json.dumps(event).encode(),
+    def invoke(self, event: dict, environment: Environment | None = None) -> tuple[bool, Any]:
+        """(function succeeded, response payload), on the first environment unless given another;
+        it waits for an invocation that environment is running to end."""
+        e = environment or self.environments[0]
+        req = urllib.request.Request(e.invoke_url, data=json.dumps(event).encode(),
                                      headers={"content-type": "application/json"})
-        self.invocations += 1
+        with self._counts:
+            self.invocations += 1
         try:
-            with urllib.request.urlopen(req, timeout=self.fn.timeout + 10) as resp:
+            with e.lock, urllib.request.urlopen(req, timeout=self.fn.timeout + 10) as resp:
                 payload = json.loads(resp.read() or b"null")
-        except Exception as e:  # connection refused while restarting, timeouts
-            return False, {"errorMessage": str(e)}
+        except Exception as ex:  # connection refused while restarting, timeouts
+            return False, {"errorMessage": str(ex)}
         if isinstance(payload, dict) and "errorType" in payload:
             return False, payload
         return True, payload
 
-    def _poll(self, src: EventSource) -> None:
+    def _poll(self, src: EventSource, e: Environment) -> None:
         sqs = client("sqs", self.endpoint)
+        tag = f"{self.fn.binary}" + (f" {e.index + 1}/{len(self.environments)}" if len(self.environments) > 1 else "")
         while not self.stop_event.is_set():
             try:
                 messages = self._receive(sqs, src)
-            except Exception as e:
+            except Exception as ex:
                 if self.stop_event.is_set():
                     return
-                print(f"[{self.fn.binary}] receive failed: {e}", file=sys.stderr)
+                print(f"[{tag}] receive failed: {ex}", file=sys.stderr)
                 time.sleep(1)
                 continue
             if not messages:
                 continue
             event = {"Records": [_sqs_record(m, src.queue_arn) for m in messages]}
-            ok, payload = self.invoke(event)
+            ok, payload = self.invoke(event, e)
+            if not ok and self.stop_event.is_set():
+                return  # stopped under it: the messages go back to the queue, as at any stop
             if not ok:
-                self.failed_invocations += 1
-                print(f"[{self.fn.binary}] invocation failed, {len(messages)} message(s) left for redelivery: "
+                with self._counts:
+                    self.failed_invocations += 1
+                print(f"[{tag}] invocation failed, {len(messages)} message(s) left for redelivery: "
                       f"{payload.get('errorMessage', payload)}", file=sys.stderr)
-                self._restart_if_dead()
+                self._restart_if_dead(e)
                 continue
             failed = set()
             if src.report_failures and isinstance(payload, dict):
@@ -285,7 +356,8 @@ class Runner:
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout=5)
-        _terminate(self.proc)
+        for e in self.environments:
+            _terminate(e.proc)
         self._log.close()
 
 

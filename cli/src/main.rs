@@ -126,6 +126,10 @@ struct RecordFlags {
     /// A `whsec_` secret of your own (default: one is generated).
     #[arg(long)]
     secret: Option<String>,
+    /// Requests per second the receiver takes, across every function (fractions allowed: 0.5
+    /// is one every 2 s). Without it the sender slows down on 429 and 503 answers only.
+    #[arg(long)]
+    rate_limit: Option<f64>,
 }
 
 impl RecordFlags {
@@ -154,6 +158,9 @@ impl RecordFlags {
         }
         if let Some(secret) = &self.secret {
             record["secrets"] = json!([secret]);
+        }
+        if let Some(rate) = self.rate_limit {
+            record["rate_limit"] = json!(rate);
         }
         Ok(record)
     }
@@ -234,7 +241,7 @@ enum SubscriptionCmd {
     ///
     /// Example: dataflows subscription put --account acc_42 --id crm --url https://crm.example.com/hooks --trigger contact.added --trigger contact.updated
     Put {
-        #[arg(required_unless_present_all = ["account", "id", "url", "trigger"], conflicts_with_all = ["account", "id", "url", "trigger", "filter", "header", "description", "secret"])]
+        #[arg(required_unless_present_all = ["account", "id", "url", "trigger"], conflicts_with_all = ["account", "id", "url", "trigger", "filter", "header", "description", "secret", "rate_limit"])]
         file: Option<PathBuf>,
         #[command(flatten)]
         fields: RecordFlags,
@@ -381,9 +388,44 @@ fn summary(record: &Map<String, Value>, opts: ParseOptions) -> Value {
         "enabled": record.get("enabled").cloned().unwrap_or(Value::Bool(true)),
         "disabled_reason": record.get("disabled_reason"),
         "failing_since": record.get("failing_since"),
+        "rate_limit": record.get("rate_limit"),
         "valid": parsed.is_ok(),
         "error": parsed.err().map(|e| e.to_string()),
     })
+}
+
+/// The subscription's shared pacing state (docs/design.md, "Pacing"), as an operator reads it:
+/// how far ahead its send slots are taken, a pause, the adaptive rate, and the backlog the last
+/// writer reported. `null` when the subscription was never paced.
+async fn pacing(t: &target::Target, account: &str, id: &str) -> Result<Value, (Failure, Value)> {
+    let table = t.output("StateTableName").map_err(|e| (Failure::Env(e), Value::Null))?;
+    let k = dataflows_shared::store::keys::pace(account, id);
+    let got = t
+        .dynamodb()
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(k.pk))
+        .key("sk", AttributeValue::S(k.sk))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(aws_sdk_dynamodb::Error::from)
+        .map_err(env("reading the subscription's pacing"))?;
+    let Some(item) = got.item else {
+        return Ok(Value::Null);
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let state = dataflows_shared::store::pace::state_of(&item);
+    let raw = item_to_json(&item);
+    let seconds = |ms: i64| ((ms - now).max(0) as f64 / 1000.0 * 10.0).round() / 10.0;
+    let oldest = raw.get("held_oldest").and_then(Value::as_i64).filter(|&t| t > 0);
+    Ok(json!({
+        "slots_reserved_for_s": seconds(state.tat_ms),
+        "paused_for_s": seconds(state.paused_until_ms),
+        "adaptive_rate": state.adaptive.filter(|a| a.active(now)).map(|a| (a.rate_at(now) * 100.0).round() / 100.0),
+        "held_back": raw.get("held").and_then(Value::as_i64).unwrap_or(0),
+        "oldest_held_s": oldest.map(|t| (now - t) / 1000),
+    }))
 }
 
 async fn put(t: &target::Target, file: Option<&PathBuf>, flags: &RecordFlags, replace: bool) -> Outcome {
@@ -1208,7 +1250,8 @@ async fn run(cli: &Cli) -> Outcome {
             let record = get_record(&t, account, id)
                 .await?
                 .ok_or_else(|| (Failure::Check(format!("no subscription {account}/{id}")), Value::Null))?;
-            Ok(json!({"record": records::masked(&record), "status": summary(&record, opts)}))
+            let pacing = pacing(&t, account, id).await?;
+            Ok(json!({"record": records::masked(&record), "status": summary(&record, opts), "pacing": pacing}))
         }
         Command::Subscription(SubscriptionCmd::Enable { account, id }) => set_enabled(&t, account, id, true, "").await,
         Command::Subscription(SubscriptionCmd::Disable { account, id, reason }) => {

@@ -148,8 +148,10 @@ impl Claims {
         self.claim(meta, now, lease_seconds, Kind::Retry(previous)).await
     }
 
-    /// Claim a webhook given up on and redriven from the dead-letter queue: wins only while it is
-    /// still exhausted, and starts its attempt count (and so its retry schedule) again.
+    /// Claim a webhook given up on and redriven from the dead-letter queue: wins only while its
+    /// chain has ended (exhausted; or stopped undelivered because its subscription was disabled,
+    /// deleted or changed: retrying, a pending claim whose lease expired, or never claimed when it
+    /// was held back by its pace), and starts its attempt count (and so its retry schedule) again.
     pub async fn claim_redrive(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, ClaimError> {
         self.claim(meta, now, lease_seconds, Kind::Redrive).await
     }
@@ -164,7 +166,11 @@ impl Claims {
                 "attempts_made <= :prev AND (#status = :retrying OR (#status = :pending AND lease_until < :now))",
                 "attempts_made = if_not_exists(attempts_made, :zero)",
             ),
-            Kind::Redrive => ("#status = :exhausted", "attempts_made = :zero"),
+            Kind::Redrive => (
+                "attribute_not_exists(pk) OR #status = :exhausted OR #status = :retrying OR \
+                 (#status = :pending AND lease_until < :now)",
+                "attempts_made = :zero",
+            ),
         };
         let mut req = self
             .client
@@ -195,7 +201,12 @@ impl Claims {
                     .expression_attribute_values(":prev", n(prev))
                     .expression_attribute_values(":retrying", s(ClaimStatus::Retrying.as_str()))
             }
-            Kind::Redrive => req = req.expression_attribute_values(":exhausted", s(ClaimStatus::Exhausted.as_str())),
+            Kind::Redrive => {
+                req = req
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":exhausted", s(ClaimStatus::Exhausted.as_str()))
+                    .expression_attribute_values(":retrying", s(ClaimStatus::Retrying.as_str()))
+            }
         }
         match req.send().await {
             Ok(_) => Ok(Claim::Won),
