@@ -127,6 +127,8 @@ struct PacerBooks {
     held: Backlog,
     /// A throttle answer was met here recently: paced even without a limit.
     throttled_at_ms: i64,
+    /// When webhooks asked for a slot here (ms), the last second's worth.
+    arrived: VecDeque<i64>,
 }
 
 impl PacerBooks {
@@ -200,7 +202,7 @@ pub struct Engine {
     lanes: Lanes,
     /// Bounds concurrent claim writes (as many as sends), so a batch with many subscriptions does
     /// not open one DynamoDB call per delivery at once, and a claim never holds a send slot.
-    claiming: Semaphore,
+    claiming: Arc<FairSlots>,
     /// Bounds concurrent HTTP requests across a batch, shared fairly between accounts.
     sending: Arc<FairSlots>,
     pace: PaceStore,
@@ -237,7 +239,10 @@ impl Engine {
             allow_private_targets: config.allow_private_targets,
             send_budget: config.http_timeout + DEADLINE_MARGIN,
             lanes: Lanes::new(config.subscription_concurrency),
-            claiming: Semaphore::new(config.delivery_concurrency),
+            claiming: FairSlots::new(
+                config.delivery_concurrency,
+                config.delivery_concurrency / FAIR_RESERVE_SHARE,
+            ),
             sending: FairSlots::new(
                 config.delivery_concurrency,
                 config.delivery_concurrency / FAIR_RESERVE_SHARE,
@@ -256,6 +261,17 @@ impl Engine {
         &self.metrics
     }
 
+    /// Whether a subscription without a configured limit is paced by a throttle answer met here.
+    fn became_paced(&self, sub: &crate::subscription::Subscription, pacer: &Pacer) -> bool {
+        if sub.rate_limit.is_some() {
+            return false;
+        }
+        let books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        now - books.throttled_at_ms < pace::ADAPTIVE_FOR.as_millis() as i64
+            && books.known.adaptive.is_some_and(|a| a.active(now))
+    }
+
     fn pacer(&self, key: &SubscriptionKey) -> Arc<Pacer> {
         let mut pacers = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
         if pacers.len() >= 4096 {
@@ -268,7 +284,37 @@ impl Engine {
         let sub = job.subscription;
         let key = sub.key();
         let pacer = self.pacer(&key);
-        // The circuit first: an unreachable receiver's webhooks wait without a send slot.
+        // Paced subscriptions take their slot before the lane, so that every webhook of the
+        // subscription waiting here shares one reservation.
+        let mut at = match self.turn(job, &pacer).await? {
+            Turn::Hold { until_ms, slot_ms } => {
+                return self
+                    .hold(job, &pacer, until_ms, slot_ms, "its subscription's pace")
+                    .await;
+            }
+            Turn::At(at) => at,
+        };
+        let mut lane = None;
+        if at.is_none() {
+            let entered = self.lanes.enter(key.clone()).await;
+            // A throttle answer met while this one waited in the lane paces it now.
+            if self.became_paced(sub, &pacer) {
+                drop(entered);
+                match self.turn(job, &pacer).await? {
+                    Turn::Hold { until_ms, slot_ms } => {
+                        return self
+                            .hold(job, &pacer, until_ms, slot_ms, "its subscription's pace")
+                            .await;
+                    }
+                    Turn::At(Some(t)) => at = Some(t),
+                    Turn::At(None) => lane = Some(self.lanes.enter(key.clone()).await),
+                }
+            } else {
+                lane = Some(entered);
+            }
+        }
+        // The circuit, checked as late as possible before anything is written: an unreachable
+        // receiver's webhooks wait without a claim or a send slot.
         let gate = {
             let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
             books.circuit.gate(now_ms())
@@ -277,6 +323,7 @@ impl Engine {
             pacer: matches!(gate, Gate::Probe).then_some(&pacer),
         };
         if let Gate::Open { until_ms } = gate {
+            drop(lane);
             return self
                 .hold(
                     job,
@@ -287,23 +334,8 @@ impl Engine {
                 )
                 .await;
         }
-        match self.turn(job, &pacer).await? {
-            Turn::At(Some(at)) => {
-                let wait = at - now_ms();
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                }
-            }
-            Turn::At(None) => {}
-            Turn::Hold { until_ms, slot_ms } => {
-                return self
-                    .hold(job, &pacer, until_ms, slot_ms, "its subscription's pace")
-                    .await;
-            }
-        }
-        let _lane = self.lanes.enter(key.clone()).await;
         let claim = {
-            let _slot = self.claiming.acquire().await.expect("never closed");
+            let _slot = self.claiming.acquire(&sub.account_id).await;
             self.claim(job, Utc::now().timestamp()).await?
         };
         match claim {
@@ -311,6 +343,17 @@ impl Engine {
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
             Claim::Busy => return Err(EngineError::Busy(job.webhook_id.clone())),
         }
+        // Claimed before the slot, so the claim's round trip never delays the send past it.
+        if let Some(at) = at {
+            let wait = at - now_ms();
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+        }
+        let _lane = match lane {
+            Some(lane) => lane,
+            None => self.lanes.enter(key.clone()).await,
+        };
 
         let slot = self.sending.acquire(&sub.account_id).await;
         if must_defer(Instant::now(), job.deadline, self.send_budget) {
@@ -435,6 +478,10 @@ impl Engine {
         };
         {
             let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            books.arrived.push_back(now);
+            while books.arrived.front().is_some_and(|&a| a < now - 1_000) {
+                books.arrived.pop_front();
+            }
             if let Some(t) = take(&mut books, now) {
                 return Ok(Ok(t));
             }
@@ -449,7 +496,8 @@ impl Engine {
                 if let Some(t) = take(&mut books, now) {
                     return Ok(Ok(t));
                 }
-                let plan = pace::plan(&books.known, rate, books.waiting.max(1), now, ahead);
+                let demand = pace::block_demand(books.waiting, books.arrived.len(), rate);
+                let plan = pace::plan(&books.known, rate, demand, now, ahead);
                 (plan, books.held)
             };
             let (start, n) = match plan {

@@ -111,6 +111,20 @@ pub enum Plan {
     Hold { until_ms: i64 },
 }
 
+/// A block covers at least this long of the webhooks expected here (see [`block_demand`]).
+pub const BLOCK_COVERS: Duration = Duration::from_secs(3);
+
+/// How many slots to ask for: the webhooks waiting now, or, when more keep arriving, what this
+/// process expects in the next [`BLOCK_COVERS`] at the rate they arrived in the last second
+/// (never more than the subscription's rate allows in that time). One write then serves a few
+/// seconds of sends, so the limiter costs at most 1 / (rate x 3 s) writes per webhook when the
+/// flow is at the rate, and a trickle never reserves slots it will not use.
+pub fn block_demand(waiting: usize, arrived_last_second: usize, rate: f64) -> usize {
+    let covers = BLOCK_COVERS.as_secs_f64();
+    let expected = (arrived_last_second as f64).min(rate) * covers;
+    waiting.max(expected.ceil() as usize).max(1)
+}
+
 /// How to reserve slots for `demand` webhooks at `rate`, given the state last read; `horizon` is
 /// how far ahead a slot may be and still be waited for.
 pub fn plan(state: &PaceState, rate: f64, demand: usize, now_ms: i64, horizon: Duration) -> Plan {
@@ -232,18 +246,19 @@ impl Circuit {
     pub fn record(&mut self, reach: Reach, now_ms: i64) {
         match reach {
             Reach::Answered => *self = Circuit::default(),
+            // The probe failed: open again, for twice as long.
+            Reach::Unreachable if self.probing => {
+                self.opened_for_ms = (self.opened_for_ms * 2).clamp(ms(CIRCUIT_OPEN), ms(CIRCUIT_OPEN_MAX));
+                self.open_until_ms = now_ms + self.opened_for_ms;
+                self.probing = false;
+            }
+            // A send that started before the circuit opened: already counted in.
+            Reach::Unreachable if self.open_until_ms != 0 => {}
             Reach::Unreachable => {
                 self.failures += 1;
-                let reopen = self.probing || self.open_until_ms != 0;
-                if reopen || self.failures >= CIRCUIT_THRESHOLD {
-                    let opened_for = if reopen {
-                        (self.opened_for_ms * 2).min(ms(CIRCUIT_OPEN_MAX))
-                    } else {
-                        ms(CIRCUIT_OPEN)
-                    };
-                    self.opened_for_ms = opened_for.max(ms(CIRCUIT_OPEN));
+                if self.failures >= CIRCUIT_THRESHOLD {
+                    self.opened_for_ms = ms(CIRCUIT_OPEN);
                     self.open_until_ms = now_ms + self.opened_for_ms;
-                    self.probing = false;
                 }
             }
         }
@@ -343,6 +358,16 @@ mod tests {
             plan(&state(NOW + 60_000, 0), 5.0, 10, NOW, HORIZON),
             Plan::Hold { until_ms: NOW + 60_000 }
         );
+    }
+
+    #[test]
+    fn a_block_covers_the_next_seconds_of_a_steady_flow_and_only_what_waits_of_a_trickle() {
+        assert_eq!(block_demand(1, 1, 50.0), 3, "one a second: three seconds of it");
+        assert_eq!(block_demand(1, 0, 50.0), 1, "nothing else coming");
+        assert_eq!(block_demand(2, 40, 10.0), 30, "no more than the rate allows in 3 s");
+        assert_eq!(block_demand(100, 5, 4.5), 100, "what waits, when more than that");
+        // At 10/s and above a block serves at least 30 webhooks: at most 0.034 writes each.
+        assert!(block_demand(1, 10, 10.0) >= 30);
     }
 
     #[test]
@@ -470,6 +495,10 @@ mod tests {
         c.record(Reach::Unreachable, NOW);
         assert_eq!(c.gate(NOW), Gate::Send, "one timeout is not yet a pattern");
         c.record(Reach::Unreachable, NOW + 10);
+        assert_eq!(c.gate(NOW + 20), Gate::Open { until_ms: NOW + 30_010 });
+        // The other sends that were in flight when it opened time out too: it stays as opened.
+        c.record(Reach::Unreachable, NOW + 15);
+        c.record(Reach::Unreachable, NOW + 16);
         assert_eq!(c.gate(NOW + 20), Gate::Open { until_ms: NOW + 30_010 });
         assert_eq!(c.gate(NOW + 30_010), Gate::Probe);
         assert!(matches!(c.gate(NOW + 30_020), Gate::Open { .. }), "one probe at a time");
