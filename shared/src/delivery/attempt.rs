@@ -212,18 +212,35 @@ pub fn rfc3339(t: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// What the engine knows of a subscription beyond its cached record, for [`conclude`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The failing streak as best known: what this process itself wrote, else the cached record's.
+    pub failing_since: Option<i64>,
+    /// The receiver accepted another of the subscription's webhooks in the last seconds.
+    pub progressing: bool,
+}
+
 /// Everything that follows from the attempt `job` made, which returned `result` at `now`; `unit`
-/// is a random number in [0, 1) for the retry jitter. `failing_since` is the subscription's
-/// failing streak as best known: what this process itself wrote, else the cached record's.
+/// is a random number in [0, 1) for the retry jitter.
 pub fn conclude(
     job: &Job<'_>,
     result: &Result<Delivered, DeliveryError>,
     limits: &Limits,
-    failing_since: Option<i64>,
+    seen: Seen,
     now: DateTime<Utc>,
     unit: f64,
 ) -> Conclusion {
-    let verdict = limits.policy.decide(job.attempt, &classify(result, now), unit);
+    let failing_since = seen.failing_since;
+    let outcome = match (classify(result, now), result) {
+        (Outcome::Failed { retry_after }, Err(DeliveryError::FailureStatus { status: 429 | 503, .. }))
+            if seen.progressing =>
+        {
+            Outcome::Throttled { retry_after }
+        }
+        (outcome, _) => outcome,
+    };
+    let verdict = limits.policy.decide(job.attempt, &outcome, unit);
     let log = AttemptLog {
         number: job.attempt,
         at: now.timestamp(),
@@ -374,6 +391,13 @@ mod tests {
         }
     }
 
+    fn seen(failing_since: Option<i64>) -> Seen {
+        Seen {
+            failing_since,
+            progressing: false,
+        }
+    }
+
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(NOW, 0).unwrap()
     }
@@ -409,24 +433,31 @@ mod tests {
     #[test]
     fn delivered_finishes_the_claim_and_ends_a_failing_streak() {
         let s = sub(None);
-        let c = conclude(&job(&s, 1), &OK, &limits(), s.failing_since, now(), 0.5);
+        let c = conclude(&job(&s, 1), &OK, &limits(), seen(s.failing_since), now(), 0.5);
         let (before, status, log, after) = split(&c);
         assert_eq!((status, &c.handled), (ClaimStatus::Delivered, &Handled::Delivered));
         assert!(before.is_empty() && after.is_empty());
         assert_eq!((log.status, log.latency_ms, log.error.as_deref()), (204, 42, None));
         let failing = sub(Some(NOW - 3600));
-        let c = conclude(&job(&failing, 2), &OK, &limits(), failing.failing_since, now(), 0.5);
+        let c = conclude(
+            &job(&failing, 2),
+            &OK,
+            &limits(),
+            seen(failing.failing_since),
+            now(),
+            0.5,
+        );
         assert_eq!(split(&c).3, [&Effect::ClearFailing]);
     }
 
     #[test]
     fn a_success_ends_the_streak_this_process_started_whatever_the_cached_record_shows() {
         let cached = sub(None); // loaded before this process marked it failing
-        let c = conclude(&job(&cached, 2), &OK, &limits(), Some(NOW - 60), now(), 0.5);
+        let c = conclude(&job(&cached, 2), &OK, &limits(), seen(Some(NOW - 60)), now(), 0.5);
         assert_eq!(split(&c).3, [&Effect::ClearFailing]);
         // And a streak this process ended is not revived by a stale record on the next failure.
         let stale = sub(Some(NOW - 6 * 86_400));
-        let c = conclude(&job(&stale, 1), &status(500), &limits(), None, now(), 0.5);
+        let c = conclude(&job(&stale, 1), &status(500), &limits(), seen(None), now(), 0.5);
         assert_eq!(
             split(&c).3,
             [&Effect::MarkFailing { since: NOW }],
@@ -437,7 +468,7 @@ mod tests {
     #[test]
     fn a_failure_queues_the_next_attempt_before_the_claim_and_starts_the_streak() {
         let s = sub(None);
-        let c = conclude(&job(&s, 1), &status(500), &limits(), s.failing_since, now(), 0.5);
+        let c = conclude(&job(&s, 1), &status(500), &limits(), seen(s.failing_since), now(), 0.5);
         let (before, status, log, after) = split(&c);
         assert_eq!(status, ClaimStatus::Retrying);
         let [Effect::EnqueueRetry { task, delay }] = before.as_slice() else {
@@ -458,7 +489,7 @@ mod tests {
     #[test]
     fn the_last_attempt_dead_letters_with_the_origin_only() {
         let s = sub(Some(NOW - 60));
-        let c = conclude(&job(&s, 3), &status(503), &limits(), s.failing_since, now(), 0.5);
+        let c = conclude(&job(&s, 3), &status(503), &limits(), seen(s.failing_since), now(), 0.5);
         let (before, status, _, after) = split(&c);
         assert_eq!((status, &c.handled), (ClaimStatus::Exhausted, &Handled::DeadLettered));
         let [Effect::DeadLetter(letter)] = before.as_slice() else {
@@ -476,9 +507,47 @@ mod tests {
     }
 
     #[test]
+    fn a_429_from_a_receiver_that_takes_the_others_retries_on_the_first_step() {
+        let s = sub(Some(NOW - 60));
+        let throttled = Err(DeliveryError::FailureStatus {
+            status: 429,
+            body: String::new(),
+            retry_after: Some("1".into()),
+        });
+        let progressing = Seen {
+            failing_since: s.failing_since,
+            progressing: true,
+        };
+        let c = conclude(&job(&s, 2), &throttled, &limits(), progressing, now(), 0.5);
+        assert_eq!(
+            c.verdict,
+            Verdict::Retry {
+                delay: Duration::from_secs(10)
+            },
+            "step 1, not step 2"
+        );
+        // The same 429 from a receiver that takes nothing is a failure like any other.
+        let c = conclude(&job(&s, 2), &throttled, &limits(), seen(s.failing_since), now(), 0.5);
+        assert_eq!(
+            c.verdict,
+            Verdict::Retry {
+                delay: Duration::from_secs(100)
+            }
+        );
+        // A 500 is never a throttle.
+        let c = conclude(&job(&s, 2), &status(500), &limits(), progressing, now(), 0.5);
+        assert_eq!(
+            c.verdict,
+            Verdict::Retry {
+                delay: Duration::from_secs(100)
+            }
+        );
+    }
+
+    #[test]
     fn failing_for_too_long_disables_after_the_failure_is_recorded() {
         let s = sub(Some(NOW - 5 * 86_400));
-        let c = conclude(&job(&s, 1), &status(500), &limits(), s.failing_since, now(), 0.5);
+        let c = conclude(&job(&s, 1), &status(500), &limits(), seen(s.failing_since), now(), 0.5);
         let (before, _, _, after) = split(&c);
         assert!(matches!(before.as_slice(), [Effect::EnqueueRetry { .. }]));
         let [Effect::Disable { reason, .. }] = after.as_slice() else {
@@ -487,7 +556,7 @@ mod tests {
         assert!(reason.starts_with("every attempt failed since"), "{reason}");
         assert_eq!(c.handled, Handled::Disabled { dead_lettered: false });
         // The last attempt failing as the subscription is disabled: dead-lettered, and said so.
-        let c = conclude(&job(&s, 3), &status(500), &limits(), s.failing_since, now(), 0.5);
+        let c = conclude(&job(&s, 3), &status(500), &limits(), seen(s.failing_since), now(), 0.5);
         assert!(matches!(split(&c).0.as_slice(), [Effect::DeadLetter(_)]));
         assert_eq!(c.handled, Handled::Disabled { dead_lettered: true });
     }
@@ -495,7 +564,7 @@ mod tests {
     #[test]
     fn gone_disables_at_once_without_retry() {
         let s = sub(None);
-        let c = conclude(&job(&s, 1), &status(410), &limits(), s.failing_since, now(), 0.5);
+        let c = conclude(&job(&s, 1), &status(410), &limits(), seen(s.failing_since), now(), 0.5);
         let (before, status, _, after) = split(&c);
         assert_eq!(
             (status, &c.handled),

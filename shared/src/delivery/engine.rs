@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::delivery::attempt::{classify, conclude, deferral, hold, Conclusion, Effect, Limits};
+use crate::delivery::attempt::{classify, conclude, deferral, hold, Conclusion, Effect, Limits, Seen};
 pub use crate::delivery::attempt::{Handled, Job};
 use crate::delivery::client::{send, Delivered, DeliveryError};
 use crate::delivery::fair::FairSlots;
@@ -102,6 +102,9 @@ pub const RESERVE_AHEAD: Duration = Duration::from_secs(14 * 60);
 /// A reserved slot missed by more than this is not used: sending it late could put two sends
 /// closer than the rate allows. The webhook reserves again.
 pub const SLOT_TOLERANCE: Duration = Duration::from_millis(50);
+/// A receiver that accepted one of the subscription's webhooks this recently is making progress:
+/// its 429s and 503s ask for a slower pace and are retried on the schedule's first step.
+pub const PROGRESSING_WITHIN: Duration = Duration::from_secs(10);
 /// A send slot reserve: an account beyond its fair share leaves this share of the slots free.
 pub const FAIR_RESERVE_SHARE: usize = 8;
 
@@ -129,6 +132,8 @@ struct PacerBooks {
     throttled_at_ms: i64,
     /// When webhooks asked for a slot here (ms), the last second's worth.
     arrived: VecDeque<i64>,
+    /// When the receiver last accepted one (ms).
+    last_accepted_ms: i64,
 }
 
 impl PacerBooks {
@@ -200,9 +205,11 @@ pub struct Engine {
     /// Bounds sends per subscription, taken first: a slow receiver waits in its own lane and
     /// never queues ahead of the others for the batch's slots.
     lanes: Lanes,
-    /// Bounds concurrent claim writes (as many as sends), so a batch with many subscriptions does
-    /// not open one DynamoDB call per delivery at once, and a claim never holds a send slot.
-    claiming: Arc<FairSlots>,
+    /// Bounds the webhooks between their claim and the end of their send (twice the send slots,
+    /// shared fairly between accounts), so a batch with many subscriptions does not open one
+    /// DynamoDB call per delivery at once, a claim never holds a send slot, and an account whose
+    /// receivers hang claims no further ahead than its share.
+    pipeline: Arc<FairSlots>,
     /// Bounds concurrent HTTP requests across a batch, shared fairly between accounts.
     sending: Arc<FairSlots>,
     pace: PaceStore,
@@ -239,9 +246,9 @@ impl Engine {
             allow_private_targets: config.allow_private_targets,
             send_budget: config.http_timeout + DEADLINE_MARGIN,
             lanes: Lanes::new(config.subscription_concurrency),
-            claiming: FairSlots::new(
-                config.delivery_concurrency,
-                config.delivery_concurrency / FAIR_RESERVE_SHARE,
+            pipeline: FairSlots::new(
+                2 * config.delivery_concurrency,
+                2 * config.delivery_concurrency / FAIR_RESERVE_SHARE,
             ),
             sending: FairSlots::new(
                 config.delivery_concurrency,
@@ -334,10 +341,10 @@ impl Engine {
                 )
                 .await;
         }
-        let claim = {
-            let _slot = self.claiming.acquire(&sub.account_id).await;
-            self.claim(job, Utc::now().timestamp()).await?
-        };
+        // From the claim to the send's end: at most twice the send slots, shared fairly, so an
+        // account whose receivers hang cannot claim far ahead of what it can send.
+        let in_pipeline = self.pipeline.acquire(&sub.account_id).await;
+        let claim = self.claim(job, Utc::now().timestamp()).await?;
         match claim {
             Claim::Won => {}
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
@@ -355,7 +362,23 @@ impl Engine {
             None => self.lanes.enter(key.clone()).await,
         };
 
-        let slot = self.sending.acquire(&sub.account_id).await;
+        let mut slot = self.sending.acquire(&sub.account_id).await;
+        // A throttle answer met since this one passed unpaced: it waits for a slot of the pace
+        // (in the invocation, or back on the queue past its claim's lease), not an attempt.
+        if at.is_none() && self.became_paced(sub, &pacer) {
+            drop(slot);
+            match self.turn(job, &pacer).await? {
+                Turn::At(Some(t)) => {
+                    let wait = t - now_ms();
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    }
+                }
+                Turn::At(None) => {}
+                Turn::Hold { .. } => return self.defer(job).await,
+            }
+            slot = self.sending.acquire(&sub.account_id).await;
+        }
         if must_defer(Instant::now(), job.deadline, self.send_budget) {
             drop(slot); // the slot is for sends, not for the retry message
             return self.defer(job).await;
@@ -370,14 +393,21 @@ impl Engine {
         )
         .await;
         drop(slot);
+        drop(in_pipeline);
         probe.pacer = None; // the probe was sent: its answer decides the circuit
         let now = Utc::now();
         self.observe_answer(job, &pacer, &result, now).await;
-        let failing_since = {
-            let known = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-            known.get(&key).copied().unwrap_or(sub.failing_since)
+        let seen = Seen {
+            failing_since: {
+                let known = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+                known.get(&key).copied().unwrap_or(sub.failing_since)
+            },
+            progressing: {
+                let books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+                now.timestamp_millis() - books.last_accepted_ms < PROGRESSING_WITHIN.as_millis() as i64
+            },
         };
-        let conclusion = conclude(job, &result, &self.limits, failing_since, now, rand::random::<f64>());
+        let conclusion = conclude(job, &result, &self.limits, seen, now, rand::random::<f64>());
         log_attempt(job, &result, &conclusion.verdict);
         let handled = self.apply(job, conclusion).await;
         self.metrics.observe(match (&result, &handled) {
@@ -558,6 +588,7 @@ impl Engine {
             books.circuit.record(reach, t);
             if result.is_ok() {
                 books.accepted.push_back(t);
+                books.last_accepted_ms = t;
             }
             while books.accepted.front().is_some_and(|&a| a < t - 1_000) {
                 books.accepted.pop_front();

@@ -46,18 +46,28 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// The rate a subscription is sent at after a throttle answer, when no limit is configured (or
-/// below the configured one): `base` requests per second at `since_ms`, rising linearly.
+/// below the configured one): `base` requests per second at `since_ms`, rising linearly; quickly
+/// up to 90 % of `ceiling` (the rate the receiver refused last), then at a quarter of the pace, so
+/// that it probes for more capacity without meeting the same 429 every few seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adaptive {
     pub base: f64,
     pub since_ms: i64,
+    pub ceiling: f64,
 }
 
 impl Adaptive {
     /// Requests per second at `now_ms`: additive increase since the last decrease.
     pub fn rate_at(&self, now_ms: i64) -> f64 {
         let elapsed = (now_ms - self.since_ms).max(0) as f64 / 1000.0;
-        self.base + (self.base * INCREASE_SHARE).max(MIN_INCREASE) * elapsed
+        let step = (self.base * INCREASE_SHARE).max(MIN_INCREASE);
+        let knee = (self.ceiling * 0.9).max(self.base);
+        let fast = (knee - self.base) / step;
+        if elapsed <= fast {
+            self.base + step * elapsed
+        } else {
+            knee + step / 4.0 * (elapsed - fast)
+        }
     }
 
     pub fn active(&self, now_ms: i64) -> bool {
@@ -181,11 +191,17 @@ pub fn on_throttle(
             adaptive: a,
         });
     }
-    let current = pace_rate(configured, state, now_ms).unwrap_or(accepted_per_second);
+    let current = pace_rate(configured, state, now_ms)
+        .unwrap_or(accepted_per_second)
+        .max(MIN_ADAPTIVE_RATE);
     let base = (current * 0.5).max(MIN_ADAPTIVE_RATE);
     Some(Throttled {
         paused_until_ms,
-        adaptive: Adaptive { base, since_ms: now_ms },
+        adaptive: Adaptive {
+            base,
+            since_ms: now_ms,
+            ceiling: current,
+        },
     })
 }
 
@@ -291,6 +307,7 @@ mod tests {
             adaptive: Some(Adaptive {
                 base: 2.0,
                 since_ms: NOW - 4_000,
+                ceiling: 10.0,
             }),
             ..Default::default()
         };
@@ -298,6 +315,19 @@ mod tests {
             pace_rate(None, &throttled, NOW),
             Some(3.0),
             "2/s + 0.25/s per s for 4 s"
+        );
+        let near = PaceState {
+            adaptive: Some(Adaptive {
+                base: 2.5,
+                since_ms: NOW - 16_000,
+                ceiling: 5.0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pace_rate(None, &near, NOW),
+            Some(5.0),
+            "4.5 after 8 s, then a quarter as fast"
         );
         assert_eq!(
             pace_rate(Some(2.0), &throttled, NOW),
@@ -308,6 +338,7 @@ mod tests {
             adaptive: Some(Adaptive {
                 base: 2.0,
                 since_ms: NOW - 300_000,
+                ceiling: 4.0,
             }),
             ..Default::default()
         };
@@ -433,7 +464,8 @@ mod tests {
             t.adaptive,
             Adaptive {
                 base: 3.0,
-                since_ms: NOW
+                since_ms: NOW,
+                ceiling: 6.0
             }
         );
         // A second 429 in the same second: the pause may grow, the rate does not halve again.
@@ -453,6 +485,7 @@ mod tests {
         // Later: the rate in effect halves.
         let later = on_throttle(None, &s, None, 6.0, NOW + 8_000).unwrap();
         assert_eq!(later.adaptive.base, 2.5, "3/s + 0.25 x 8 s = 5/s, halved");
+        assert_eq!(later.adaptive.ceiling, 5.0, "the rate refused");
         // With a limit configured, below it; never under the floor.
         let t = on_throttle(Some(10.0), &idle, None, 0.0, NOW).unwrap();
         assert_eq!(t.adaptive.base, 4.5);
@@ -484,8 +517,8 @@ mod tests {
             n += 1;
         }
         let mean = sum / n as f64;
-        assert!((3.5..=5.0).contains(&mean), "mean rate {mean}");
-        assert!(throttles <= 35, "{throttles} congestions in 5 min");
+        assert!((3.8..=5.0).contains(&mean), "mean rate {mean}");
+        assert!(throttles <= 20, "{throttles} congestions in 5 min");
     }
 
     #[test]

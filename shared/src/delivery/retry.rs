@@ -23,6 +23,10 @@ pub enum Outcome {
     Rejected,
     /// 429, 5xx, other non-2xx, timeouts, connection errors.
     Failed { retry_after: Option<Duration> },
+    /// 429 or 503 from a receiver that is accepting the subscription's other webhooks: it asks
+    /// for a slower pace, it is not failing. The retry waits for the pause (and then its turn in
+    /// the subscription's pace), not for the schedule's later, longer steps.
+    Throttled { retry_after: Option<Duration> },
 }
 
 /// The decision after an attempt.
@@ -52,9 +56,13 @@ impl RetryPolicy {
             Outcome::Delivered => Verdict::Delivered,
             Outcome::Gone => Verdict::Gone,
             Outcome::Rejected => Verdict::Exhausted,
-            Outcome::Failed { retry_after } => {
-                let Some(base) = self.schedule.get(attempt.saturating_sub(1) as usize) else {
+            Outcome::Failed { retry_after } | Outcome::Throttled { retry_after } => {
+                let Some(scheduled) = self.schedule.get(attempt.saturating_sub(1) as usize) else {
                     return Verdict::Exhausted;
+                };
+                let base = match outcome {
+                    Outcome::Throttled { .. } => &self.schedule[0],
+                    _ => scheduled,
                 };
                 let factor = 1.0 + JITTER * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
                 let jittered = base.mul_f64(factor);
@@ -171,6 +179,35 @@ mod tests {
         assert_eq!(
             p.decide(1, &asked(10 * 86_400), 0.5),
             Verdict::Retry { delay: MAX_RETRY_AFTER }
+        );
+    }
+
+    #[test]
+    fn a_throttled_attempt_waits_for_the_pause_not_for_the_later_steps() {
+        let p = policy();
+        let throttled = Outcome::Throttled {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(
+            p.decide(3, &throttled, 0.5),
+            Verdict::Retry {
+                delay: Duration::from_secs(5)
+            },
+            "the first step, not the third (30 min)"
+        );
+        let long = Outcome::Throttled {
+            retry_after: Some(Duration::from_secs(600)),
+        };
+        assert_eq!(
+            p.decide(2, &long, 0.5),
+            Verdict::Retry {
+                delay: Duration::from_secs(600)
+            }
+        );
+        assert_eq!(
+            p.decide(8, &throttled, 0.5),
+            Verdict::Exhausted,
+            "still bounded by the attempts"
         );
     }
 

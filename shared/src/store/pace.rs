@@ -4,7 +4,7 @@
 //! without either costs no request at all.
 //!
 //! Attributes (milliseconds since the epoch): `tat` (the GCRA's next free slot), `paused_until`,
-//! `rate_base` and `rate_since` (the adaptive rate), `held` and `held_oldest` (the webhooks the
+//! `rate_base`, `rate_since` and `rate_ceiling` (the adaptive rate), `held` and `held_oldest` (the webhooks the
 //! last writer was holding back, and since when the oldest of them waits), `expires_at` (TTL, s).
 //!
 //! Every write is one conditional `UpdateItem` of an item under 1 KB: one write unit, no read.
@@ -69,6 +69,7 @@ pub fn state_of(item: &HashMap<String, AttributeValue>) -> PaceState {
             (Some(base), Some(since)) if base > 0.0 => Some(Adaptive {
                 base,
                 since_ms: since as i64,
+                ceiling: number(item, "rate_ceiling").unwrap_or(base * 2.0),
             }),
             _ => None,
         },
@@ -171,7 +172,8 @@ impl PaceStore {
             .table_name(&self.table)
             .set_key(Some(self.key(sub)))
             .update_expression(
-                "SET paused_until = :paused, rate_base = :base, rate_since = :since, expires_at = :expires",
+                "SET paused_until = :paused, rate_base = :base, rate_since = :since, rate_ceiling = :ceiling, \
+                 expires_at = :expires",
             )
             .condition_expression(
                 "attribute_not_exists(rate_since) OR rate_since <= :guard OR \
@@ -180,6 +182,7 @@ impl PaceStore {
             .expression_attribute_values(":paused", n(t.paused_until_ms))
             .expression_attribute_values(":base", n(t.adaptive.base))
             .expression_attribute_values(":since", n(t.adaptive.since_ms))
+            .expression_attribute_values(":ceiling", n(t.adaptive.ceiling))
             .expression_attribute_values(":guard", n(now_ms - guard_ms))
             .expression_attribute_values(":expires", n(now_ms / 1000 + PACE_TTL_SECONDS))
             .send()
@@ -221,6 +224,7 @@ mod tests {
             ("paused_until".to_string(), n(999_000)),
             ("rate_base".to_string(), n(2.5)),
             ("rate_since".to_string(), n(990_000)),
+            ("rate_ceiling".to_string(), n(5)),
         ]);
         assert_eq!(
             state_of(&item),
@@ -229,7 +233,8 @@ mod tests {
                 paused_until_ms: 999_000,
                 adaptive: Some(Adaptive {
                     base: 2.5,
-                    since_ms: 990_000
+                    since_ms: 990_000,
+                    ceiling: 5.0,
                 }),
             }
         );
