@@ -220,6 +220,10 @@ impl App {
         ) {
             println!("{line}");
         }
+        let backlogs = self.engine.metrics().take_backlogs();
+        for line in crate::metrics::emf_backlogs(self.settings.category, &backlogs, Utc::now().timestamp_millis()) {
+            println!("{line}");
+        }
         Ok(response?)
     }
 

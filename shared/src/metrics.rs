@@ -25,7 +25,12 @@ pub struct Metrics {
     held: AtomicU64,
     held_age_s: AtomicU64,
     latencies_ms: Mutex<Vec<f64>>,
+    /// Held webhooks by subscription (`account/subscription`): how many, the longest wait (s).
+    backlogs: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
+
+/// Subscriptions whose backlog gets a metric line of its own per batch, the longest waits first.
+const MAX_BACKLOG_LINES: usize = 20;
 
 /// What one attempt did, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,6 +102,24 @@ impl Metrics {
         }
     }
 
+    /// A webhook of `subscription` held back, waiting `age_s` so far.
+    pub fn held_by(&self, subscription: String, age_s: u64) {
+        let mut b = self.backlogs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = b.entry(subscription).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(age_s);
+    }
+
+    /// Take the held webhooks by subscription so far: (subscription, held, longest wait in s),
+    /// the longest waits first, at most [`MAX_BACKLOG_LINES`].
+    pub fn take_backlogs(&self) -> Vec<(String, u64, u64)> {
+        let taken = std::mem::take(&mut *self.backlogs.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut out: Vec<_> = taken.into_iter().map(|(k, (n, age))| (k, n, age)).collect();
+        out.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
+        out.truncate(MAX_BACKLOG_LINES);
+        out
+    }
+
     /// Take the counts so far and start again.
     pub fn take(&self) -> (Counts, Vec<f64>) {
         let counts = Counts {
@@ -150,6 +173,31 @@ pub(crate) fn emf(category: Category, counts: Counts, latencies_ms: &[f64], time
     line["_aws"]["CloudWatchMetrics"] =
         json!([{"Namespace": NAMESPACE, "Dimensions": [["Category"]], "Metrics": metrics}]);
     Some(line)
+}
+
+/// One EMF line per subscription with held webhooks in the batch (dimensions `Category` and
+/// `Subscription`): its backlog's size and age, per subscription. Only subscriptions with a backlog
+/// produce a metric (each one a CloudWatch custom metric while it has one).
+pub(crate) fn emf_backlogs(category: Category, backlogs: &[(String, u64, u64)], timestamp_ms: i64) -> Vec<Value> {
+    backlogs
+        .iter()
+        .map(|(subscription, held, age)| {
+            json!({
+                "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["Category", "Subscription"]],
+                    "Metrics": [
+                        {"Name": "SubscriptionWebhooksHeld", "Unit": "Count"},
+                        {"Name": "SubscriptionBacklogAge", "Unit": "Seconds"},
+                    ],
+                }]},
+                "Category": category.as_str(),
+                "Subscription": subscription,
+                "SubscriptionWebhooksHeld": held,
+                "SubscriptionBacklogAge": age,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -206,6 +254,28 @@ mod tests {
             9,
             "six counts, the held ones, their age and the latency"
         );
+        // Held webhooks by subscription: one line each, the longest waits first.
+        m.held_by("acc_1/crm".into(), 40);
+        m.held_by("acc_1/crm".into(), 12);
+        m.held_by("acc_2/erp".into(), 90);
+        let backlogs = m.take_backlogs();
+        assert_eq!(
+            backlogs,
+            [("acc_2/erp".to_string(), 1, 90), ("acc_1/crm".to_string(), 2, 40)]
+        );
+        let lines = emf_backlogs(Category::Sms, &backlogs, 0);
+        assert_eq!(
+            (
+                lines[1]["Subscription"].clone(),
+                lines[1]["SubscriptionWebhooksHeld"].clone()
+            ),
+            (json!("acc_1/crm"), json!(2))
+        );
+        assert_eq!(
+            lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Category", "Subscription"]])
+        );
+        assert!(m.take_backlogs().is_empty(), "taken means reset");
         // Taken means reset; nothing attempted means no line.
         let (counts, lat) = m.take();
         assert_eq!(emf(Category::Sms, counts, &lat, 0), None);

@@ -375,13 +375,15 @@ impl Engine {
                     }
                 }
                 Turn::At(None) => {}
-                Turn::Hold { .. } => return self.defer(job).await,
+                Turn::Hold { .. } => return self.defer(job, "its subscription was throttled meanwhile").await,
             }
             slot = self.sending.acquire(&sub.account_id).await;
         }
         if must_defer(Instant::now(), job.deadline, self.send_budget) {
             drop(slot); // the slot is for sends, not for the retry message
-            return self.defer(job).await;
+            return self
+                .defer(job, "the invocation's deadline is too close to send it")
+                .await;
         }
         let result = send(
             &self.http,
@@ -651,6 +653,8 @@ impl Engine {
         self.metrics.observe(Observed::Held {
             age_s: ((now - since) / 1000) as f64,
         });
+        self.metrics
+            .held_by(sub.key().to_string(), ((now - since) / 1000).max(0) as u64);
         Ok(Handled::Held { delay })
     }
 
@@ -735,9 +739,10 @@ impl Engine {
         known.insert(key, since);
     }
 
-    /// Not enough time left in this invocation to send: the same attempt goes back on the queue
-    /// past the claim's lease ([`deferral`]); the claim stays pending.
-    async fn defer(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
+    /// Claimed but not to be sent now (the invocation's deadline is too close, or a throttle met
+    /// meanwhile puts its turn too far ahead): the same attempt goes back on the queue past the
+    /// claim's lease ([`deferral`]); the claim stays pending.
+    async fn defer(&self, job: &Job<'_>, why: &str) -> Result<Handled, EngineError> {
         let (task, delay) = deferral(job, self.lease_seconds, Utc::now().timestamp());
         self.queues.enqueue_retry(&task, delay).await?;
         let sub = job.subscription;
@@ -749,7 +754,7 @@ impl Engine {
             webhook_id = %job.webhook_id,
             attempt = job.attempt,
             delay_s = delay.as_secs(),
-            "webhook deferred: the invocation's deadline is too close to send it"
+            "webhook deferred: {why}"
         );
         self.metrics.observe(Observed::Deferred);
         Ok(Handled::Deferred { delay })
