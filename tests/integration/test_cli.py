@@ -108,6 +108,24 @@ def test_put_from_flags(cli, stack, receiver):
     assert usage.returncode == 2
 
 
+def test_put_and_show_a_rate_limit(cli, stack, receiver):
+    account = unique("acc_cli")
+    flags = ["subscription", "put", "--account", account, "--id", "paced", "--url", receiver.url(f"/{account}/p"),
+             "--trigger", "contact.added"]
+    put = cli("--json", *flags, "--rate-limit", "2.5")
+    assert put.returncode == 0, put.stderr
+    stored = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "paced"})
+    assert stored["rate_limit"]["N"] == "2.5"
+    shown = json.loads(cli("--json", "subscription", "show", "--account", account, "--id", "paced").stdout)
+    assert shown["status"]["rate_limit"] == 2.5
+    assert shown["pacing"] is None, "never paced yet: no pacing item"
+    for bad in ("0", "-1", "10001"):
+        refused = cli(*flags[:5], "bad", *flags[6:], "--rate-limit", bad)
+        assert refused.returncode == 1 and "`rate_limit`" in refused.stderr, (bad, refused.stderr)
+    word = cli(*flags[:5], "bad", *flags[6:], "--rate-limit", "fast")
+    assert word.returncode == 2, "not a number: refused by the argument parser"
+
+
 def test_list_show_enable_disable(cli, stack, tmp_path):
     account = unique("acc_cli")
     put_subscription(stack, account, "a", "https://hooks.example.com/a", headers={"x-api-key": "k-secret-9"})
