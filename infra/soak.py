@@ -235,7 +235,7 @@ def main() -> int:
     receiver = FaultyReceiver(args.fail, args.seed)
     st = local_stack.Stack(port=local_stack.free_port(), log_dir=local_stack.LOCAL / "soak-logs",
                            env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "HTTP_TIMEOUT": f"{HTTP_TIMEOUT_S}s",
-                                          "LOG_LEVEL": "warn"},
+                                          "LOG_LEVEL": os.environ.get("SOAK_LOG_LEVEL", "warn")},
                            config={"item_wcu_per_second": args.item_wcu, "hold_ms": 30})
     try:
         ddb, sns = st.client("dynamodb"), st.client("sns")

@@ -350,19 +350,42 @@ impl Engine {
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
             Claim::Busy => return Err(EngineError::Busy(job.webhook_id.clone())),
         }
-        // Claimed before the slot, so the claim's round trip never delays the send past it.
-        if let Some(at) = at {
-            let wait = at - now_ms();
-            if wait > 0 {
-                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        // Claimed before the slot, so the claim's round trip never delays the send past it. A
+        // paced send that finds its lane or a send slot only after its slot has passed takes a
+        // new slot rather than go late (late sends bunch up against the next ones).
+        let mut lane = lane;
+        let sending_slot = loop {
+            if let Some(t) = at {
+                let wait = t - now_ms();
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                }
             }
-        }
-        let _lane = match lane {
-            Some(lane) => lane,
-            None => self.lanes.enter(key.clone()).await,
+            let entered = match lane.take() {
+                Some(entered) => entered,
+                None => self.lanes.enter(key.clone()).await,
+            };
+            let sending = self.sending.acquire(&sub.account_id).await;
+            match at {
+                Some(t) if now_ms() - t > SLOT_TOLERANCE.as_millis() as i64 => {
+                    drop((sending, entered));
+                    match self.turn(job, &pacer).await? {
+                        Turn::At(next) => at = next,
+                        Turn::Hold { .. } => {
+                            return self
+                                .defer(job, "its turn in the subscription's pace passed while it waited")
+                                .await
+                        }
+                    }
+                }
+                _ => {
+                    lane = Some(entered);
+                    break sending;
+                }
+            }
         };
-
-        let mut slot = self.sending.acquire(&sub.account_id).await;
+        let _lane = lane;
+        let mut slot = sending_slot;
         // A throttle answer met since this one passed unpaced: it waits for a slot of the pace
         // (in the invocation, or back on the queue past its claim's lease), not an attempt.
         if at.is_none() && self.became_paced(sub, &pacer) {
