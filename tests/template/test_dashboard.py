@@ -36,7 +36,9 @@ def emitted() -> tuple[str, set[str], set[frozenset[str]]]:
     """(namespace, metric names, dimension sets) of the EMF line shared/src/metrics.rs writes."""
     code = METRICS_RS.read_text()
     namespace = re.search(r'pub(?:\(crate\))? const NAMESPACE: &str = "([^"]+)";', code).group(1)
-    emf = code[re.search(r"pub(?:\(crate\))? fn emf\(", code).start():code.index("#[cfg(test)]")]
+    start = re.search(r"pub(?:\(crate\))? fn emf\(", code).start()
+    backlogs = re.search(r"pub(?:\(crate\))? fn emf_backlogs\(", code)
+    emf = code[start:backlogs.start() if backlogs and backlogs.start() > start else code.index("#[cfg(test)]")]
     names = set(re.findall(r'json!\(\{\s*"Name":\s*"(\w+)"', emf))
     # A name in CloudWatchMetrics only becomes a metric if the line also carries its value.
     valued = {n for n in names if re.search(rf'"{n}":\s*counts\.|line\["{n}"\]\s*=', emf)}
@@ -44,6 +46,16 @@ def emitted() -> tuple[str, set[str], set[frozenset[str]]]:
     dims = {frozenset(re.findall(r'"(\w+)"', d)) for d in re.findall(r'"Dimensions":\s*\[(\[[^\]]*\])', emf)}
     assert dims, "could not read the EMF dimensions"
     return namespace, names, dims
+
+
+def emitted_per_subscription() -> tuple[set[str], set[frozenset[str]]]:
+    """(metric names, dimension sets) of the per-subscription backlog lines (emf_backlogs)."""
+    code = METRICS_RS.read_text()
+    start = re.search(r"pub(?:\(crate\))? fn emf_backlogs\(", code).start()
+    block = code[start:code.index("#[cfg(test)]")]
+    names = set(re.findall(r'\{"Name":\s*"(\w+)"', block))
+    dims = {frozenset(re.findall(r'"(\w+)"', d)) for d in re.findall(r'"Dimensions":\s*\[(\[[^\]]*\])', block)}
+    return names, dims
 
 
 def category_names() -> set[str]:
@@ -59,6 +71,11 @@ def test_the_rust_source_is_read():
     assert {"WebhooksDelivered", "WebhooksFailed", "WebhooksRetried", "WebhooksExhausted", "WebhooksDeferred",
             "DeliveryLatency"} <= names
     assert dims == {frozenset({"Category"})}
+    assert {"WebhooksHeld", "HeldWebhookAge"} <= names
+    # Per subscription, only while it has a backlog: no dashboard widget can name them in advance.
+    names, dims = emitted_per_subscription()
+    assert names == {"SubscriptionWebhooksHeld", "SubscriptionBacklogAge"}
+    assert dims == {frozenset({"Category", "Subscription"})}
     assert category_names() == {"sms", "operations", "contacts", "messaging", "performance", "admin"}
 
 

@@ -614,6 +614,35 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_longer_than_sqs_allows_is_held_in_legs_never_dropped() {
+        // A rate-limited subscription booked 20 minutes ahead: the webhook is held for all of it;
+        // SQS takes at most 15 minutes, so not_before chains a second leg (deliver_task).
+        let s = sub(None);
+        let now_ms = NOW * 1000;
+        let far = crate::delivery::pace::plan(
+            &crate::delivery::pace::PaceState {
+                tat_ms: now_ms + 1_200_000,
+                ..Default::default()
+            },
+            4.5,
+            10,
+            now_ms,
+            Duration::from_secs(14 * 60),
+        );
+        let crate::delivery::pace::Plan::Hold { until_ms } = far else {
+            panic!("{far:?}")
+        };
+        let (task, delay) = hold(&job(&s, 1), until_ms, None, now_ms);
+        assert_eq!((delay, task.not_before), (Duration::from_secs(1_200), NOW + 1_200));
+        assert_eq!(
+            crate::delivery::retry::sqs_delay(delay),
+            900,
+            "the first leg; the rest is chained"
+        );
+        assert_eq!(task.attempt, 1);
+    }
+
+    #[test]
     fn an_undeliverable_retry_becomes_a_dead_letter_with_its_reason() {
         let s = sub(None);
         let task = retry_task(&job(&s, 1), 4, NOW);
