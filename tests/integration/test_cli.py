@@ -120,9 +120,9 @@ def test_put_and_show_a_rate_limit(cli, stack, receiver):
     assert shown["status"]["rate_limit"] == 2.5
     assert shown["pacing"] is None, "never paced yet: no pacing item"
     for bad in ("0", "-1", "10001"):
-        refused = cli(*flags[:5], "bad", *flags[6:], "--rate-limit", bad)
+        refused = cli(*flags[:5], "bad", *flags[6:], f"--rate-limit={bad}")
         assert refused.returncode == 1 and "`rate_limit`" in refused.stderr, (bad, refused.stderr)
-    word = cli(*flags[:5], "bad", *flags[6:], "--rate-limit", "fast")
+    word = cli(*flags[:5], "bad", *flags[6:], "--rate-limit=fast")
     assert word.returncode == 2, "not a number: refused by the argument parser"
 
 
