@@ -118,6 +118,12 @@ struct Pacer {
     reserving: tokio::sync::Mutex<()>,
 }
 
+impl Pacer {
+    fn books(&self) -> std::sync::MutexGuard<'_, PacerBooks> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Debug, Default)]
 struct PacerBooks {
     known: PaceState,
@@ -157,6 +163,14 @@ enum Turn {
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
+}
+
+/// Wait until `at_ms` (unix ms); at once if it has passed.
+async fn sleep_until_ms(at_ms: i64) {
+    let wait = at_ms - now_ms();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
 }
 
 /// How a deployment delivers: the settings the engine needs, apart from its clients.
@@ -273,7 +287,7 @@ impl Engine {
         if sub.rate_limit.is_some() {
             return false;
         }
-        let books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+        let books = pacer.books();
         let now = now_ms();
         now - books.throttled_at_ms < pace::ADAPTIVE_FOR.as_millis() as i64
             && books.known.adaptive.is_some_and(|a| a.active(now))
@@ -323,7 +337,7 @@ impl Engine {
         // The circuit, checked as late as possible before anything is written: an unreachable
         // receiver's webhooks wait without a claim or a send slot.
         let gate = {
-            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            let mut books = pacer.books();
             books.circuit.gate(now_ms())
         };
         let mut probe = ProbeGuard {
@@ -356,10 +370,7 @@ impl Engine {
         let mut lane = lane;
         let sending_slot = loop {
             if let Some(t) = at {
-                let wait = t - now_ms();
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                }
+                sleep_until_ms(t).await;
             }
             let entered = match lane.take() {
                 Some(entered) => entered,
@@ -392,10 +403,7 @@ impl Engine {
             drop(slot);
             match self.turn(job, &pacer).await? {
                 Turn::At(Some(t)) => {
-                    let wait = t - now_ms();
-                    if wait > 0 {
-                        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                    }
+                    sleep_until_ms(t).await;
                 }
                 Turn::At(None) => {}
                 Turn::Hold { .. } => return self.defer(job, "its subscription was throttled meanwhile").await,
@@ -428,7 +436,7 @@ impl Engine {
                 known.get(&key).copied().unwrap_or(sub.failing_since)
             },
             progressing: {
-                let books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+                let books = pacer.books();
                 now.timestamp_millis() - books.last_accepted_ms < PROGRESSING_WITHIN.as_millis() as i64
             },
         };
@@ -453,7 +461,7 @@ impl Engine {
         let sub = job.subscription;
         let now = now_ms();
         let (rate, adaptive) = {
-            let books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            let books = pacer.books();
             let recently = now - books.throttled_at_ms < pace::ADAPTIVE_FOR.as_millis() as i64;
             let adaptive = recently && books.known.adaptive.is_some_and(|a| a.active(now));
             let rate =
@@ -532,7 +540,7 @@ impl Engine {
             None
         };
         {
-            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            let mut books = pacer.books();
             books.arrived.push_back(now);
             while books.arrived.front().is_some_and(|&a| a < now - 1_000) {
                 books.arrived.pop_front();
@@ -547,7 +555,7 @@ impl Engine {
         for _ in 0..3 {
             let now = now_ms();
             let (plan, backlog) = {
-                let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+                let mut books = pacer.books();
                 if let Some(t) = take(&mut books, now) {
                     return Ok(Ok(t));
                 }
@@ -564,19 +572,19 @@ impl Engine {
                         .await?
                     {
                         Reserved::Won { start_ms, state } => {
-                            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+                            let mut books = pacer.books();
                             books.learn(state);
                             books.held = Backlog::default(); // reported with this write
                             (start_ms, n)
                         }
                         Reserved::Moved(state) => {
-                            pacer.books.lock().unwrap_or_else(|p| p.into_inner()).learn(state);
+                            pacer.books().learn(state);
                             continue;
                         }
                     }
                 }
             };
-            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            let mut books = pacer.books();
             books.pool.extend(pace::slots(start, n, rate));
             if let Some(t) = take(&mut books, now_ms()) {
                 return Ok(Ok(t));
@@ -609,7 +617,7 @@ impl Engine {
             _ => None,
         };
         let update = {
-            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            let mut books = pacer.books();
             books.circuit.record(reach, t);
             if result.is_ok() {
                 books.accepted.push_back(t);
@@ -659,7 +667,7 @@ impl Engine {
         self.queues.enqueue_retry(&task, delay).await?;
         let since = task.held.map_or(now, |h| h.since_ms);
         {
-            let mut books = pacer.books.lock().unwrap_or_else(|p| p.into_inner());
+            let mut books = pacer.books();
             books.held.held = books.held.held.saturating_add(1).min(1_000_000);
             books.held.oldest_ms = Some(books.held.oldest_ms.map_or(since, |o| o.min(since)));
         }
@@ -792,7 +800,7 @@ struct ProbeGuard<'a> {
 impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
         if let Some(p) = self.pacer {
-            p.books.lock().unwrap_or_else(|p| p.into_inner()).circuit.probing = false;
+            p.books().circuit.probing = false;
         }
     }
 }
@@ -802,7 +810,7 @@ struct WaitingGuard<'a>(&'a Pacer);
 
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
-        let mut books = self.0.books.lock().unwrap_or_else(|p| p.into_inner());
+        let mut books = self.0.books();
         books.waiting = books.waiting.saturating_sub(1);
     }
 }
