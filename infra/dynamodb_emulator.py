@@ -124,6 +124,17 @@ Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the env
    1,048,576 bytes. Only the SQS API is checked: SNS deliveries to SQS (where what AWS does with
    such a body is not documented) are left as moto has them.
 
+9. SNS to SQS deliveries that fail go to the subscription's dead-letter queue. moto 5.2.5 calls
+   the SQS backend inside Publish: a queue that is gone (or refuses the message) fails the
+   Publish call itself and skips the topic's other subscriptions. SNS accepts the Publish and
+   delivers to each subscription on its own; a delivery refused by the queue (a client-side
+   error: the queue deleted, its policy or key) is not retried and, when the subscription has a
+   RedrivePolicy, moved to its dead-letter queue, else dropped
+   (https://docs.aws.amazon.com/sns/latest/dg/sns-dead-letter-queues.html). Here each SQS
+   subscription's delivery is tried alone; a failure goes to its RedrivePolicy's queue (the raw
+   message with raw delivery, else the JSON envelope moto would have sent) or is dropped, and
+   counted in the stats as "sns_delivery_failures".
+
 HTTP, on the emulator's own port:
   GET  /_emulator/stats        {"requests": {op: n}, "read_units": x, "write_units": y,
                                 "by_table": {table: {"read_units": x, "write_units": y}},
@@ -171,6 +182,7 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+import moto.sns.models as sns_models
 import moto.sqs.models as sqs_models
 from moto.core.utils import camelcase_to_underscores, unix_time, unix_time_millis
 from moto.sqs.exceptions import (
@@ -882,11 +894,12 @@ def _admin(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     try:
         if path == "/_emulator/stats" and method == "GET":
             with _LOCK:
-                doc = STATS.to_json()
+                doc = {**STATS.to_json(), "sns_delivery_failures": dict(SNS_DELIVERY_FAILURES)}
         elif path == "/_emulator/stats/reset" and method == "POST":
             with _LOCK:
                 STATS.reset()
-                doc = STATS.to_json()
+                SNS_DELIVERY_FAILURES.update(dead_lettered=0, dropped=0)
+                doc = {**STATS.to_json(), "sns_delivery_failures": dict(SNS_DELIVERY_FAILURES)}
         elif path == "/_emulator/config" and method == "GET":
             with _LOCK:
                 doc = dict(CONFIG)
@@ -1152,6 +1165,39 @@ _original_response_send_message = SQSResponse.send_message
 _original_send_message_batch = sqs_models.SQSBackend.send_message_batch
 SQSResponse.send_message = response_send_message  # type: ignore[method-assign]
 sqs_models.SQSBackend.send_message_batch = backend_send_message_batch  # type: ignore[method-assign]
+
+SNS_DELIVERY_FAILURES = {"dead_lettered": 0, "dropped": 0}
+
+
+def sns_subscription_publish(self: Any, message: str, message_id: str, *args: Any, **kwargs: Any) -> None:
+    """One subscription's delivery (behaviour 9): a refused SQS delivery goes to the subscription's
+    RedrivePolicy queue, or is dropped, never failing the Publish."""
+    try:
+        return _original_sns_publish(self, message, message_id, *args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - whatever the queue refused with
+        if self.protocol != "sqs":
+            raise
+        policy = self.attributes.get("RedrivePolicy")
+        target = json.loads(policy).get("deadLetterTargetArn") if policy else None
+        if not target:
+            SNS_DELIVERY_FAILURES["dropped"] += 1
+            print(f"sns: delivery to {self.endpoint} failed ({e!r}); no RedrivePolicy: dropped", file=sys.stderr)
+            return None
+        region, queue_name = target.split(":")[3], target.split(":")[-1]
+        body = message if self.attributes.get("RawMessageDelivery") in (True, "true") else json.dumps(
+            self.get_post_data(message, message_id, args[0] if args else kwargs.get("subject")))
+        try:
+            sqs_models.sqs_backends[self.account_id][region].send_message(queue_name, body)
+            SNS_DELIVERY_FAILURES["dead_lettered"] += 1
+        except Exception as dlq_error:  # noqa: BLE001
+            SNS_DELIVERY_FAILURES["dropped"] += 1
+            print(f"sns: delivery to {self.endpoint} failed and its DLQ refused it too: {dlq_error!r}",
+                  file=sys.stderr)
+        return None
+
+
+_original_sns_publish = sns_models.Subscription.publish
+sns_models.Subscription.publish = sns_subscription_publish  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     from moto.server import main

@@ -72,8 +72,11 @@ class Stack:
     def __init__(self, port: int = 4566, env_overrides: dict[str, str] | None = None,
                  parameters: dict[str, str] | None = None, log_dir: Path = LOCAL / "logs",
                  functions: list[str] | None = None, config: dict[str, Any] | None = None,
-                 environments: int | None = None):
+                 environments: int | None = None, aws_faults: dict[str, Any] | None = None):
+        """`aws_faults`: keyword arguments of infra/faults.py's FaultProxy (e.g. `{"share": 0.1}`);
+        when given, the functions reach AWS through it (the pollers and the caller do not)."""
         self.log_dir = log_dir
+        self.faults = None
         self.environments = environments_from_env() if environments is None else environments
         # A transaction is answered when it is no longer in flight, as DynamoDB does: only
         # concurrent transactions on the same item conflict.
@@ -82,6 +85,11 @@ class Stack:
         try:
             self.provisioned = provision(self.emulator.endpoint, parameters)
             overrides = function_overrides(env_overrides)
+            if aws_faults is not None:
+                from faults import FaultProxy
+
+                self.faults = FaultProxy(self.emulator.endpoint, **aws_faults)
+                overrides["AWS_ENDPOINT_URL"] = self.faults.endpoint
             for fn in self.provisioned.functions:
                 if functions is None or fn.binary in functions:
                     self.runners.append(Runner(fn, self.emulator.endpoint, overrides, log_dir,
@@ -130,6 +138,8 @@ class Stack:
     def stop(self) -> None:
         for runner in self.runners:
             runner.stop()
+        if self.faults is not None:
+            self.faults.stop()
         self.emulator.stop()
 
 

@@ -169,7 +169,8 @@ impl RecordFlags {
 /// Which dead letters a command looks at.
 #[derive(clap::Args, Clone)]
 struct LetterFilter {
-    /// One category (sms, operations, contacts, messaging, performance, admin); default all six.
+    /// One category (sms, operations, contacts, messaging, performance, admin), or `sns` for the
+    /// events SNS could not deliver to a category queue; default all of them.
     #[arg(long)]
     category: Option<String>,
     #[arg(long)]
@@ -191,7 +192,9 @@ enum DeadLettersCmd {
         filter: LetterFilter,
     },
     /// Move matching dead letters back to their category queue: input events are processed again,
-    /// a webhook's dead letter restarts its retry schedule.
+    /// a webhook's dead letter restarts its retry schedule. An event SNS could not deliver goes to
+    /// every category queue that consumes its type (the unrouted queue if none does); a category
+    /// that already had it sees a duplicate and sends nothing twice.
     ///
     /// Example: dataflows dead-letters redrive --category sms --subscription crm
     Redrive {
@@ -873,15 +876,37 @@ fn letter_matches(letter: &Value, f: &LetterFilter) -> bool {
             .is_none_or(|r| letter["reason"].as_str().is_some_and(|have| have.contains(r.as_str())))
 }
 
-/// The categories a dead-letter command looks at: the one asked for, or all six.
-fn chosen_categories(filter: &LetterFilter) -> Result<Vec<&str>, (Failure, Value)> {
+/// The dead-letter source of SNS's own failures (the events delivery DLQ), beside the categories.
+const SNS_SOURCE: &str = "sns";
+
+/// The stack output naming a category's dead-letter queue (or the events delivery DLQ).
+fn dlq_output(category: &str) -> String {
+    if category == SNS_SOURCE {
+        "EventsDeliveryDeadLetterQueueUrl".into()
+    } else {
+        format!("{}DeadLetterQueueUrl", capitalized(category))
+    }
+}
+
+/// The categories a dead-letter command looks at: the one asked for, or all six and the events
+/// delivery DLQ (when the stack has one: stacks deployed before it was added do not).
+fn chosen_categories<'a>(t: &target::Target, filter: &'a LetterFilter) -> Result<Vec<&'a str>, (Failure, Value)> {
     match &filter.category {
-        Some(c) if CATEGORIES.contains(&c.as_str()) => Ok(vec![c.as_str()]),
+        Some(c) if CATEGORIES.contains(&c.as_str()) || c == SNS_SOURCE => Ok(vec![c.as_str()]),
         Some(c) => Err((
-            Failure::Check(format!("{c} is not a category: {}", CATEGORIES.join(", "))),
+            Failure::Check(format!(
+                "{c} is not a category: {}, or {SNS_SOURCE}",
+                CATEGORIES.join(", ")
+            )),
             Value::Null,
         )),
-        None => Ok(CATEGORIES.to_vec()),
+        None => {
+            let mut all = CATEGORIES.to_vec();
+            if t.output(&dlq_output(SNS_SOURCE)).is_ok() {
+                all.push(SNS_SOURCE);
+            }
+            Ok(all)
+        }
     }
 }
 
@@ -889,9 +914,9 @@ fn chosen_categories(filter: &LetterFilter) -> Result<Vec<&str>, (Failure, Value
 async fn letters_waiting(t: &target::Target, filter: &LetterFilter) -> Result<usize, (Failure, Value)> {
     let sqs = aws_sdk_sqs::Client::new(&t.config);
     let mut total = 0;
-    for category in chosen_categories(filter)? {
+    for category in chosen_categories(t, filter)? {
         let dlq = t
-            .output(&format!("{}DeadLetterQueueUrl", capitalized(category)))
+            .output(&dlq_output(category))
             .map_err(|e| (Failure::Env(e), Value::Null))?;
         let got = sqs
             .get_queue_attributes()
@@ -918,14 +943,14 @@ async fn walk_letters(
     mut take: impl AsyncFnMut(&str, &aws_sdk_sqs::types::Message, &Value) -> Result<bool, String>,
     mut looked: impl FnMut(usize, usize),
 ) -> Result<(Vec<Value>, usize), (Failure, Value)> {
-    let categories = chosen_categories(filter)?;
+    let categories = chosen_categories(t, filter)?;
     let sqs = aws_sdk_sqs::Client::new(&t.config);
     let mut seen = Vec::new();
     let mut failed = 0;
     let mut count = 0;
     for category in categories {
         let dlq = t
-            .output(&format!("{}DeadLetterQueueUrl", capitalized(category)))
+            .output(&dlq_output(category))
             .map_err(|e| (Failure::Env(e), Value::Null))?
             .to_string();
         let mut ids = std::collections::HashSet::new();
@@ -1038,6 +1063,28 @@ async fn dead_letters(t: &target::Target, cmd: &DeadLettersCmd) -> Outcome {
     }
 }
 
+/// The stack outputs of the queues a dead letter goes back to: its category's queue; for an event
+/// SNS could not deliver, every category queue that consumes its type, as the topic's filter
+/// policies route it (the unrouted queue when none does).
+fn redrive_queues(category: &str, body: &str) -> Vec<String> {
+    if category != SNS_SOURCE {
+        return vec![format!("{}QueueUrl", capitalized(category))];
+    }
+    let ty = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string));
+    let consumers: Vec<String> = dataflows_shared::Category::ALL
+        .iter()
+        .filter(|c| c.consumes().iter().any(|t| Some(t.as_str()) == ty.as_deref()))
+        .map(|c| format!("{}QueueUrl", capitalized(c.as_str())))
+        .collect();
+    if consumers.is_empty() {
+        vec!["UnroutedQueueUrl".into()]
+    } else {
+        consumers
+    }
+}
+
 /// One dead letter back to its category queue, with its attributes; deleted from the DLQ only
 /// once sent (a failure between the two leaves a copy in both: at least once, never lost).
 async fn redrive_one(
@@ -1046,16 +1093,18 @@ async fn redrive_one(
     category: &str,
     m: &aws_sdk_sqs::types::Message,
 ) -> Result<(), String> {
-    let queue = t.output(&format!("{}QueueUrl", capitalized(category)))?;
-    let dlq = t.output(&format!("{}DeadLetterQueueUrl", capitalized(category)))?;
-    let mut send = sqs
-        .send_message()
-        .queue_url(queue)
-        .message_body(m.body().unwrap_or_default());
-    for (name, value) in m.message_attributes().into_iter().flatten() {
-        send = send.message_attributes(name, value.clone());
+    let dlq = t.output(&dlq_output(category))?;
+    for queue in redrive_queues(category, m.body().unwrap_or_default()) {
+        let queue = t.output(&queue)?;
+        let mut send = sqs
+            .send_message()
+            .queue_url(queue)
+            .message_body(m.body().unwrap_or_default());
+        for (name, value) in m.message_attributes().into_iter().flatten() {
+            send = send.message_attributes(name, value.clone());
+        }
+        send.send().await.map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
     }
-    send.send().await.map_err(|e| aws_sdk_sqs::Error::from(e).to_string())?;
     sqs.delete_message()
         .queue_url(dlq)
         .receipt_handle(m.receipt_handle().unwrap_or_default())

@@ -13,7 +13,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use tokio::sync::Semaphore;
 
 use crate::aws::AwsEnv;
-use crate::batch::run_batch;
+use crate::batch::{redelivery_delay, run_batch};
 use crate::categories::{count_batch, decide};
 use crate::config::Settings;
 use crate::delivery::attempt::undeliverable;
@@ -166,6 +166,26 @@ impl App {
         event: SqsEvent,
         deadline: Option<Instant>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        // Each record's receipt and receive count, to shorten the wait of those that fail; only
+        // for records of this function's own queue.
+        let own_queue = self.settings.queue_url.rsplit('/').next().unwrap_or_default();
+        let receipts: std::collections::HashMap<String, (String, u32)> = event
+            .records
+            .iter()
+            .filter(|m| {
+                m.event_source_arn
+                    .as_deref()
+                    .is_none_or(|arn| arn.rsplit(':').next() == Some(own_queue))
+            })
+            .filter_map(|m| {
+                let count = m
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                Some((m.message_id.clone()?, (m.receipt_handle.clone()?, count)))
+            })
+            .collect();
         let mut records: Vec<(Option<String>, Incoming)> = event
             .records
             .into_iter()
@@ -191,6 +211,7 @@ impl App {
                         .iter()
                         .filter_map(|(_, r)| r.parsed.as_ref().ok().map(Message::account_id)),
                     Instant::now(),
+                    deadline,
                 )
                 .await,
             deadline,
@@ -211,6 +232,17 @@ impl App {
         }
         let all = records.len().max(1); // `evaluating`, the lanes and the send slots bound the work
         let response = run_batch(records, all, |parsed| self.process(parsed, &batch)).await;
+        if let Ok(r) = &response {
+            let back: Vec<(String, std::time::Duration)> = r
+                .batch_item_failures
+                .iter()
+                .filter_map(|f| receipts.get(&f.item_identifier))
+                .map(|(receipt, count)| (receipt.clone(), redelivery_delay(*count, rand::random::<f64>())))
+                .collect();
+            if !back.is_empty() {
+                self.engine.queues().back_off(&back).await;
+            }
+        }
         let (counts, latencies) = self.engine.metrics().take();
         if let Some(line) = crate::metrics::emf(
             self.settings.category,

@@ -14,6 +14,95 @@ use crate::config::ConfigError;
 /// Attempts per AWS call and the connect timeout: the SDK's standard settings, stated here.
 pub(crate) const MAX_ATTEMPTS: u32 = 3;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+/// One attempt that has not been answered in this long is given up and sent again (by the SDK's
+/// retries): DynamoDB and SQS answer in milliseconds, and an answer that never comes would
+/// otherwise hold the record until the function times out.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Error codes with which DynamoDB and SQS refuse a request that may well succeed if sent again:
+/// throttling and the services' own failures
+/// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html,
+/// https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/CommonErrors.html).
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "InternalServerError",
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "TransactionConflictException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// Whether an AWS error, as the SDK gives it back after its own attempts, is worth another try in
+/// place: a transient code, or no code at all (a timeout, a connection dropped, a reply lost: the
+/// request may or may not have been applied, which the callers' conditional writes recognise).
+pub(crate) fn transient_code(code: Option<&str>) -> bool {
+    code.is_none_or(|c| TRANSIENT_CODES.contains(&c))
+}
+
+/// An error that says whether sending the same request again may succeed.
+pub(crate) trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+/// In-place tries beyond the SDK's attempts, per call.
+pub(crate) const PERSIST_TRIES: u32 = 4;
+/// Kept free before the invocation's deadline: an in-place try never starts later than this.
+pub(crate) const PERSIST_MARGIN: Duration = Duration::from_millis(1500);
+
+/// The wait before in-place try `tries + 1`: 200 ms doubling, capped at 3.2 s, with full jitter
+/// (`jitter` in [0, 1)) so that invocations throttled together do not come back together.
+pub(crate) fn persist_backoff(tries: u32, jitter: f64) -> Duration {
+    let cap = Duration::from_millis(200).saturating_mul(1 << tries.min(4));
+    cap.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// Whether another in-place try fits: under [`PERSIST_TRIES`], and the wait plus
+/// [`PERSIST_MARGIN`] still before the deadline (if any).
+pub(crate) fn may_try_again(
+    tries: u32,
+    now: std::time::Instant,
+    wait: Duration,
+    deadline: Option<std::time::Instant>,
+) -> bool {
+    tries < PERSIST_TRIES && deadline.is_none_or(|d| now + wait + PERSIST_MARGIN <= d)
+}
+
+/// `call` until it succeeds, fails for good, or the tries or the deadline run out. Each call is
+/// the same request (the same condition, the same owner token), so a write whose reply was lost
+/// finds itself applied. `what` names the call in the log line.
+pub(crate) async fn persist<T, E, Fut>(
+    deadline: Option<std::time::Instant>,
+    what: &str,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Transient + std::fmt::Display,
+{
+    let mut tries = 0;
+    loop {
+        let err = match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let wait = persist_backoff(tries, rand::random::<f64>());
+        if !err.is_transient() || !may_try_again(tries, std::time::Instant::now(), wait, deadline) {
+            return Err(err);
+        }
+        tries += 1;
+        tracing::warn!(error = %err, tries, wait_ms = wait.as_millis() as u64, "AWS call failed after the SDK's attempts; trying it again in place: {what}");
+        tokio::time::sleep(wait).await;
+    }
+}
 
 /// Where and as whom the functions call AWS. No `Debug`: it holds the secret key.
 #[derive(Clone, PartialEq)]
@@ -95,7 +184,12 @@ impl AwsEnv {
             .region(Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
         if let Some(url) = &self.dynamodb_endpoint {
             b = b.endpoint_url(url);
         }
@@ -109,7 +203,12 @@ impl AwsEnv {
             .region(aws_sdk_sqs::config::Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
         if let Some(url) = &self.sqs_endpoint {
             b = b.endpoint_url(url);
         }
@@ -152,6 +251,42 @@ mod tests {
             Some(CONNECT_TIMEOUT)
         );
         assert_eq!(env.sqs().config().region().map(|r| r.as_ref()), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn transient_errors_are_throttles_failures_and_lost_answers() {
+        for code in [
+            "ThrottlingException",
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
+        ] {
+            assert!(transient_code(Some(code)), "{code}");
+        }
+        assert!(transient_code(None), "a timeout or a dropped connection has no code");
+        for code in [
+            "ConditionalCheckFailedException",
+            "ValidationException",
+            "AccessDeniedException",
+        ] {
+            assert!(!transient_code(Some(code)), "{code} will fail the same way again");
+        }
+    }
+
+    #[test]
+    fn in_place_tries_back_off_and_stop_before_the_deadline() {
+        assert_eq!(persist_backoff(0, 1.0), Duration::from_millis(200));
+        assert_eq!(persist_backoff(0, 0.0), Duration::from_millis(100));
+        assert_eq!(persist_backoff(3, 1.0), Duration::from_millis(1600));
+        assert_eq!(persist_backoff(9, 1.0), Duration::from_millis(3200), "capped");
+        let now = std::time::Instant::now();
+        let wait = Duration::from_millis(400);
+        assert!(may_try_again(0, now, wait, None));
+        assert!(!may_try_again(PERSIST_TRIES, now, wait, None), "tries are bounded");
+        assert!(may_try_again(1, now, wait, Some(now + Duration::from_secs(2))));
+        assert!(
+            !may_try_again(1, now, wait, Some(now + Duration::from_millis(1800))),
+            "the wait and the margin must fit before the deadline"
+        );
     }
 
     #[test]

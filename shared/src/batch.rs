@@ -16,6 +16,18 @@ pub(crate) struct UnidentifiedFailure {
     pub count: usize,
 }
 
+/// How long a record reported as failed stays invisible before SQS hands it back, by how many
+/// times it was received: 5 s after the first, doubling, at most 60 s, jittered by ±25 %
+/// (`jitter` in [0, 1)). Its failure was transient (AWS throttled or failed, a claim was busy),
+/// so it is tried again in seconds instead of after the queue's visibility timeout (six times the
+/// function timeout); the queue's maxReceiveCount (5) still moves a record that keeps failing to
+/// the DLQ, after about 2 minutes of tries.
+pub(crate) fn redelivery_delay(receive_count: u32, jitter: f64) -> std::time::Duration {
+    let base = 5.0 * f64::from(1u32 << receive_count.clamp(1, 5).saturating_sub(1));
+    let secs = (base.min(60.0) * (0.75 + 0.5 * jitter.clamp(0.0, 1.0))).round();
+    std::time::Duration::from_secs(secs.max(1.0) as u64)
+}
+
 /// Process `records` (each with its SQS message id) with at most `concurrency` in flight.
 /// `handle` returns `Err(reason)` for a record that must be redelivered.
 pub(crate) async fn run_batch<T, F, Fut, E>(
@@ -78,6 +90,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_record_comes_back_in_seconds_then_less_often() {
+        let mid = |n| redelivery_delay(n, 0.5).as_secs();
+        assert_eq!(
+            [mid(0), mid(1), mid(2), mid(3), mid(4), mid(5), mid(9)],
+            [5, 5, 10, 20, 40, 60, 60]
+        );
+        assert_eq!(redelivery_delay(1, 0.0).as_secs(), 4, "jittered down");
+        assert_eq!(redelivery_delay(5, 0.999).as_secs(), 75, "jittered up");
+        let total: u64 = (1..=5).map(mid).sum();
+        assert!(
+            (120..=150).contains(&total),
+            "five receives span {total} s before the DLQ"
+        );
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn msg(id: &str, body: &'static str) -> (Option<String>, &'static str) {

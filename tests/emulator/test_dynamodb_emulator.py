@@ -451,7 +451,8 @@ def test_accounting_counts_units_as_dynamodb_bills_them(emulator, ddb, table):
     local_stack.reset_emulator_stats(emulator)
     assert local_stack.emulator_stats(emulator) == {
         "requests": {}, "read_units": 0, "write_units": 0, "by_table": {}, "by_prefix": {}, "hottest_items": [],
-        "refused": {"TransactionConflict": 0, "Throttling": 0, "ConditionalCheckFailed": 0, "Validation": 0}}
+        "refused": {"TransactionConflict": 0, "Throttling": 0, "ConditionalCheckFailed": 0, "Validation": 0},
+        "sns_delivery_failures": {"dead_lettered": 0, "dropped": 0}}
 
 
 def test_config_routes(emulator):
@@ -623,3 +624,26 @@ def test_sqs_message_size_counts_bytes_and_attributes(emulator):
     sqs.send_message(QueueUrl=default, MessageBody="g" * 1_048_576)
     assert sqs_refusal(lambda: sqs.send_message(QueueUrl=default, MessageBody="g" * 1_048_577)) == (
         "InvalidParameterValue", TOO_LONG.format(1_048_576), 400)
+
+
+def test_sns_moves_what_a_queue_refuses_to_the_subscriptions_dlq(emulator):
+    """https://docs.aws.amazon.com/sns/latest/dg/sns-dead-letter-queues.html: a delivery that fails
+    with a client-side error (the queue is gone) is moved to the subscription's dead-letter queue
+    when it has a RedrivePolicy, and lost otherwise; the Publish itself succeeds and the topic's
+    other subscriptions are delivered. moto 5.2.5 failed the Publish and skipped the rest."""
+    sqs, sns = boto3_client("sqs", emulator), boto3_client("sns", emulator)
+    arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]  # noqa: E731
+    topic = sns.create_topic(Name=unique("topic"))["TopicArn"]
+    broken, healthy, dlq = (sqs.create_queue(QueueName=unique(n))["QueueUrl"] for n in ("broken", "healthy", "dlq"))
+    lost = sqs.create_queue(QueueName=unique("lost"))["QueueUrl"]
+    for url, redrive in ((broken, True), (healthy, True), (lost, False)):
+        attrs = {"RawMessageDelivery": "true"}
+        if redrive:
+            attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn(dlq)})
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn(url), Attributes=attrs)
+    sqs.delete_queue(QueueUrl=broken)
+    sqs.delete_queue(QueueUrl=lost)
+    sns.publish(TopicArn=topic, Message='{"id": "evt_1"}')
+    assert received_bodies(sqs, healthy) == ['{"id": "evt_1"}'], "the other subscriptions are delivered"
+    assert received_bodies(sqs, dlq) == ['{"id": "evt_1"}'], "the raw message, on the DLQ"
+    assert local_stack.emulator_stats(emulator)["sns_delivery_failures"] == {"dead_lettered": 1, "dropped": 1}

@@ -79,6 +79,29 @@ def test_the_unrouted_queue_gets_every_event_no_category_consumes(cfn):
         f"anything-but lists {sorted(unrouted[1]['anything-but'])}, the categories consume {sorted(consumed)}")
 
 
+def test_every_subscription_keeps_what_sns_cannot_deliver(cfn):
+    """An SNS->SQS subscription without a RedrivePolicy drops the event after SNS's retries when the
+    queue refuses it (a policy or key error, a queue being replaced); with one, SNS moves it to the
+    DLQ, and only if that queue's policy lets the topic send
+    (https://docs.aws.amazon.com/sns/latest/dg/sns-dead-letter-queues.html). cfn-lint's serverless
+    rule ES7000 asks for the same."""
+    subs = subscriptions(cfn)
+    assert len(subs) == 7
+    for queue, props in subs.items():
+        target = props.get("RedrivePolicy", {}).get("deadLetterTargetArn")
+        assert target == {"Fn::GetAtt": ["EventsDeliveryDeadLetterQueue", "Arn"]}, f"{queue}: {target}"
+    policies = [b["Properties"] for b in of_type(cfn, "AWS::SQS::QueuePolicy").values()
+                if {"Ref": "EventsDeliveryDeadLetterQueue"} in b["Properties"]["Queues"]]
+    assert len(policies) == 1, "the DLQ needs a policy of its own"
+    [statement] = policies[0]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Ref": "EventsTopic"}}}, \
+        "only the events topic may send to it"
+    assert cfn["Resources"]["EventsDeliveryDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] == 14 * DAY
+    assert "EventsDeliveryDeadLetterQueueUrl" in cfn["Outputs"]
+
+
 def test_filter_policies_are_within_sns_limits(cfn):
     """At most 5 keys, and at most 150 combinations of values (the product of each key's values),
     https://docs.aws.amazon.com/sns/latest/dg/subscription-filter-policy-constraints.html."""
@@ -194,7 +217,7 @@ def test_a_stalled_queue_alarms_before_anything_could_expire(source, cfn):
 def test_every_queue_that_holds_what_needs_reading_alarms(source, cfn):
     fns = functions(source)
     depth = alarms_on(cfn, "AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert set(depth) == {f["dlq"] for f in fns.values()} | {"UnroutedQueue"}
+    assert set(depth) == {f["dlq"] for f in fns.values()} | {"UnroutedQueue", "EventsDeliveryDeadLetterQueue"}
     exhausted = [b["Properties"] for b in of_type(cfn, "AWS::CloudWatch::Alarm").values()
                  if b["Properties"].get("MetricName") == "WebhooksExhausted"]
     assert sorted(p["Dimensions"][0]["Value"] for p in exhausted) == sorted(
@@ -203,7 +226,7 @@ def test_every_queue_that_holds_what_needs_reading_alarms(source, cfn):
 
 def test_every_alarm_notifies_when_it_fires_and_when_it_is_ok_again(cfn):
     alarms = of_type(cfn, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == 1 + 6 * 5
+    assert len(alarms) == 2 + 6 * 5
     for lid, body in alarms.items():
         p = body["Properties"]
         assert p.get("AlarmActions") == NO_ACTION, f"{lid}: AlarmActions"
@@ -224,7 +247,7 @@ def test_a_dead_letter_sqs_moves_keeps_days_on_its_dlq(source, cfn):
 
 def test_dead_letters_and_unrouted_events_outlive_the_stack(source):
     res = source["Resources"]
-    keep = {f["dlq"] for f in functions(source).values()} | {"UnroutedQueue"}
+    keep = {f["dlq"] for f in functions(source).values()} | {"UnroutedQueue", "EventsDeliveryDeadLetterQueue"}
     for lid in keep:
         assert res[lid].get("DeletionPolicy") == "Retain", f"{lid}: deleted with the stack, unread messages included"
         assert res[lid].get("UpdateReplacePolicy") == "Retain", f"{lid}: a replacement would delete it"

@@ -33,12 +33,13 @@ SUBSCRIPTION_WRITES = ROOT / "shared" / "src" / "store" / "subscriptions.rs"
 
 # What the functions call (shared/src): the SQS event source polls with the function's role;
 # retries and deferred sends go back on the function's own queue, dead letters on its DLQ
-# (delivery/engine.rs); subscriptions are read with Query and updated (store/subscriptions.rs);
+# (delivery/engine.rs), and a failed record's visibility is shortened to its backoff (app.rs); subscriptions are read with Query and updated (store/subscriptions.rs);
 # the State table is read with GetItem and Query, written with PutItem and UpdateItem, and
 # TransactWriteItems of Puts and Deletes (which IAM authorises as PutItem and DeleteItem);
 # logs and EMF metrics go to the function's log group.
 EXPECTED_GRANTS = {
-    "queue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"},
+    "queue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage",
+              "sqs:ChangeMessageVisibility"},
     "dlq": {"sqs:SendMessage"},
     "SubscriptionsTable": {"dynamodb:Query", "dynamodb:UpdateItem"},
     "StateTable": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
@@ -360,6 +361,9 @@ def test_only_the_topic_may_send_to_the_queues(cfn):
     res = cfn["Resources"]
     subscribed = {logical_ids(b["Properties"]["Endpoint"]).pop() for b in res.values()
                   if b["Type"] == "AWS::SNS::Subscription" and b["Properties"]["Protocol"] == "sqs"}
+    # The queues SNS moves what it could not deliver to (the subscriptions' RedrivePolicy).
+    subscribed |= {logical_ids(b["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]).pop() for b in res.values()
+                   if b["Type"] == "AWS::SNS::Subscription" and "RedrivePolicy" in b["Properties"]}
     covered: set[str] = set()
     for body in res.values():
         if body["Type"] != "AWS::SQS::QueuePolicy":

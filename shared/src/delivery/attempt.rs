@@ -86,15 +86,16 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// Whether the record must fail when this cannot be written. The queue writes and the claim's
-    /// result are required (SQS then redelivers, and the claim's lease lets the retry take over);
-    /// the subscription's failure bookkeeping comes after the result and is best effort: the
-    /// webhook's fate is settled by then.
+    /// Whether the record must fail when this cannot be written. The queue writes are required
+    /// (SQS then redelivers, and the claim's lease lets the redelivery take over). The claim's
+    /// result is not: it follows the send, and once the retry message or the dead letter is
+    /// written (or the receiver said 2xx) the webhook's fate is carried on; failing the record
+    /// then could only make its redelivery send the webhook again once the lease ran out (a
+    /// retry or a redrive still claims the pending claim when its lease has run out). The
+    /// engine tries it in place until the invocation's end first. The subscription's failure
+    /// bookkeeping is best effort too.
     pub fn required(&self) -> bool {
-        matches!(
-            self,
-            Effect::FinishClaim { .. } | Effect::EnqueueRetry { .. } | Effect::DeadLetter(_)
-        )
+        matches!(self, Effect::EnqueueRetry { .. } | Effect::DeadLetter(_))
     }
 
     /// For log lines about an effect that could not be written (no secrets: ids and reasons).
@@ -490,12 +491,20 @@ mod tests {
     fn the_last_attempt_dead_letters_with_the_origin_only() {
         let s = sub(Some(NOW - 60));
         let c = conclude(&job(&s, 3), &status(503), &limits(), seen(s.failing_since), now(), 0.5);
-        let (before, status, _, after) = split(&c);
+        let (before, status, log, after) = split(&c);
         assert_eq!((status, &c.handled), (ClaimStatus::Exhausted, &Handled::DeadLettered));
         let [Effect::DeadLetter(letter)] = before.as_slice() else {
             panic!("the dead letter comes before the claim's result: {:?}", c.effects)
         };
         assert!(before[0].required());
+        assert!(
+            !Effect::FinishClaim {
+                status,
+                log: log.clone()
+            }
+            .required(),
+            "a record failed after its send would be sent again"
+        );
         assert_eq!(letter.reason, "retry schedule exhausted after 3 attempts");
         assert_eq!(
             letter.url, "https://hooks.example.com",

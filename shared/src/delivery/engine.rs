@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::aws::persist;
 use crate::delivery::attempt::{classify, conclude, deferral, hold, Conclusion, Effect, Limits, Seen};
 pub use crate::delivery::attempt::{Handled, Job};
 use crate::delivery::client::{send, Delivered, DeliveryError};
@@ -30,7 +31,7 @@ use crate::delivery::queue::{QueueError, Queues};
 use crate::delivery::retry::Outcome;
 use crate::delivery::retry::{RetryPolicy, Verdict};
 use crate::metrics::{Metrics, Observed};
-use crate::store::claims::{Claim, ClaimError, ClaimMeta, Claims};
+use crate::store::claims::{Claim, ClaimError, ClaimMeta, ClaimToken, Claims, Finished};
 use crate::store::pace::{Backlog, PaceError, PaceStore, Reserved};
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
 use crate::subscription::SubscriptionKey;
@@ -358,7 +359,9 @@ impl Engine {
         // From the claim to the send's end: at most twice the send slots, shared fairly, so an
         // account whose receivers hang cannot claim far ahead of what it can send.
         let in_pipeline = self.pipeline.acquire(&sub.account_id).await;
-        let claim = self.claim(job, Utc::now().timestamp()).await?;
+        // One token for this claim and its finish, the same on every try of either.
+        let token = ClaimToken::new();
+        let claim = self.claim(job, Utc::now().timestamp(), &token).await?;
         match claim {
             Claim::Won => {}
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
@@ -442,7 +445,7 @@ impl Engine {
         };
         let conclusion = conclude(job, &result, &self.limits, seen, now, rand::random::<f64>());
         log_attempt(job, &result, &conclusion.verdict);
-        let handled = self.apply(job, conclusion).await;
+        let handled = self.apply(job, conclusion, &token).await;
         self.metrics.observe(match (&result, &handled) {
             (Ok(d), _) => Observed::Delivered {
                 latency_ms: d.latency.as_secs_f64() * 1000.0,
@@ -689,7 +692,9 @@ impl Engine {
         Ok(Handled::Held { delay })
     }
 
-    async fn claim(&self, job: &Job<'_>, now: i64) -> Result<Claim, ClaimError> {
+    /// The claim, tried again in place (with the same token) while AWS throttles, fails or loses
+    /// the reply, and the deadline allows.
+    async fn claim(&self, job: &Job<'_>, now: i64, token: &ClaimToken) -> Result<Claim, ClaimError> {
         let sub = job.subscription;
         let meta = ClaimMeta {
             webhook_id: &job.webhook_id,
@@ -698,29 +703,32 @@ impl Engine {
             event_id: job.event_id,
             trigger: job.trigger,
         };
-        if job.redrive {
-            self.claims.claim_redrive(&meta, now, self.lease_seconds).await
-        } else if job.attempt <= 1 {
-            self.claims.claim_first(&meta, now, self.lease_seconds).await
-        } else {
-            self.claims
-                .claim_retry(&meta, job.attempt - 1, now, self.lease_seconds)
-                .await
-        }
+        let lease = self.lease_seconds;
+        persist(job.deadline, "claim", || async {
+            if job.redrive {
+                self.claims.claim_redrive(&meta, now, lease, token).await
+            } else if job.attempt <= 1 {
+                self.claims.claim_first(&meta, now, lease, token).await
+            } else {
+                self.claims.claim_retry(&meta, job.attempt - 1, now, lease, token).await
+            }
+        })
+        .await
     }
 
     /// The effects in their order; a required one that fails stops there and fails the job (SQS
     /// redelivers it), a best-effort one is logged.
-    async fn apply(&self, job: &Job<'_>, c: Conclusion) -> Result<Handled, EngineError> {
+    async fn apply(&self, job: &Job<'_>, c: Conclusion, token: &ClaimToken) -> Result<Handled, EngineError> {
         for effect in &c.effects {
-            match self.write(job, effect).await {
+            match self.write(job, effect, token).await {
                 Ok(()) => {}
                 Err(e) if effect.required() => return Err(e),
                 Err(e) => tracing::warn!(
                     account_id = %job.subscription.account_id,
                     subscription_id = %job.subscription.subscription_id,
+                    webhook_id = %job.webhook_id,
                     error = %e,
-                    "could not update the subscription after an attempt: {}",
+                    "could not write after an attempt (the webhook's fate is carried on): {}",
                     effect.describe()
                 ),
             }
@@ -728,15 +736,34 @@ impl Engine {
         Ok(c.handled)
     }
 
-    async fn write(&self, job: &Job<'_>, effect: &Effect) -> Result<(), EngineError> {
+    async fn write(&self, job: &Job<'_>, effect: &Effect, token: &ClaimToken) -> Result<(), EngineError> {
         let sub = job.subscription;
         let (account, id) = (sub.account_id.as_str(), sub.subscription_id.as_str());
         let key = sub.key();
+        // A write that follows a send is tried in place until the very end of the invocation: a
+        // record failed after its webhook went out would be sent again when it comes back.
+        let deadline = job.deadline.map(|d| d + DEADLINE_MARGIN - crate::aws::PERSIST_MARGIN);
         match effect {
-            Effect::FinishClaim { status, log } => self.claims.finish(&job.webhook_id, log, *status).await?,
-            Effect::EnqueueRetry { task, delay } => self.queues.enqueue_retry(task, *delay).await?,
+            Effect::FinishClaim { status, log } => {
+                let finished = persist(deadline, "finish the claim", || {
+                    self.claims.finish(&job.webhook_id, log, *status, token)
+                })
+                .await?;
+                if finished == Finished::Superseded {
+                    tracing::warn!(
+                        webhook_id = %job.webhook_id,
+                        account_id = account,
+                        subscription_id = id,
+                        attempt = log.number,
+                        "attempt not recorded: the claim's lease ran out and another invocation holds it now"
+                    );
+                }
+            }
+            Effect::EnqueueRetry { task, delay } => {
+                persist(deadline, "queue the retry", || self.queues.enqueue_retry(task, *delay)).await?
+            }
             Effect::DeadLetter(letter) => {
-                self.queues.dead_letter(letter).await?;
+                persist(deadline, "dead-letter the webhook", || self.queues.dead_letter(letter)).await?;
                 tracing::error!(
                     webhook_id = %job.webhook_id,
                     account_id = account,

@@ -205,8 +205,12 @@ pub fn on_throttle(
     })
 }
 
-/// Consecutive timeouts or connection failures that open a subscription's circuit.
+/// Consecutive timeouts or connection failures that open a subscription's circuit...
 pub const CIRCUIT_THRESHOLD: u32 = 2;
+/// ...provided they are at least half of its last [`CIRCUIT_WINDOW`] sends: a receiver that hangs
+/// fails all of them, one that times out now and then among answers does not open it (Convoy's
+/// breaker counts a failure rate over a window for the same reason).
+pub const CIRCUIT_WINDOW: u32 = 10;
 /// How long an open circuit stays open at first; doubled on every failed probe.
 pub const CIRCUIT_OPEN: Duration = Duration::from_secs(30);
 pub const CIRCUIT_OPEN_MAX: Duration = Duration::from_secs(300);
@@ -216,6 +220,10 @@ pub const CIRCUIT_OPEN_MAX: Duration = Duration::from_secs(300);
 pub struct Circuit {
     /// Consecutive sends that timed out or could not connect.
     pub failures: u32,
+    /// The last [`CIRCUIT_WINDOW`] sends, newest in bit 0: 1 = unreachable.
+    pub recent: u32,
+    /// How many sends `recent` holds (at most [`CIRCUIT_WINDOW`]).
+    pub seen: u32,
     /// While open: no sends before this (ms).
     pub open_until_ms: i64,
     /// How long it opened for last (ms), to double on a failed probe.
@@ -259,9 +267,20 @@ impl Circuit {
         Gate::Probe
     }
 
+    fn remember(&mut self, unreachable: bool) {
+        let mask = (1u32 << CIRCUIT_WINDOW) - 1;
+        self.recent = ((self.recent << 1) | u32::from(unreachable)) & mask;
+        self.seen = (self.seen + 1).min(CIRCUIT_WINDOW);
+    }
+
     pub fn record(&mut self, reach: Reach, now_ms: i64) {
         match reach {
-            Reach::Answered => *self = Circuit::default(),
+            // An answer closes an open circuit; a closed one keeps its window.
+            Reach::Answered if self.open_until_ms != 0 => *self = Circuit::default(),
+            Reach::Answered => {
+                self.failures = 0;
+                self.remember(false);
+            }
             // The probe failed: open again, for twice as long.
             Reach::Unreachable if self.probing => {
                 self.opened_for_ms = (self.opened_for_ms * 2).clamp(ms(CIRCUIT_OPEN), ms(CIRCUIT_OPEN_MAX));
@@ -272,7 +291,9 @@ impl Circuit {
             Reach::Unreachable if self.open_until_ms != 0 => {}
             Reach::Unreachable => {
                 self.failures += 1;
-                if self.failures >= CIRCUIT_THRESHOLD {
+                self.remember(true);
+                let share_failed = 2 * self.recent.count_ones() >= self.seen;
+                if self.failures >= CIRCUIT_THRESHOLD && share_failed {
                     self.opened_for_ms = ms(CIRCUIT_OPEN);
                     self.open_until_ms = now_ms + self.opened_for_ms;
                 }
@@ -545,5 +566,35 @@ mod tests {
         c.record(Reach::Answered, NOW);
         c.record(Reach::Unreachable, NOW);
         assert_eq!(c.gate(NOW), Gate::Send);
+    }
+
+    #[test]
+    fn timeouts_now_and_then_among_answers_never_open_the_circuit() {
+        // A receiver that answers most sends and times out on two in a row now and then.
+        let mut c = Circuit::default();
+        for _ in 0..8 {
+            c.record(Reach::Answered, NOW);
+        }
+        c.record(Reach::Unreachable, NOW);
+        c.record(Reach::Unreachable, NOW);
+        assert_eq!(c.gate(NOW), Gate::Send, "2 of the last 10 sends failed");
+        // It starts to hang: once half of the last 10 failed, in a row, it opens.
+        c.record(Reach::Unreachable, NOW);
+        c.record(Reach::Unreachable, NOW);
+        assert_eq!(c.gate(NOW), Gate::Send, "4 of 10");
+        c.record(Reach::Unreachable, NOW + 5);
+        assert_eq!(c.gate(NOW + 5), Gate::Open { until_ms: NOW + 30_005 });
+        // A thousand sends, two timeouts in a row after every eleven answers, as a flaky
+        // receiver: never open.
+        let mut c = Circuit::default();
+        for i in 0..1_000 {
+            let reach = if i % 13 >= 11 {
+                Reach::Unreachable
+            } else {
+                Reach::Answered
+            };
+            c.record(reach, NOW + i);
+            assert_eq!(c.gate(NOW + i), Gate::Send, "send {i}");
+        }
     }
 }

@@ -14,9 +14,24 @@ use crate::store::seal::{SealKeyError, SealKeys};
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("writing to queue {queue}: {reason}")]
-    Send { queue: String, reason: String },
+    Send {
+        queue: String,
+        reason: String,
+        /// Throttled, a service failure or no answer: worth sending again.
+        transient: bool,
+    },
     #[error(transparent)]
     Seal(#[from] SealKeyError),
+}
+
+impl crate::aws::Transient for QueueError {
+    fn is_transient(&self) -> bool {
+        match self {
+            QueueError::Send { transient, .. } => *transient,
+            QueueError::Seal(SealKeyError::Malformed { .. }) => false,
+            QueueError::Seal(_) => true,
+        }
+    }
 }
 
 pub struct Queues {
@@ -38,9 +53,12 @@ fn attr(v: &str) -> MessageAttributeValue {
 
 impl Queues {
     fn failed(queue: &str, e: impl Into<aws_sdk_sqs::Error>) -> QueueError {
+        use aws_sdk_sqs::error::ProvideErrorMetadata;
+        let e: aws_sdk_sqs::Error = e.into();
         QueueError::Send {
             queue: queue.to_string(),
-            reason: e.into().to_string(),
+            transient: crate::aws::transient_code(e.code()),
+            reason: e.to_string(),
         }
     }
 
@@ -57,6 +75,46 @@ impl Queues {
             .await
             .map(|_| ())
             .map_err(|e| Self::failed(&self.queue_url, e))
+    }
+
+    /// Records reported as failed come back after their backoff rather than the queue's whole
+    /// visibility timeout: `(receipt handle, how long to stay invisible)`, ten per request. Best
+    /// effort: a record whose change fails comes back after the visibility timeout, as before.
+    pub async fn back_off(&self, records: &[(String, Duration)]) {
+        use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry as Entry;
+        for chunk in records.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (receipt, wait))| {
+                    Entry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(wait.as_secs().min(43_200) as i32)
+                        .build()
+                        .ok()
+                })
+                .collect::<Vec<_>>();
+            match self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) if out.failed().is_empty() => {}
+                Ok(out) => tracing::warn!(
+                    failed = out.failed().len(),
+                    first = out.failed().first().map(|f| f.code()).unwrap_or(""),
+                    "some failed records keep the queue's visibility timeout"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %aws_sdk_sqs::Error::from(e),
+                    "failed records keep the queue's visibility timeout"
+                ),
+            }
+        }
     }
 
     /// A webhook given up on, sealed, with its reason and webhook-id as attributes.

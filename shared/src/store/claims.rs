@@ -4,7 +4,17 @@
 //! no extra write: a delivered webhook costs exactly two writes (claim, finish).
 //!
 //! Item: pk `webhook#<id>`, sk `delivery`; status pending | retrying | delivered | exhausted | gone;
-//! lease_until (unix s) while pending; attempts_made; attempts (list of maps); expires_at (TTL).
+//! lease_until (unix s) while pending; owner (the [`ClaimToken`] of the invocation that claimed
+//! it last); attempts_made; attempts (list of maps); expires_at (TTL).
+//!
+//! **Lost replies.** DynamoDB may apply a write and the answer never arrive; the SDK (or the
+//! caller) then sends the same request again, and its condition now fails against the write it
+//! made itself. Every claim carries a fresh owner token, and every finish is conditional on it, so
+//! a condition failure whose old item shows our own token and the state we were writing is read
+//! as "ours, already applied": a claim is won, a finish is done, never "another invocation" and
+//! never an attempt logged twice
+//! (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html,
+//! "Error retries and exponential backoff").
 
 use std::collections::HashMap;
 
@@ -25,6 +35,44 @@ enum Kind {
     First,
     Retry(u32),
     Redrive,
+}
+
+/// Who holds a claim: drawn fresh for every claim an invocation makes, and sent again unchanged
+/// when the same claim is retried, so that its own earlier write is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToken(String);
+
+impl ClaimToken {
+    /// A fresh random token (128 bits).
+    pub fn new() -> Self {
+        ClaimToken(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ClaimToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<&str> for ClaimToken {
+    fn from(s: &str) -> Self {
+        ClaimToken(s.to_string())
+    }
+}
+
+/// How a finish ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Written (or found already written by this very finish, whose reply was lost).
+    Recorded,
+    /// The claim is no longer ours: its lease ran out and another invocation claimed it. That
+    /// invocation records its own attempt; ours is not written over it.
+    Superseded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +151,13 @@ pub struct ClaimError {
     pub source: aws_sdk_dynamodb::Error,
 }
 
+impl crate::aws::Transient for ClaimError {
+    fn is_transient(&self) -> bool {
+        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+        crate::aws::transient_code(self.source.code())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Claims {
     pub client: Client,
@@ -131,8 +186,14 @@ impl Claims {
 
     /// Claim a first attempt: wins if nobody claimed this webhook yet, or if a claim is pending
     /// with an expired lease (its holder died between claim and finish).
-    pub async fn claim_first(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, ClaimError> {
-        self.claim(meta, now, lease_seconds, Kind::First).await
+    pub async fn claim_first(
+        &self,
+        meta: &ClaimMeta<'_>,
+        now: i64,
+        lease_seconds: i64,
+        token: &ClaimToken,
+    ) -> Result<Claim, ClaimError> {
+        self.claim(meta, now, lease_seconds, Kind::First, token).await
     }
 
     /// Claim a retry: wins only if the chain has not moved past this retry message (at most
@@ -144,19 +205,33 @@ impl Claims {
         previous: u32,
         now: i64,
         lease_seconds: i64,
+        token: &ClaimToken,
     ) -> Result<Claim, ClaimError> {
-        self.claim(meta, now, lease_seconds, Kind::Retry(previous)).await
+        self.claim(meta, now, lease_seconds, Kind::Retry(previous), token).await
     }
 
     /// Claim a webhook given up on and redriven from the dead-letter queue: wins only while its
     /// chain has ended (exhausted; or stopped undelivered because its subscription was disabled,
     /// deleted or changed: retrying, a pending claim whose lease expired, or never claimed when it
     /// was held back by its pace), and starts its attempt count (and so its retry schedule) again.
-    pub async fn claim_redrive(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64) -> Result<Claim, ClaimError> {
-        self.claim(meta, now, lease_seconds, Kind::Redrive).await
+    pub async fn claim_redrive(
+        &self,
+        meta: &ClaimMeta<'_>,
+        now: i64,
+        lease_seconds: i64,
+        token: &ClaimToken,
+    ) -> Result<Claim, ClaimError> {
+        self.claim(meta, now, lease_seconds, Kind::Redrive, token).await
     }
 
-    async fn claim(&self, meta: &ClaimMeta<'_>, now: i64, lease_seconds: i64, kind: Kind) -> Result<Claim, ClaimError> {
+    async fn claim(
+        &self,
+        meta: &ClaimMeta<'_>,
+        now: i64,
+        lease_seconds: i64,
+        kind: Kind,
+        token: &ClaimToken,
+    ) -> Result<Claim, ClaimError> {
         let (condition, attempts) = match kind {
             Kind::First => (
                 "attribute_not_exists(pk) OR (#status = :pending AND lease_until < :now)",
@@ -179,11 +254,13 @@ impl Claims {
             .set_key(Some(key(meta.webhook_id)))
             .update_expression(format!(
                 "SET #status = :pending, lease_until = :lease, expires_at = :expires, account_id = :account, \
-                 subscription_id = :sub, event_id = :event, #trigger = :trigger, {attempts}"
+                 subscription_id = :sub, event_id = :event, #trigger = :trigger, #owner = :owner, {attempts}"
             ))
             .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#trigger", "trigger")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(token.as_str()))
             .expression_attribute_values(":pending", s(ClaimStatus::Pending.as_str()))
             .expression_attribute_values(":lease", n(now + lease_seconds))
             .expression_attribute_values(":expires", n(now + CLAIM_TTL_SECONDS))
@@ -225,7 +302,13 @@ impl Claims {
                     .and_then(|i| i.get("lease_until"))
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse::<i64>().ok());
+                let owner = old.and_then(|i| i.get("owner")).and_then(|v| v.as_s().ok());
                 Ok(match (status, lease) {
+                    // Our own claim, applied by an earlier send of this request whose reply was lost.
+                    (Some(ClaimStatus::Pending), _) if owner.map(String::as_str) == Some(token.as_str()) => {
+                        tracing::info!(webhook_id = %meta.webhook_id, "claim found already ours (a lost reply): won");
+                        Claim::Won
+                    }
                     (Some(ClaimStatus::Pending), Some(until)) if until >= now => Claim::Busy,
                     (Some(other), _) => Claim::Settled(Some(other)),
                     // The emulator may not return the old item; a pending claim is then the safe guess.
@@ -237,8 +320,16 @@ impl Claims {
         }
     }
 
-    /// Record an attempt and the state it leaves the webhook in; releases the lease.
-    pub async fn finish(&self, webhook_id: &WebhookId, log: &AttemptLog, state: ClaimStatus) -> Result<(), ClaimError> {
+    /// Record an attempt and the state it leaves the webhook in; releases the lease. Only while
+    /// the claim is still ours (`token`) and pending: sent again after a lost reply, it finds its
+    /// own write and is done; after another invocation took the claim over it writes nothing.
+    pub async fn finish(
+        &self,
+        webhook_id: &WebhookId,
+        log: &AttemptLog,
+        state: ClaimStatus,
+        token: &ClaimToken,
+    ) -> Result<Finished, ClaimError> {
         let mut entry = HashMap::from([
             ("n".to_string(), n(log.number)),
             ("at".to_string(), n(log.at)),
@@ -248,7 +339,8 @@ impl Claims {
         if let Some(e) = &log.error {
             entry.insert("error".into(), s(e.chars().take(500).collect::<String>()));
         }
-        self.client
+        match self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(webhook_id)))
@@ -256,16 +348,44 @@ impl Claims {
                 "SET #status = :state, attempts_made = :n, lease_until = :zero, updated_at = :at, \
                  attempts = list_append(if_not_exists(attempts, :empty), :entry)",
             )
+            .condition_expression("#owner = :owner AND #status = :pending")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(token.as_str()))
+            .expression_attribute_values(":pending", s(ClaimStatus::Pending.as_str()))
             .expression_attribute_values(":state", s(state.as_str()))
             .expression_attribute_values(":n", n(log.number))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":at", n(log.at))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
             .expression_attribute_values(":entry", AttributeValue::L(vec![AttributeValue::M(entry)]))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| self.error(webhook_id, e))
+        {
+            Ok(_) => Ok(Finished::Recorded),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let UpdateItemError::ConditionalCheckFailedException(failed) = e.err() else {
+                    unreachable!()
+                };
+                let old = failed.item();
+                let get = |name: &str| old.and_then(|i| i.get(name));
+                let ours = get("owner").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(token.as_str());
+                let same_state = get("status").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(state.as_str());
+                let same_attempt = get("attempts_made")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    == Some(log.number);
+                if ours && same_state && same_attempt {
+                    tracing::info!(webhook_id = %webhook_id, "finish found already written (a lost reply)");
+                    Ok(Finished::Recorded)
+                } else {
+                    Ok(Finished::Superseded)
+                }
+            }
+            Err(e) => Err(self.error(webhook_id, e)),
+        }
     }
 }

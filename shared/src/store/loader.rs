@@ -32,8 +32,15 @@ impl SubscriptionLoader {
         }
     }
 
-    /// The subscriptions of each of `accounts` (duplicates are read once), as of `now`.
-    pub async fn load<'a>(&self, accounts: impl Iterator<Item = &'a str>, now: Instant) -> Loaded {
+    /// The subscriptions of each of `accounts` (duplicates are read once), as of `now`. A Query
+    /// that AWS throttles, fails or leaves unanswered is tried again in place while `deadline`
+    /// allows, so one bad answer does not send the batch's records back for a visibility timeout.
+    pub async fn load<'a>(
+        &self,
+        accounts: impl Iterator<Item = &'a str>,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> Loaded {
         let mut loaded = Loaded::new();
         let mut missing: Vec<&str> = Vec::new();
         for account in accounts {
@@ -47,11 +54,11 @@ impl SubscriptionLoader {
                 None => missing.push(account),
             }
         }
-        let results = join_all(
-            missing
-                .iter()
-                .map(|a| load_account(&self.client, &self.table, a, self.options)),
-        )
+        let results = join_all(missing.iter().map(|a| {
+            crate::aws::persist(deadline, "query the account's subscriptions", move || {
+                load_account(&self.client, &self.table, a, self.options)
+            })
+        }))
         .await;
         for (account, result) in missing.into_iter().zip(results) {
             let entry = match result {

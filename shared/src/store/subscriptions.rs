@@ -17,6 +17,13 @@ pub struct SubscriptionQueryError {
     pub source: aws_sdk_dynamodb::Error,
 }
 
+impl crate::aws::Transient for SubscriptionQueryError {
+    fn is_transient(&self) -> bool {
+        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+        crate::aws::transient_code(self.source.code())
+    }
+}
+
 /// One account's subscriptions: the valid ones, and the records that did not parse (the caller
 /// logs them; they never stop the valid ones).
 #[derive(Debug, Default)]

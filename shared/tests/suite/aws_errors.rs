@@ -1,12 +1,13 @@
-//! Error paths the emulator cannot produce, with aws-smithy-mocks: DynamoDB throttling and lost
-//! conditional-write races.
+//! Error paths the emulator cannot produce, with aws-smithy-mocks: DynamoDB throttling, lost
+//! conditional-write races, and writes applied whose reply was lost (the retry then meets its own
+//! write).
 
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
-use dataflows_shared::store::claims::{Claim, ClaimMeta, ClaimStatus, Claims};
+use dataflows_shared::store::claims::{AttemptLog, Claim, ClaimMeta, ClaimStatus, ClaimToken, Claims, Finished};
 use dataflows_shared::store::subscriptions::{load_account, SubscriptionWriter};
 use dataflows_shared::subscription::ParseOptions;
 
@@ -40,7 +41,123 @@ async fn a_claim_held_by_a_live_lease_is_busy() {
         client: mock_client!(aws_sdk_dynamodb, [&rule]),
         table: "state".into(),
     };
-    assert_eq!(claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(), Claim::Busy);
+    assert_eq!(
+        claims
+            .claim_first(&meta(), 1_000_000, 60, &ClaimToken::from("t-ours"))
+            .await
+            .unwrap(),
+        Claim::Busy
+    );
+}
+
+fn owned(status: &'static str, lease_until: i64, owner: &'static str, attempts_made: u32) -> UpdateItemError {
+    UpdateItemError::ConditionalCheckFailedException(
+        ConditionalCheckFailedException::builder()
+            .message("The conditional request failed")
+            .item("status", AttributeValue::S(status.into()))
+            .item("lease_until", AttributeValue::N(lease_until.to_string()))
+            .item("owner", AttributeValue::S(owner.into()))
+            .item("attempts_made", AttributeValue::N(attempts_made.to_string()))
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn a_claim_whose_reply_was_lost_is_found_ours_on_the_retry() {
+    // The first send was applied, its answer lost; the retry's condition fails on our own claim.
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|r| {
+            r.expression_attribute_values().and_then(|v| v.get(":owner")) == Some(&AttributeValue::S("t-ours".into()))
+        })
+        .then_error(|| owned("pending", 1_000_060, "t-ours", 0));
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
+    assert_eq!(
+        claims
+            .claim_first(&meta(), 1_000_000, 60, &ClaimToken::from("t-ours"))
+            .await
+            .unwrap(),
+        Claim::Won,
+        "our own claim, not another invocation's"
+    );
+    // Another invocation's live claim is still busy.
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| owned("pending", 1_000_060, "t-theirs", 0));
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
+    assert_eq!(
+        claims
+            .claim_first(&meta(), 1_000_000, 60, &ClaimToken::from("t-ours"))
+            .await
+            .unwrap(),
+        Claim::Busy
+    );
+}
+
+fn log(number: u32) -> AttemptLog {
+    AttemptLog {
+        number,
+        at: 1_000_001,
+        status: 204,
+        latency_ms: 12,
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn a_finish_is_conditional_on_the_owner_and_never_applied_twice() {
+    // Written: the condition names the owner and the pending state.
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|r| {
+            r.condition_expression() == Some("#owner = :owner AND #status = :pending")
+                && r.expression_attribute_values().and_then(|v| v.get(":owner"))
+                    == Some(&AttributeValue::S("t-ours".into()))
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
+    let id = meta().webhook_id.clone();
+    let ours = ClaimToken::from("t-ours");
+    assert_eq!(
+        claims
+            .finish(&id, &log(2), ClaimStatus::Delivered, &ours)
+            .await
+            .unwrap(),
+        Finished::Recorded
+    );
+    assert_eq!(rule.num_calls(), 1);
+    // Sent again after a lost reply: it finds its own write (our token, the state and the
+    // attempt it wrote) and is done; the attempt log is not appended twice.
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| owned("delivered", 0, "t-ours", 2));
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
+    assert_eq!(
+        claims
+            .finish(&id, &log(2), ClaimStatus::Delivered, &ours)
+            .await
+            .unwrap(),
+        Finished::Recorded
+    );
+    // The lease ran out and another invocation took the claim: nothing is written over it.
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| owned("pending", 1_000_090, "t-theirs", 1));
+    let claims = Claims {
+        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        table: "state".into(),
+    };
+    assert_eq!(
+        claims
+            .finish(&id, &log(2), ClaimStatus::Delivered, &ours)
+            .await
+            .unwrap(),
+        Finished::Superseded
+    );
 }
 
 #[tokio::test]
@@ -51,7 +168,10 @@ async fn a_claim_already_delivered_is_settled() {
         table: "state".into(),
     };
     assert_eq!(
-        claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(),
+        claims
+            .claim_first(&meta(), 1_000_000, 60, &ClaimToken::from("t-ours"))
+            .await
+            .unwrap(),
         Claim::Settled(Some(ClaimStatus::Delivered))
     );
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("retrying", 0));
@@ -60,7 +180,10 @@ async fn a_claim_already_delivered_is_settled() {
         table: "state".into(),
     };
     assert_eq!(
-        claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(),
+        claims
+            .claim_first(&meta(), 1_000_000, 60, &ClaimToken::from("t-ours"))
+            .await
+            .unwrap(),
         Claim::Settled(Some(ClaimStatus::Retrying))
     );
 }
@@ -82,7 +205,13 @@ async fn a_won_claim_sends_the_right_condition() {
         client: mock_client!(aws_sdk_dynamodb, [&rule]),
         table: "state".into(),
     };
-    assert_eq!(claims.claim_first(&meta(), 1_000_000, 60).await.unwrap(), Claim::Won);
+    assert_eq!(
+        claims
+            .claim_first(&meta(), 1_000_000, 60, &ClaimToken::from("t-ours"))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
     assert_eq!(rule.num_calls(), 1);
 }
 
@@ -97,7 +226,10 @@ async fn throttled_claims_are_errors_after_the_sdk_retries() {
         client: mock_client!(aws_sdk_dynamodb, [&rule]),
         table: "state".into(),
     };
-    let err = claims.claim_first(&meta(), 1_000_000, 60).await.unwrap_err();
+    let err = claims
+        .claim_first(&meta(), 1_000_000, 60, &ClaimToken::from("t-ours"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("webhook msg_1"), "{err}");
     assert!(rule.num_calls() > 1, "the SDK retried a throttled request");
 }
