@@ -1,6 +1,6 @@
 """`make bench`: every performance figure of docs/performance.md, each printed beside its target.
 
-  python infra/bench.py [--only size,cold,core,delivery,cost,state,load,pacing] [--functions sms,...] [--runs 20]
+  python infra/bench.py [--only size,cold,core,keywords,delivery,cost,state,load,pacing] [--functions sms,...] [--runs 20]
                         [--webhooks 10000] [--batch-size 100] [--receiver-delay-ms 20]
                         [--aws-delay-ms 5] [--state-messages 1000] [--state-item-wcu 50] [--load-events 10000]
                         [--pacing-webhooks 600] [--json PATH]
@@ -250,6 +250,29 @@ def bench_core(res: Results) -> None:
             f"{ratio:.2f}x ({hostile / 1000:,.0f} us)", "<= 4x", ratio <= 4)
 
 
+# --- keywords --------------------------------------------------------------------------------------
+
+def bench_keywords(res: Results) -> None:
+    """One account's worst case for a function's memory: 100 records, each with 10 regex keyword
+    rules of the largest size a pattern may have (`dataflows-bench keywords`: the functions' own
+    read of an account's records on a cache miss, then the messaging function's matching)."""
+    print("keywords: 100 worst-case regex records of one account", flush=True)
+    out = subprocess.run([str(RELEASE / "dataflows-bench"), "keywords", "--records", "100", "--rules", "10"],
+                         capture_output=True, text=True, check=True).stdout
+    d = json.loads(out.strip().splitlines()[-1])
+    res.data["keywords"] = d
+    memory = int(local_stack.load_template()["Globals"]["Function"]["MemorySize"])
+    half = memory * MB // 2
+    res.add(f"keywords: peak RSS with 100 worst-case records ({d['valid']} kept, {d['refused']} refused over the "
+            f"account's {d['budget_bytes'] // 1024} KiB budget)", f"{d['peak_rss_bytes'] / MB:.1f} MB",
+            f"<= {half / MB:.0f} MB (half of MemorySize {memory} MB)", d["peak_rss_bytes"] <= half)
+    res.add("keywords: first cache miss (nothing compiled yet)", f"{d['first_read_ms']:.1f} ms", "<= 50 ms",
+            d["first_read_ms"] <= 50)
+    res.add("keywords: a later cache miss", f"{d['next_read_ms']:.1f} ms", "<= 50 ms", d["next_read_ms"] <= 50)
+    res.add("keywords: first match of every kept rule (messaging compiles them)", f"{d['first_match_ms']:.1f} ms",
+            "", None)
+
+
 # --- delivery --------------------------------------------------------------------------------------
 
 REPORT = re.compile(r"REPORT RequestId: \S+\s+(?:Init Duration: [0-9.]+ ms\s+)?Duration: ([0-9.]+) ms")
@@ -490,7 +513,7 @@ def draw_charts(data: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="size,cold,core,delivery,cost,state,load,pacing")
+    ap.add_argument("--only", default="size,cold,core,keywords,delivery,cost,state,load,pacing")
     ap.add_argument("--load-events", type=int, default=10000, help="load: status events over three accounts")
     ap.add_argument("--state-messages", type=int, default=1000, help="state: messages per account (2 receipts each)")
     ap.add_argument("--state-item-wcu", type=float, default=50,
@@ -519,6 +542,8 @@ def main() -> int:
         bench_cold(res, args.runs, log_dir)
     if "core" in only:
         bench_core(res)
+    if "keywords" in only:
+        bench_keywords(res)
     if "delivery" in only:
         bench_delivery(res, args.webhooks, args.receiver_delay_ms, args.aws_delay_ms, log_dir, args.batch_size)
     if "cost" in only:

@@ -13,6 +13,14 @@
 //!   HTTP client (same library, same settings), on the same single-threaded runtime the functions
 //!   use; no signing, no state. Prints one JSON line with the rate.
 //!
+//! `dataflows-bench keywords [--records 100] [--rules 10]`
+//!   One account's worst case for the functions' memory: `--records` subscription records, each
+//!   with `--rules` regex keyword rules of the largest size the validator allows, all distinct.
+//!   Reads them as a function does on a cache miss (in order, against the account's regex budget),
+//!   then matches an inbound SMS against every valid record's rules as the messaging function
+//!   does, then reads them again (the next cache miss). Prints one JSON line: the time of each
+//!   read, the records refused, the bytes held compiled, and the process's peak RSS (VmHWM).
+//!
 //! The servers parse HTTP/1.1 with httparse (hyper's parser) over keep-alive connections, which is
 //! all the two clients speak; they are benchmark fixtures, not general servers.
 
@@ -64,7 +72,8 @@ fn main() -> Result<(), Error> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(bare(&url, requests, concurrency, body_bytes))
         }
-        _ => Err("usage: dataflows-bench serve|bare [flags] (see the source's header)".into()),
+        Some("keywords") => keywords(number("--records", 100)? as usize, number("--rules", 10)? as usize),
+        _ => Err("usage: dataflows-bench serve|bare|keywords [flags] (see the source's header)".into()),
     }
 }
 
@@ -309,6 +318,80 @@ async fn bare(url: &str, requests: usize, concurrency: usize, body_bytes: usize)
     println!(
         "{}",
         json!({"requests": requests, "failed": failed, "seconds": seconds, "rate": requests as f64 / seconds})
+    );
+    Ok(())
+}
+
+/// The process's peak resident set size, in bytes (VmHWM).
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// See the header: one account's worst-case keyword regexes, read twice and matched once.
+fn keywords(records: usize, rules: usize) -> Result<(), Error> {
+    use dataflows_shared::subscription::{parse_record_within, ParseOptions, RegexBudget};
+    let items: Vec<serde_json::Map<String, Value>> = (0..records)
+        .map(|r| {
+            // The largest a pattern of this shape may be (the validator's size limit), each distinct.
+            let keywords: Vec<Value> = (0..rules)
+                .map(|k| json!({"keyword": format!("(a{r}x{k})(?-u:\\w){{660}}b"), "match": "regex"}))
+                .collect();
+            json!({"account_id": "acc_worst", "subscription_id": format!("sub_{r:03}"),
+                   "url": "https://hooks.example.com/k", "secrets": [SECRET], "triggers": "*",
+                   "keywords": keywords})
+            .as_object()
+            .cloned()
+            .expect("an object")
+        })
+        .collect();
+    let before = peak_rss_bytes();
+    let read = |label: &str| {
+        let started = Instant::now();
+        let mut budget = RegexBudget::account();
+        let mut valid = Vec::new();
+        let mut refused = 0;
+        for item in &items {
+            match parse_record_within(item, ParseOptions::default(), &mut budget) {
+                Ok(s) => valid.push(s),
+                Err(e) => {
+                    if refused == 0 {
+                        eprintln!("first refused: {e}");
+                    }
+                    refused += 1
+                }
+            }
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("{label}: {ms:.1} ms, {} valid, {refused} refused", valid.len());
+        (ms, valid, refused)
+    };
+    let (first_ms, valid, refused) = read("first read");
+    let started = Instant::now();
+    let matched = valid
+        .iter()
+        .filter(|s| s.keywords.iter().any(|k| k.matches("a0x0 hello")))
+        .count();
+    let match_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (again_ms, _, _) = read("next cache miss");
+    println!(
+        "{}",
+        json!({
+            "records": records, "rules_per_record": rules, "valid": valid.len(), "refused": refused,
+            "first_read_ms": first_ms, "first_match_ms": match_ms, "next_read_ms": again_ms,
+            "matched": matched,
+            "compiled_bytes": dataflows_shared::patterns::compiled_bytes(),
+            "budget_bytes": dataflows_shared::patterns::MAX_ACCOUNT_REGEX_BYTES,
+            "rss_before_bytes": before, "peak_rss_bytes": peak_rss_bytes(),
+        })
     );
     Ok(())
 }

@@ -19,7 +19,9 @@ use dataflows_shared::catalogue;
 use dataflows_shared::delivery::client::{build_client, send, DeliveryError};
 use dataflows_shared::event::parse_event;
 use dataflows_shared::store::attributes::item_to_json;
-use dataflows_shared::subscription::{parse_record, ParseOptions, Subscription, Triggers};
+use dataflows_shared::subscription::{
+    parse_record, parse_record_within, ParseOptions, RegexBudget, Subscription, Triggers,
+};
 use dataflows_shared::trigger::Trigger;
 use serde_json::{json, Map, Value};
 
@@ -381,8 +383,8 @@ async fn get_record(
     Ok(got.item.map(|item| item_to_json(&item)))
 }
 
-fn summary(record: &Map<String, Value>, opts: ParseOptions) -> Value {
-    let parsed = parse_record(record, opts);
+fn summary(record: &Map<String, Value>, opts: ParseOptions, budget: &mut RegexBudget) -> Value {
+    let parsed = parse_record_within(record, opts, budget);
     json!({
         "account_id": record.get("account_id"),
         "subscription_id": record.get("subscription_id"),
@@ -1292,7 +1294,12 @@ async fn run(cli: &Cli) -> Outcome {
                 .await
                 .map_err(aws_sdk_dynamodb::Error::from)
                 .map_err(env("listing subscriptions"))?;
-            let list: Vec<Value> = items.iter().map(|i| summary(&item_to_json(i), opts)).collect();
+            // As the functions read them: in subscription-id order, against the account's regex budget.
+            let mut budget = RegexBudget::account();
+            let list: Vec<Value> = items
+                .iter()
+                .map(|i| summary(&item_to_json(i), opts, &mut budget))
+                .collect();
             Ok(json!({"account_id": account, "subscriptions": list}))
         }
         Command::Subscription(SubscriptionCmd::Show { account, id }) => {
@@ -1300,7 +1307,9 @@ async fn run(cli: &Cli) -> Outcome {
                 .await?
                 .ok_or_else(|| (Failure::Check(format!("no subscription {account}/{id}")), Value::Null))?;
             let pacing = pacing(&t, account, id).await?;
-            Ok(json!({"record": records::masked(&record), "status": summary(&record, opts), "pacing": pacing}))
+            Ok(
+                json!({"record": records::masked(&record), "status": summary(&record, opts, &mut RegexBudget::unlimited()), "pacing": pacing}),
+            )
         }
         Command::Subscription(SubscriptionCmd::Enable { account, id }) => set_enabled(&t, account, id, true, "").await,
         Command::Subscription(SubscriptionCmd::Disable { account, id, reason }) => {

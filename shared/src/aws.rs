@@ -13,6 +13,13 @@ use crate::config::ConfigError;
 
 /// Attempts per AWS call and the connect timeout: the SDK's standard settings, stated here.
 pub(crate) const MAX_ATTEMPTS: u32 = 3;
+/// The first retry's backoff ceiling (then doubling, with full jitter). The SDK's default of 1 s
+/// suits services that answer in seconds; DynamoDB and SQS answer in milliseconds, and the AWS
+/// SDK for JavaScript, for one, bases DynamoDB's backoff on 50 ms ("defaults to 100 ms for all
+/// services except DynamoDB, where it defaults to 50ms", `retryDelayOptions`,
+/// https://docs.aws.amazon.com/AWSJavaScriptSDK/latest/AWS/Config.html). A throttled call then
+/// tries again within a batch's time, not up to a second later for every record at once.
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 /// One attempt that has not been answered in this long is given up and sent again (by the SDK's
 /// retries): DynamoDB and SQS answer in milliseconds, and an answer that never comes would
@@ -183,7 +190,11 @@ impl AwsEnv {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
@@ -202,7 +213,11 @@ impl AwsEnv {
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
             .region(aws_sdk_sqs::config::Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
@@ -245,6 +260,11 @@ mod tests {
             conf.retry_config().map(|r| r.max_attempts()),
             Some(MAX_ATTEMPTS),
             "standard retries, stated"
+        );
+        assert_eq!(conf.retry_config().map(|r| r.initial_backoff()), Some(INITIAL_BACKOFF));
+        assert_eq!(
+            conf.timeout_config().and_then(|t| t.operation_attempt_timeout()),
+            Some(ATTEMPT_TIMEOUT)
         );
         assert_eq!(
             conf.timeout_config().and_then(|t| t.connect_timeout()),

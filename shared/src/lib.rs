@@ -26,6 +26,7 @@ pub mod event;
 pub mod filter;
 mod logging;
 mod metrics;
+pub mod patterns;
 pub mod plan;
 pub mod rules;
 pub mod signing;

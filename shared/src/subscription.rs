@@ -14,10 +14,10 @@ use crate::trigger::Trigger;
 pub const MAX_SECRETS: usize = 10;
 pub const MAX_KEYWORDS: usize = 50;
 pub const MAX_KEYWORD_LEN: usize = 256;
-/// Compiled-size limit of one keyword regex: big enough for real rules, too small for abuse.
-pub const MAX_REGEX_BYTES: usize = 64 * 1024;
-/// Regex keyword rules per subscription: with [`MAX_REGEX_BYTES`], at most 640 KiB of compiled
-/// regex per subscription, each matched in linear time.
+pub use crate::patterns::{MAX_ACCOUNT_REGEX_BYTES, MAX_REGEX_BYTES};
+/// Regex keyword rules per subscription, each at most [`MAX_REGEX_BYTES`] compiled and matched
+/// in linear time; an account's together at most [`MAX_ACCOUNT_REGEX_BYTES`] (see
+/// [`RegexBudget`]).
 pub const MAX_REGEX_KEYWORDS: usize = 10;
 /// Subscriptions read per account; records past the 100th (by subscription id) are reported and
 /// ignored, so one account cannot make every one of its events evaluate thousands of records.
@@ -79,7 +79,8 @@ impl MatchType {
     }
 }
 
-/// One keyword rule, compiled once when the record is read.
+/// One keyword rule, validated when the record is read; a regex rule is compiled only when a
+/// message is first matched against it, once per process (crate::patterns).
 #[derive(Debug, Clone)]
 pub struct KeywordRule {
     pub keyword: String,
@@ -87,15 +88,16 @@ pub struct KeywordRule {
     pub case_sensitive: bool,
     /// The keyword as compared: lowercased unless case-sensitive.
     folded: String,
-    regex: Option<regex::Regex>,
+    /// A regex rule's compiled size (heap bytes); 0 for the others.
+    pub regex_bytes: usize,
 }
 
 impl KeywordRule {
     /// Whether `text` (an inbound SMS body) matches this rule. Text is trimmed first.
     pub fn matches(&self, text: &str) -> bool {
         let text = text.trim();
-        if let Some(re) = &self.regex {
-            return re.is_match(text);
+        if self.match_type == MatchType::Regex {
+            return crate::patterns::compiled(&self.keyword, self.case_sensitive).is_some_and(|re| re.is_match(text));
         }
         let owned;
         let text = if self.case_sensitive {
@@ -247,7 +249,53 @@ fn key_string(item: &Map<String, Value>, key: &str) -> Result<String, String> {
 
 /// Parse and validate one record. The key attributes come first so every later error names them.
 pub fn parse_record(item: &Map<String, Value>, opts: ParseOptions) -> Result<Subscription, RecordError> {
-    parse_record_inner(item, opts).map_err(|e| redact(e, item))
+    parse_record_within(item, opts, &mut RegexBudget::unlimited())
+}
+
+/// What an account's keyword regexes may still take compiled, spent record by record as they
+/// are read (in subscription-id order, so every function refuses the same records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegexBudget {
+    /// What the account's valid records may still hold compiled.
+    pub left: usize,
+    pub limit: usize,
+    /// What may still be examined (compiled to be sized), refused records included: so that
+    /// records refused one after the other cannot make a function compile without end.
+    pub examine_left: usize,
+}
+
+impl RegexBudget {
+    /// One account's budget: [`MAX_ACCOUNT_REGEX_BYTES`] held, twice that examined.
+    pub fn account() -> Self {
+        RegexBudget {
+            left: MAX_ACCOUNT_REGEX_BYTES,
+            limit: MAX_ACCOUNT_REGEX_BYTES,
+            examine_left: 2 * MAX_ACCOUNT_REGEX_BYTES,
+        }
+    }
+
+    /// No account budget: one record on its own (`subscription validate`).
+    pub fn unlimited() -> Self {
+        RegexBudget {
+            left: usize::MAX,
+            limit: usize::MAX,
+            examine_left: usize::MAX,
+        }
+    }
+}
+
+/// [`parse_record`], with the record's regex rules counted against `budget`: a record whose
+/// regexes do not fit what is left is refused, and its regexes not compiled past the point where
+/// the budget ran out. The budget is spent only by a record that is valid.
+pub fn parse_record_within(
+    item: &Map<String, Value>,
+    opts: ParseOptions,
+    budget: &mut RegexBudget,
+) -> Result<Subscription, RecordError> {
+    let sub = parse_record_inner(item, opts, budget).map_err(|e| redact(e, item))?;
+    let spent: usize = sub.keywords.iter().map(|k| k.regex_bytes).sum();
+    budget.left = budget.left.saturating_sub(spent);
+    Ok(sub)
 }
 
 /// Errors name fields by their keys, and keys are the customer's text (a header name, a filter
@@ -278,7 +326,11 @@ fn redact(mut e: RecordError, item: &Map<String, Value>) -> RecordError {
     e
 }
 
-fn parse_record_inner(item: &Map<String, Value>, opts: ParseOptions) -> Result<Subscription, RecordError> {
+fn parse_record_inner(
+    item: &Map<String, Value>,
+    opts: ParseOptions,
+    budget: &mut RegexBudget,
+) -> Result<Subscription, RecordError> {
     let size = serde_json::to_vec(item).map_or(usize::MAX, |v| v.len());
     let account_id = key_string(item, "account_id").map_err(|reason| RecordError {
         account_id: "?".into(),
@@ -330,7 +382,7 @@ fn parse_record_inner(item: &Map<String, Value>, opts: ParseOptions) -> Result<S
     let balance_low = parse_balance_low(&ctx, item.get("balance_low"))?;
     let delivery_rate_low = parse_rate_alert(&ctx, "delivery_rate_low", item.get("delivery_rate_low"))?;
     let bounce_rate_high = parse_rate_alert(&ctx, "bounce_rate_high", item.get("bounce_rate_high"))?;
-    let keywords = parse_keywords(&ctx, item.get("keywords"))?;
+    let keywords = parse_keywords(&ctx, item.get("keywords"), budget)?;
     let reserved_keywords = match item.get("reserved_keywords") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
@@ -478,7 +530,8 @@ fn parse_rate_alert(ctx: &Ctx, name: &str, v: Option<&Value>) -> Result<Option<R
     }))
 }
 
-fn parse_keywords(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<KeywordRule>, RecordError> {
+fn parse_keywords(ctx: &Ctx, v: Option<&Value>, budget: &mut RegexBudget) -> Result<Vec<KeywordRule>, RecordError> {
+    let (regex_left, regex_limit) = (budget.left, budget.limit);
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
@@ -493,6 +546,7 @@ fn parse_keywords(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<KeywordRule>, Reco
     }
     let mut out = Vec::with_capacity(list.len());
     let mut regexes = 0;
+    let mut regex_spent = 0usize;
     for (i, rule) in list.iter().enumerate() {
         let field = |f: &str| format!("keywords[{i}]{f}");
         let map = rule.as_object().ok_or_else(|| {
@@ -547,20 +601,45 @@ fn parse_keywords(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<KeywordRule>, Reco
                     format!("is the regex rule number {regexes}; at most {MAX_REGEX_KEYWORDS} are allowed"),
                 ));
             }
-            let compiled = regex::RegexBuilder::new(&keyword)
-                .case_insensitive(!case_sensitive)
-                .size_limit(MAX_REGEX_BYTES)
-                .dfa_size_limit(MAX_REGEX_BYTES)
-                .build()
-                .map_err(|e| {
-                    ctx.err(
-                        &field(".keyword"),
-                        format!("is not a valid regex: {}", one_line(&e.to_string())),
-                    )
-                })?;
-            Some(compiled)
+            let over_budget = |needed: Option<usize>| {
+                ctx.err(
+                    &field(".keyword"),
+                    format!(
+                        "puts the account's regex keyword rules over their budget of {} KiB compiled \
+                         ({}; earlier records, by subscription id, took the rest): use fewer or \
+                         simpler regex rules, or starts_with/contains",
+                        regex_limit / 1024,
+                        needed.map_or("no room left to compile it".into(), |n| format!(
+                            "it needs {} KiB",
+                            n.div_ceil(1024)
+                        ))
+                    ),
+                )
+            };
+            // Known sizes cost nothing; an unknown pattern is compiled only if there is room.
+            // The same decisions in every process: what a pattern costs is the same whether this
+            // process compiled it before or not.
+            let left = regex_left.saturating_sub(regex_spent);
+            let checked = match crate::patterns::known_size(&keyword, case_sensitive) {
+                Some(answer) => answer,
+                None if left == 0 || budget.examine_left == 0 => return Err(over_budget(None)),
+                None => crate::patterns::check(&keyword, case_sensitive),
+            };
+            if budget.examine_left == 0 {
+                return Err(over_budget(None));
+            }
+            budget.examine_left = budget
+                .examine_left
+                .saturating_sub(*checked.as_ref().unwrap_or(&MAX_REGEX_BYTES));
+            let bytes =
+                checked.map_err(|e| ctx.err(&field(".keyword"), format!("is not a valid regex: {}", one_line(&e))))?;
+            if bytes > left {
+                return Err(over_budget(Some(bytes)));
+            }
+            regex_spent += bytes;
+            bytes
         } else {
-            None
+            0
         };
         let folded = if case_sensitive {
             keyword.clone()
@@ -572,7 +651,7 @@ fn parse_keywords(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<KeywordRule>, Reco
             match_type,
             case_sensitive,
             folded,
-            regex,
+            regex_bytes: regex,
         });
     }
     Ok(out)
@@ -867,6 +946,63 @@ mod tests {
             );
             assert!(!err.to_string().contains("MfKQ9r8"), "secret leaked: {err}");
         }
+    }
+
+    #[test]
+    fn an_accounts_regexes_share_one_budget_and_refused_records_stop_compiling() {
+        // The largest regexes the per-pattern limit lets through, distinct per record.
+        let record = |r: usize, rules: usize| {
+            let keywords: Vec<Value> = (0..rules)
+                .map(|k| json!({"keyword": format!("(b{r}y{k})(?-u:\\w){{660}}b"), "match": "regex"}))
+                .collect();
+            patched(&json!({"subscription_id": format!("sub_{r}"), "keywords": keywords}))
+        };
+        let read = |records: &[Value]| {
+            let mut budget = RegexBudget::account();
+            let out: Vec<Result<Subscription, RecordError>> = records
+                .iter()
+                .map(|v| parse_record_within(v.as_object().unwrap(), ParseOptions::default(), &mut budget))
+                .collect();
+            (out, budget)
+        };
+        let records: Vec<Value> = (0..40).map(|r| record(r, 3)).collect();
+        let (out, budget) = read(&records);
+        let valid = out.iter().filter(|r| r.is_ok()).count();
+        assert!((2..40).contains(&valid), "{valid} of 40 fit");
+        assert!(
+            out[..valid].iter().all(Result::is_ok),
+            "the first records, by id, are the ones kept"
+        );
+        let spent: usize = out
+            .iter()
+            .flatten()
+            .flat_map(|s| &s.keywords)
+            .map(|k| k.regex_bytes)
+            .sum();
+        assert!(spent <= MAX_ACCOUNT_REGEX_BYTES && budget.left == MAX_ACCOUNT_REGEX_BYTES - spent);
+        let e = out[valid].as_ref().unwrap_err();
+        assert!(e.field.starts_with("keywords["), "{e}");
+        assert!(
+            e.reason.contains("over their budget of 1024 KiB compiled"),
+            "{}",
+            e.reason
+        );
+        assert_eq!(budget.examine_left, 0, "refused records used up what may be compiled");
+        assert!(
+            out.last()
+                .unwrap()
+                .as_ref()
+                .unwrap_err()
+                .reason
+                .contains("no room left to compile it"),
+            "the last ones were refused without compiling"
+        );
+        // The next cache miss, with every pattern known to this process, decides the same.
+        let (again, _) = read(&records);
+        let same: Vec<bool> = again.iter().map(Result::is_ok).collect();
+        assert_eq!(same, out.iter().map(Result::is_ok).collect::<Vec<_>>());
+        // A record on its own (validate) has no account budget.
+        assert!(parse(record(99, 10)).is_ok());
     }
 
     #[test]

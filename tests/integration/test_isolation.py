@@ -181,3 +181,36 @@ def test_a_hostile_filter_costs_one_pass_and_holds_up_no_one(stack, receiver):
     assert time.monotonic() - started < 15, "the other account's webhook waited behind the hostile filter"
     assert sms.failed_invocations == failed_before, "no invocation failed or timed out"
     assert not receiver.wait_for(lambda r: r.path.startswith(f"/{hostile}/"), timeout=0), "the filter matched"
+
+
+def test_an_accounts_worst_case_keyword_regexes_stay_within_its_budget_beside_another_account(stack, receiver):
+    """100 records of one account, each with 10 regex keyword rules of the largest size a pattern
+    may have, used to take every function's memory past its MemorySize on a cache miss. Now the
+    account's regexes share one budget: the first records that fit are kept (and match), the
+    rest are refused naming the budget, and another account's webhook arrives as usual."""
+    from conftest import log_records
+
+    worst, other = unique("acc_worst"), unique("acc_h")
+    path = f"/{worst}/kw"
+    url = receiver.endpoint(path, SECRET)
+    for r in range(100):
+        rules = [{"keyword": f"(w{r}z{k})(?-u:\\w){{660}}b", "match": "regex"} for k in range(10)]
+        if r == 0:
+            rules[0] = {"keyword": "^order\\s+\\d+$", "match": "regex"}
+        put_subscription(stack, worst, f"sub_{r:03}", url, triggers=["keyword.matched"], keywords=rules)
+    put_subscription(stack, other, "crm", receiver.endpoint(f"/{other}/crm", SECRET), triggers=["sms.received"])
+    sms = {"message_id": unique("in"), "from": "+14155550123", "to": "+14155559876", "body": "ORDER 42"}
+    started = time.monotonic()
+    publish(stack, envelope("sms.received", worst, sms))
+    publish(stack, envelope("sms.received", other, {**sms, "message_id": unique("in")}))
+    got = receiver.wait_for(lambda r: r.path == f"/{other}/crm", timeout=20)
+    assert len(got) == 1 and got[0].verified, "the other account's webhook arrived"
+    assert time.monotonic() - started < 20
+    matched = receiver.wait_for(lambda r: r.path == path, timeout=20)
+    assert len(matched) == 1, "the first record fits the budget and still matches"
+    assert matched[0].json["data"]["keyword"] == "^order\\s+\\d+$"
+    stack.settle()
+    skipped = [r for r in log_records(stack, "messaging") if r.get("message", "").startswith("subscription record skipped")
+               and r.get("account_id") == worst]
+    assert skipped and all("over their budget" in r["reason"] for r in skipped), skipped[:1]
+    assert len({r["subscription_id"] for r in skipped}) == 99, "every record after the budget ran out is refused"

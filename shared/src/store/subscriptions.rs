@@ -5,7 +5,8 @@ use aws_sdk_dynamodb::Client;
 
 use crate::store::attributes::item_to_json;
 use crate::subscription::{
-    parse_record, ParseOptions, RecordError, Subscription, SubscriptionKey, MAX_SUBSCRIPTIONS_PER_ACCOUNT,
+    parse_record_within, ParseOptions, RecordError, RegexBudget, Subscription, SubscriptionKey,
+    MAX_SUBSCRIPTIONS_PER_ACCOUNT,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,8 @@ pub async fn load_account(
         .items()
         .send();
     let mut read = 0;
+    // The account's keyword regexes, spent in subscription-id order (the Query's order).
+    let mut budget = RegexBudget::account();
     while let Some(item) = pages.next().await {
         let item = item.map_err(|e| SubscriptionQueryError {
             table: table.to_string(),
@@ -74,7 +77,7 @@ pub async fn load_account(
             });
             break;
         }
-        match parse_record(&item_to_json(&item), opts) {
+        match parse_record_within(&item_to_json(&item), opts, &mut budget) {
             Ok(s) => out.valid.push(s),
             Err(e) => out.invalid.push(e),
         }
