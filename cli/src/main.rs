@@ -44,6 +44,10 @@ struct Cli {
     /// Machine-readable output: one JSON document on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Print webhook URLs whole; by default only their origin is shown (paths and queries often
+    /// carry a receiver's token).
+    #[arg(long, global = true)]
+    show_urls: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -383,12 +387,19 @@ async fn get_record(
     Ok(got.item.map(|item| item_to_json(&item)))
 }
 
-fn summary(record: &Map<String, Value>, opts: ParseOptions, budget: &mut RegexBudget) -> Value {
+fn summary(record: &Map<String, Value>, opts: ParseOptions, budget: &mut RegexBudget, show_urls: bool) -> Value {
     let parsed = parse_record_within(record, opts, budget);
+    let url = record.get("url").and_then(Value::as_str).map(|u| {
+        if show_urls {
+            u.to_string()
+        } else {
+            records::masked_url(u)
+        }
+    });
     json!({
         "account_id": record.get("account_id"),
         "subscription_id": record.get("subscription_id"),
-        "url": record.get("url"),
+        "url": url,
         "triggers": record.get("triggers"),
         "enabled": record.get("enabled").cloned().unwrap_or(Value::Bool(true)),
         "disabled_reason": record.get("disabled_reason"),
@@ -491,7 +502,7 @@ async fn put(t: &target::Target, file: Option<&PathBuf>, flags: &RecordFlags, re
         }
         Err(e) => return Err(env("writing the subscription")(e)),
     }
-    Ok(json!({"stored": records::masked(&record), "generated_secret": generated}))
+    Ok(json!({"stored": records::masked(&record, true), "generated_secret": generated}))
 }
 
 async fn set_enabled(t: &target::Target, account: &str, id: &str, enabled: bool, reason: &str) -> Outcome {
@@ -1298,7 +1309,7 @@ async fn run(cli: &Cli) -> Outcome {
             let mut budget = RegexBudget::account();
             let list: Vec<Value> = items
                 .iter()
-                .map(|i| summary(&item_to_json(i), opts, &mut budget))
+                .map(|i| summary(&item_to_json(i), opts, &mut budget, cli.show_urls))
                 .collect();
             Ok(json!({"account_id": account, "subscriptions": list}))
         }
@@ -1307,9 +1318,8 @@ async fn run(cli: &Cli) -> Outcome {
                 .await?
                 .ok_or_else(|| (Failure::Check(format!("no subscription {account}/{id}")), Value::Null))?;
             let pacing = pacing(&t, account, id).await?;
-            Ok(
-                json!({"record": records::masked(&record), "status": summary(&record, opts, &mut RegexBudget::unlimited()), "pacing": pacing}),
-            )
+            Ok(json!({"record": records::masked(&record, cli.show_urls),
+                       "status": summary(&record, opts, &mut RegexBudget::unlimited(), cli.show_urls), "pacing": pacing}))
         }
         Command::Subscription(SubscriptionCmd::Enable { account, id }) => set_enabled(&t, account, id, true, "").await,
         Command::Subscription(SubscriptionCmd::Disable { account, id, reason }) => {

@@ -105,8 +105,32 @@ pub fn mask(secret: &str) -> String {
 }
 
 /// The record with `secret` and `secrets` masked, and every header value hidden.
-pub fn masked(record: &Map<String, Value>) -> Map<String, Value> {
+/// A webhook URL as shown by default: its origin (scheme, host, port), without credentials, and
+/// `/…` for a path or query, which receivers often use for tokens.
+pub fn masked_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(hidden)".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let tail = &rest[end..];
+    if tail.is_empty() || tail == "/" {
+        format!("{scheme}://{host}{tail}")
+    } else {
+        format!("{scheme}://{host}/…")
+    }
+}
+
+/// A record as shown: secrets masked, header values hidden, and the URL as [`masked_url`] unless
+/// `show_urls`.
+pub fn masked(record: &Map<String, Value>, show_urls: bool) -> Map<String, Value> {
     let mut out = record.clone();
+    if !show_urls {
+        if let Some(Value::String(url)) = out.get_mut("url") {
+            *url = masked_url(url);
+        }
+    }
     let mask_value = |v: &Value| match v {
         Value::String(s) => Value::String(mask(s)),
         other => other.clone(),
@@ -153,8 +177,26 @@ mod tests {
         let record = record_from_json(&json!({"secrets": [secret.clone()], "secret": secret.clone(),
                                               "headers": {"x-api-key": "k-123"}}))
         .unwrap();
-        let shown = serde_json::to_string(&masked(&record)).unwrap();
+        let shown = serde_json::to_string(&masked(&record, false)).unwrap();
         assert!(!shown.contains(&secret[10..]) && !shown.contains("k-123"), "{shown}");
         assert_ne!(new_secret(), new_secret());
+    }
+
+    #[test]
+    fn urls_show_their_origin_only_unless_asked() {
+        assert_eq!(
+            masked_url("https://hooks.example.com/t/0a1b2c?key=s3cr3t"),
+            "https://hooks.example.com/…"
+        );
+        assert_eq!(
+            masked_url("https://user:pw@hooks.example.com:8443/x"),
+            "https://hooks.example.com:8443/…"
+        );
+        assert_eq!(masked_url("https://hooks.example.com"), "https://hooks.example.com");
+        assert_eq!(masked_url("https://hooks.example.com/"), "https://hooks.example.com/");
+        assert_eq!(masked_url("not a url"), "(hidden)");
+        let record = record_from_json(&json!({"url": "https://a.example/hook?token=t0k"})).unwrap();
+        assert_eq!(masked(&record, false)["url"], "https://a.example/…");
+        assert_eq!(masked(&record, true)["url"], "https://a.example/hook?token=t0k");
     }
 }

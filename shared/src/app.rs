@@ -303,19 +303,21 @@ impl App {
                     message_id: incoming.message_id.clone().unwrap_or_default(),
                     source: e,
                 })?;
-            if !message.authentic(key) {
-                // Published to the topic, or edited on the way: never sent. Kept, with why.
-                let reason = "internal message not authenticated: a retry or dead letter without this \
-                              deployment's seal (published to the events topic, or edited)";
+            let queue = self.engine.queues().queue_name();
+            if let Some(why) = message.refusal(key, queue, Utc::now().timestamp()) {
+                // Published to the topic, edited on the way, copied from another category's queue
+                // or replayed after its time: never sent. Kept, with why.
+                let reason = format!("internal message not authenticated: {why}");
                 tracing::warn!(
                     message_id = incoming.message_id.as_deref().unwrap_or(""),
                     account_id = message.account_id(),
+                    why,
                     "unauthenticated internal message; dead-lettered, not sent"
                 );
                 return self
                     .engine
                     .queues()
-                    .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), reason, Some("seal"))
+                    .dead_letter_message(&incoming.body, incoming.message_id.as_deref(), &reason, Some("seal"))
                     .await
                     .map_err(|e| MessageFailure::one(incoming.message_id.clone().unwrap_or_default(), e.into()));
             }

@@ -139,6 +139,12 @@ def test_list_show_enable_disable(cli, stack, tmp_path):
     shown = cli("--json", "subscription", "show", "--account", account, "--id", "a")
     assert shown.returncode == 0
     assert SECRET not in shown.stdout and "k-secret-9" not in shown.stdout
+    # URLs show their origin only (a path or query often carries the receiver's token).
+    assert subs["a"]["url"] == "https://hooks.example.com/…"
+    assert json.loads(shown.stdout)["record"]["url"] == "https://hooks.example.com/…"
+    assert "hooks.example.com/a" not in human.stdout
+    whole = cli("--json", "--show-urls", "subscription", "show", "--account", account, "--id", "a")
+    assert json.loads(whole.stdout)["record"]["url"] == "https://hooks.example.com/a"
 
     assert cli("subscription", "disable", "--account", account, "--id", "a", "--reason", "moving").returncode == 0
     item = get_item(stack, "SubscriptionsTableName", {"account_id": account, "subscription_id": "a"})

@@ -79,8 +79,11 @@ def test_queues_tables_and_alarms_have_their_template_properties(provisioned):
     assert keys == [{"AttributeName": "account_id", "KeyType": "HASH"},
                     {"AttributeName": "subscription_id", "KeyType": "RANGE"}]
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
-    # six DLQs, six exhausted-webhook alarms, six function errors, six throttles, six queue ages, the unrouted queue
-    assert len(alarms) == 31
+    # six DLQs, six exhausted-webhook alarms, six function errors, six throttles, six queue ages, the unrouted
+    # queue, the events delivery DLQ (what SNS could not deliver)
+    assert len(alarms) == 32
+    sns_dlq = alarms["dataflows-local-EventsDeliveryDeadLetterAlarm"]
+    assert sns_dlq["Dimensions"] == [{"Name": "QueueName", "Value": "dataflows-local-EventsDeliveryDeadLetterQueue"}]
     dlq_alarm = alarms["dataflows-local-SmsDeadLetterAlarm"]
     assert dlq_alarm["Dimensions"] == [{"Name": "QueueName", "Value": "dataflows-local-SmsDeadLetterQueue"}]
     errors = alarms["dataflows-local-SmsErrorsAlarm"]

@@ -160,6 +160,7 @@ pub fn retry_task(job: &Job<'_>, attempt: u32, not_before: i64) -> RetryTask {
         first_attempt_at: job.first_attempt_at,
         not_before,
         held: None,
+        bound: None,
         seal: String::new(),
     }
 }
@@ -195,6 +196,7 @@ pub fn undeliverable(task: &RetryTask, origin: Option<String>, reason: String) -
         first_attempt_at: task.first_attempt_at,
         last_error: String::new(),
         payload: serde_json::from_str(&task.body).unwrap_or_default(),
+        bound: None,
         seal: String::new(),
     }
 }
@@ -345,6 +347,7 @@ fn dead_letter(job: &Job<'_>, reason: String, last_error: String) -> DeadLetter 
         first_attempt_at: job.first_attempt_at,
         last_error,
         payload: serde_json::from_slice(job.body).unwrap_or_default(),
+        bound: None,
         seal: String::new(),
     }
 }

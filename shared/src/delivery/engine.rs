@@ -46,6 +46,15 @@ pub fn must_defer(now: Instant, deadline: Option<Instant>, budget: Duration) -> 
     deadline.is_some_and(|d| d.saturating_duration_since(now) < budget)
 }
 
+/// Whether a claim taken `held` ago still covers a send started now: at least a quarter of its
+/// lease must be left, or another invocation could take the claim over as the send starts (a
+/// paced webhook, or one that waited long for a send slot, claimed before its wait). A send
+/// longer than the lease is the lease's configuration (`CLAIM_LEASE` against `HTTP_TIMEOUT`),
+/// not this wait. Pure.
+pub fn lease_covers(held: Duration, lease: Duration) -> bool {
+    held <= lease.mul_f64(0.75)
+}
+
 /// One semaphore per subscription seen, created on first use.
 pub struct Lanes {
     per_subscription: usize,
@@ -362,6 +371,7 @@ impl Engine {
         // One token for this claim and its finish, the same on every try of either.
         let token = ClaimToken::new();
         let claim = self.claim(job, Utc::now().timestamp(), &token).await?;
+        let claimed_at = Instant::now();
         match claim {
             Claim::Won => {}
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
@@ -417,6 +427,16 @@ impl Engine {
             drop(slot); // the slot is for sends, not for the retry message
             return self
                 .defer(job, "the invocation's deadline is too close to send it")
+                .await;
+        }
+        let lease = Duration::from_secs(self.lease_seconds as u64);
+        if !lease_covers(claimed_at.elapsed(), lease) {
+            drop(slot);
+            return self
+                .defer(
+                    job,
+                    "it waited for its send so long that its claim's lease is nearly over",
+                )
                 .await;
         }
         let result = send(
@@ -873,6 +893,18 @@ fn log_attempt(job: &Job<'_>, result: &Result<Delivered, DeliveryError>, verdict
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_send_starts_only_while_its_claim_covers_it() {
+        let lease = Duration::from_secs(60);
+        assert!(lease_covers(Duration::ZERO, lease));
+        assert!(lease_covers(Duration::from_secs(45), lease), "a quarter left");
+        assert!(!lease_covers(Duration::from_millis(45_001), lease));
+        assert!(
+            lease_covers(Duration::from_millis(1_500), Duration::from_secs(2)),
+            "short leases too"
+        );
+    }
 
     #[test]
     fn a_send_starts_only_with_its_budget_left() {

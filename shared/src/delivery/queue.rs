@@ -52,6 +52,11 @@ fn attr(v: &str) -> MessageAttributeValue {
 }
 
 impl Queues {
+    /// The category queue's name (the last part of its URL): what internal messages are bound to.
+    pub fn queue_name(&self) -> &str {
+        self.queue_url.rsplit('/').next().unwrap_or_default()
+    }
+
     fn failed(queue: &str, e: impl Into<aws_sdk_sqs::Error>) -> QueueError {
         use aws_sdk_sqs::error::ProvideErrorMetadata;
         let e: aws_sdk_sqs::Error = e.into();
@@ -65,7 +70,8 @@ impl Queues {
     /// A retry on the category queue, delayed by at most 15 minutes (the rest is chained).
     pub async fn enqueue_retry(&self, task: &RetryTask, delay: Duration) -> Result<(), QueueError> {
         let key = self.seals.get().await?;
-        let body = to_sqs_json(&task.clone().sealed(key));
+        let now = chrono::Utc::now().timestamp();
+        let body = to_sqs_json(&task.clone().sealed_for(key, self.queue_name(), now));
         self.sqs
             .send_message()
             .queue_url(&self.queue_url)
@@ -119,7 +125,10 @@ impl Queues {
 
     /// A webhook given up on, sealed, with its reason and webhook-id as attributes.
     pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), QueueError> {
-        let letter = letter.clone().sealed(self.seals.get().await?);
+        let now = chrono::Utc::now().timestamp();
+        let letter = letter
+            .clone()
+            .sealed_for(self.seals.get().await?, self.queue_name(), now);
         self.sqs
             .send_message()
             .queue_url(&self.dead_letter_url)

@@ -40,10 +40,28 @@ pub struct RetryTask {
     /// attempt: `attempt` is still the one to make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Held>,
+    /// The queue the seal was made for, and until when it holds (absent on messages sealed
+    /// before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Binding>,
     /// HMAC-SHA256 (base64) of every other field under the deployment's seal key.
     #[serde(default)]
     pub seal: String,
 }
+
+/// What a seal is bound to: the queue a message was written for (its name) and the time (unix
+/// seconds) after which it is no longer accepted. A sealed message copied to another category's
+/// queue, or replayed after its time, is refused like one without a seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub queue: String,
+    pub expires_at: i64,
+}
+
+/// How long a sealed retry is accepted: the category queue keeps a message 4 days; a day more.
+pub const RETRY_SEAL_SECONDS: i64 = 5 * 86_400;
+/// How long a sealed dead letter is accepted (redriven): the DLQ keeps it 14 days; a day more.
+pub const DEAD_LETTER_SEAL_SECONDS: i64 = 15 * 86_400;
 
 /// Why and since when a webhook waits, on a retry message that holds it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +93,7 @@ impl RetryTask {
             first_attempt_at: now,
             not_before: 0,
             held: None,
+            bound: None,
             seal: String::new(),
         }
     }
@@ -96,6 +115,9 @@ pub struct DeadLetter {
     pub last_error: String,
     /// The webhook body that was never accepted.
     pub payload: Value,
+    /// The category queue it may be redriven to, and until when (see [`Binding`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Binding>,
     /// HMAC-SHA256 (base64) of every other field under the deployment's seal key.
     #[serde(default)]
     pub seal: String,
@@ -225,10 +247,23 @@ impl RetryTask {
         if let Some(h) = &held {
             parts.push(h.as_bytes());
         }
+        let bound = self.bound.as_ref().map(Binding::part);
+        if let Some(b) = &bound {
+            parts.push(b.as_bytes());
+        }
         with(&parts)
     }
 
-    /// This task with its seal set.
+    /// This task with its seal set, bound to `queue` until `now` + [`RETRY_SEAL_SECONDS`].
+    pub fn sealed_for(mut self, key: &SealKey, queue: &str, now: i64) -> Self {
+        self.bound = Some(Binding {
+            queue: queue.to_string(),
+            expires_at: now + RETRY_SEAL_SECONDS,
+        });
+        self.sealed(key)
+    }
+
+    /// This task with its seal set (over its binding as it is).
     pub fn sealed(mut self, key: &SealKey) -> Self {
         self.seal = self.sealed_parts(|parts| key.seal("retry", parts));
         self
@@ -240,6 +275,22 @@ impl RetryTask {
     }
 }
 
+impl Binding {
+    fn part(&self) -> String {
+        format!("bound:{}:{}", self.queue, self.expires_at)
+    }
+
+    /// Why a message bound so is refused on `queue` at `now`, if it is.
+    pub fn refusal(bound: Option<&Binding>, queue: &str, now: i64) -> Option<&'static str> {
+        match bound {
+            None => None, // sealed before bindings existed: the seal alone
+            Some(b) if b.queue != queue => Some("sealed for another queue"),
+            Some(b) if now > b.expires_at => Some("its seal has expired"),
+            Some(_) => None,
+        }
+    }
+}
+
 impl DeadLetter {
     fn sealed_parts<R>(&self, with: impl FnOnce(&[&[u8]]) -> R) -> R {
         let numbers = [
@@ -248,7 +299,8 @@ impl DeadLetter {
             self.first_attempt_at.to_string(),
         ];
         let payload = self.payload.to_string();
-        with(&[
+        let bound = self.bound.as_ref().map(Binding::part);
+        let mut parts: Vec<&[u8]> = vec![
             numbers[0].as_bytes(),
             self.reason.as_bytes(),
             self.webhook_id.as_str().as_bytes(),
@@ -261,7 +313,21 @@ impl DeadLetter {
             numbers[2].as_bytes(),
             self.last_error.as_bytes(),
             payload.as_bytes(),
-        ])
+        ];
+        if let Some(b) = &bound {
+            parts.push(b.as_bytes());
+        }
+        with(&parts)
+    }
+
+    /// This dead letter with its seal set, bound to the category queue `queue` (where a redrive
+    /// brings it) until `now` + [`DEAD_LETTER_SEAL_SECONDS`].
+    pub fn sealed_for(mut self, key: &SealKey, queue: &str, now: i64) -> Self {
+        self.bound = Some(Binding {
+            queue: queue.to_string(),
+            expires_at: now + DEAD_LETTER_SEAL_SECONDS,
+        });
+        self.sealed(key)
     }
 
     /// This dead letter with its seal set.
@@ -292,6 +358,19 @@ impl Message {
             Message::Event(_) => true,
             Message::Retry(t) => t.verify(key),
             Message::Redrive(d) => d.verify(key),
+        }
+    }
+
+    /// Why an internal message is refused on `queue` at `now`: no valid seal, sealed for another
+    /// queue, or expired. `None`: accepted.
+    pub fn refusal(&self, key: &SealKey, queue: &str, now: i64) -> Option<&'static str> {
+        if !self.authentic(key) {
+            return Some("no valid seal of this deployment (published to the events topic, or edited)");
+        }
+        match self {
+            Message::Event(_) => None,
+            Message::Retry(t) => Binding::refusal(t.bound.as_ref(), queue, now),
+            Message::Redrive(d) => Binding::refusal(d.bound.as_ref(), queue, now),
         }
     }
 
@@ -390,8 +469,46 @@ mod tests {
             first_attempt_at: 100,
             not_before: 105,
             held: None,
+            bound: None,
             seal: String::new(),
         }
+    }
+
+    #[test]
+    fn a_seal_is_bound_to_its_queue_and_its_time() {
+        let now = 1_796_000_000;
+        let sealed = task().sealed_for(&key(1), "dataflows-sms", now);
+        let wire = to_sqs_json(&sealed);
+        let Ok(message) = parse_message(&wire) else {
+            panic!("parses")
+        };
+        assert_eq!(message.refusal(&key(1), "dataflows-sms", now + 60), None);
+        assert_eq!(
+            message.refusal(&key(1), "dataflows-messaging", now + 60),
+            Some("sealed for another queue"),
+            "copied to another category's queue"
+        );
+        assert_eq!(
+            message.refusal(&key(1), "dataflows-sms", now + RETRY_SEAL_SECONDS + 1),
+            Some("its seal has expired")
+        );
+        assert!(
+            message.refusal(&key(2), "dataflows-sms", now).is_some(),
+            "another deployment's key"
+        );
+        // The binding is under the seal: moving it to another queue by editing it breaks the seal.
+        let mut moved = sealed.clone();
+        moved.bound = Some(Binding {
+            queue: "dataflows-messaging".into(),
+            expires_at: now + RETRY_SEAL_SECONDS,
+        });
+        assert!(!moved.verify(&key(1)));
+        let mut stretched = sealed.clone();
+        stretched.bound.as_mut().unwrap().expires_at += 86_400;
+        assert!(!stretched.verify(&key(1)));
+        // Sealed before bindings existed: the seal alone decides.
+        let old = Message::Retry(task().sealed(&key(1)));
+        assert_eq!(old.refusal(&key(1), "dataflows-messaging", now), None);
     }
 
     #[test]
@@ -503,6 +620,7 @@ mod tests {
             first_attempt_at: 100,
             last_error: "HTTP 500".into(),
             payload: serde_json::json!({"type": "sms.received", "data": {"b": 1, "a": [1, 2]}}),
+            bound: None,
             seal: String::new(),
         }
         .sealed(&key(7));

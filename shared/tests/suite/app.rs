@@ -316,6 +316,7 @@ async fn the_last_attempt_failing_dead_letters_the_webhook() {
         first_attempt_at: 1_796_040_000,
         not_before: 0,
         held: None,
+        bound: None,
         seal: String::new(),
     }
     .sealed(&SealKey::new(SEAL));
@@ -359,6 +360,7 @@ async fn malformed_and_forged_messages_are_dead_lettered_without_disturbing_the_
         first_attempt_at: 0,
         not_before: 0,
         held: None,
+        bound: None,
         seal: String::new(),
     })
     .unwrap();
