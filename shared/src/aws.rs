@@ -111,6 +111,21 @@ where
     }
 }
 
+/// Both clients' retries: the SDK's standard mode, stated, from [`INITIAL_BACKOFF`].
+fn retry_config() -> aws_sdk_dynamodb::config::retry::RetryConfig {
+    aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(INITIAL_BACKOFF)
+}
+
+/// Both clients' timeouts: connecting, and each attempt.
+fn timeout_config() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
+    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build()
+}
+
 /// Where and as whom the functions call AWS. No `Debug`: it holds the secret key.
 #[derive(Clone, PartialEq)]
 pub(crate) struct AwsEnv {
@@ -185,22 +200,13 @@ impl AwsEnv {
     }
 
     pub(crate) fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        use aws_sdk_dynamodb::config::{retry::RetryConfig, timeout::TimeoutConfig, Builder};
+        use aws_sdk_dynamodb::config::Builder;
         let mut b = Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(INITIAL_BACKOFF),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
+            .retry_config(retry_config())
+            .timeout_config(timeout_config());
         if let Some(url) = &self.dynamodb_endpoint {
             b = b.endpoint_url(url);
         }
@@ -208,22 +214,13 @@ impl AwsEnv {
     }
 
     pub(crate) fn sqs(&self) -> aws_sdk_sqs::Client {
-        use aws_sdk_sqs::config::{retry::RetryConfig, timeout::TimeoutConfig, Builder};
+        use aws_sdk_sqs::config::Builder;
         let mut b = Builder::new()
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
             .region(aws_sdk_sqs::config::Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(INITIAL_BACKOFF),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
+            .retry_config(retry_config())
+            .timeout_config(timeout_config());
         if let Some(url) = &self.sqs_endpoint {
             b = b.endpoint_url(url);
         }

@@ -7,23 +7,12 @@ left pending waits that long, not a minute), the retry schedule of the suite."""
 
 from __future__ import annotations
 
-import hashlib
-import struct
 import time
 
 import pytest
 
 from conftest import RETRY_SCHEDULE, SECRET, envelope, get_item, local_stack, log_records, publish, put_subscription, unique
-
-
-def webhook_id(event_id: str, trigger: str, account: str, subscription: str) -> str:
-    """The same derivation as shared/src/webhook.rs."""
-    h = hashlib.sha256()
-    for part in (event_id, trigger, account, subscription):
-        b = part.encode()
-        h.update(struct.pack(">Q", len(b)))
-        h.update(b)
-    return "msg_" + h.hexdigest()[:32]
+from soak import webhook_id  # the same derivation as shared/src/webhook.rs (conftest put infra/ on the path)
 
 
 @pytest.fixture(scope="module")

@@ -164,6 +164,20 @@ pub struct Claims {
     pub table: String,
 }
 
+type UpdateFailure = SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>;
+
+/// For an update whose condition failed, the item as it was (`ALL_OLD`; `None` if the service did
+/// not return it); `None` for every other error.
+fn condition_failed(e: &UpdateFailure) -> Option<Option<&HashMap<String, AttributeValue>>> {
+    match e {
+        SdkError::ServiceError(e) => match e.err() {
+            UpdateItemError::ConditionalCheckFailedException(failed) => Some(failed.item()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".to_string(), s(format!("webhook#{webhook_id}"))),
@@ -172,11 +186,7 @@ fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {
 }
 
 impl Claims {
-    fn error(
-        &self,
-        webhook_id: &WebhookId,
-        e: SdkError<UpdateItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
-    ) -> ClaimError {
+    fn error(&self, webhook_id: &WebhookId, e: UpdateFailure) -> ClaimError {
         ClaimError {
             table: self.table.clone(),
             webhook_id: webhook_id.clone(),
@@ -285,15 +295,12 @@ impl Claims {
                     .expression_attribute_values(":retrying", s(ClaimStatus::Retrying.as_str()))
             }
         }
-        match req.send().await {
-            Ok(_) => Ok(Claim::Won),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                let UpdateItemError::ConditionalCheckFailedException(failed) = e.err() else {
-                    unreachable!()
-                };
-                let old = failed.item();
+        let e = match req.send().await {
+            Ok(_) => return Ok(Claim::Won),
+            Err(e) => e,
+        };
+        match condition_failed(&e) {
+            Some(old) => {
                 let status = old
                     .and_then(|i| i.get("status"))
                     .and_then(|v| v.as_s().ok())
@@ -316,7 +323,7 @@ impl Claims {
                     (None, _) => Claim::Settled(None),
                 })
             }
-            Err(e) => Err(self.error(meta.webhook_id, e)),
+            None => Err(self.error(meta.webhook_id, e)),
         }
     }
 
@@ -339,7 +346,7 @@ impl Claims {
         if let Some(e) = &log.error {
             entry.insert("error".into(), s(e.chars().take(500).collect::<String>()));
         }
-        match self
+        let e = match self
             .client
             .update_item()
             .table_name(&self.table)
@@ -363,14 +370,11 @@ impl Claims {
             .send()
             .await
         {
-            Ok(_) => Ok(Finished::Recorded),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                let UpdateItemError::ConditionalCheckFailedException(failed) = e.err() else {
-                    unreachable!()
-                };
-                let old = failed.item();
+            Ok(_) => return Ok(Finished::Recorded),
+            Err(e) => e,
+        };
+        match condition_failed(&e) {
+            Some(old) => {
                 let get = |name: &str| old.and_then(|i| i.get(name));
                 let ours = get("owner").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(token.as_str());
                 let same_state = get("status").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(state.as_str());
@@ -385,7 +389,7 @@ impl Claims {
                     Ok(Finished::Superseded)
                 }
             }
-            Err(e) => Err(self.error(webhook_id, e)),
+            None => Err(self.error(webhook_id, e)),
         }
     }
 }
