@@ -6,7 +6,7 @@ SIGKILLed at random. Then the
 accounting: every expected webhook must be delivered or on a dead-letter queue with its reason.
 
   python infra/soak.py [--events 5000] [--accounts 5] [--bulk-messages 1000] [--kills 4] [--fail 0.3]
-                       [--receiver-capacity 20] [--aws-faults 0.1] [--item-wcu 20] [--deadline 900]
+                       [--receiver-capacity 20] [--aws-faults 0.1] [--item-wcu 20] [--deadline 1800]
 
 AWS fails too: the functions reach DynamoDB and SQS through infra/faults.py, which fails
 --aws-faults of their requests (10 % by default; 0 turns it off), a quarter each: throttled,
@@ -239,7 +239,7 @@ def main() -> int:
                     help="share of the functions' DynamoDB and SQS requests failed (throttle, 500, slow, lost reply)")
     ap.add_argument("--receiver-capacity", type=float, default=20,
                     help="requests a second each receiver path serves; 429 + Retry-After: 1 beyond")
-    ap.add_argument("--deadline", type=int, default=900, help="seconds for the whole run")
+    ap.add_argument("--deadline", type=int, default=1800, help="seconds for the whole run")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
     rng = random.Random(args.seed)
