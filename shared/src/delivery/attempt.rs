@@ -201,13 +201,20 @@ pub fn undeliverable(task: &RetryTask, origin: Option<String>, reason: String) -
     }
 }
 
-/// Not enough time left in the invocation to send: the same attempt, as a retry message that
-/// arrives after the claim's lease has expired (so it can take the claim over). Nothing is sent,
-/// no attempt is used, the claim stays pending.
-pub fn deferral(job: &Job<'_>, lease_seconds: i64, now: i64) -> (RetryTask, Duration) {
-    let delay = Duration::from_secs(lease_seconds.max(0) as u64 + 1);
+/// Claimed but not to be sent now: the same attempt, as a retry message that arrives when it can
+/// take the claim: after `released_after` if the claim was released (its lease ended at once),
+/// else after the claim's lease has run out. Nothing is sent, no attempt is used.
+pub fn deferral(job: &Job<'_>, lease_seconds: i64, released: bool, now: i64) -> (RetryTask, Duration) {
+    let delay = if released {
+        RELEASED_DEFERRAL
+    } else {
+        Duration::from_secs(lease_seconds.max(0) as u64 + 1)
+    };
     (retry_task(job, job.attempt, now + delay.as_secs() as i64), delay)
 }
+
+/// How soon a deferred webhook whose claim was released comes back (a later invocation).
+pub const RELEASED_DEFERRAL: Duration = Duration::from_secs(1);
 
 pub fn rfc3339(t: i64) -> String {
     DateTime::from_timestamp(t, 0)
@@ -587,13 +594,15 @@ mod tests {
     }
 
     #[test]
-    fn a_deferral_keeps_the_attempt_and_waits_out_the_lease() {
+    fn a_deferral_keeps_the_attempt_and_waits_out_the_lease_unless_released() {
         let s = sub(None);
-        let (task, delay) = deferral(&job(&s, 3), 60, NOW);
+        let (task, delay) = deferral(&job(&s, 3), 60, false, NOW);
         assert_eq!(
             (task.attempt, task.not_before, delay),
             (3, NOW + 61, Duration::from_secs(61))
         );
+        let (task, delay) = deferral(&job(&s, 3), 60, true, NOW);
+        assert_eq!((task.attempt, task.not_before, delay), (3, NOW + 1, RELEASED_DEFERRAL));
     }
 
     #[test]

@@ -397,7 +397,11 @@ impl Engine {
                         Turn::At(next) => at = next,
                         Turn::Hold { .. } => {
                             return self
-                                .defer(job, "its turn in the subscription's pace passed while it waited")
+                                .defer(
+                                    job,
+                                    &token,
+                                    "its turn in the subscription's pace passed while it waited",
+                                )
                                 .await
                         }
                     }
@@ -419,14 +423,18 @@ impl Engine {
                     sleep_until_ms(t).await;
                 }
                 Turn::At(None) => {}
-                Turn::Hold { .. } => return self.defer(job, "its subscription was throttled meanwhile").await,
+                Turn::Hold { .. } => {
+                    return self
+                        .defer(job, &token, "its subscription was throttled meanwhile")
+                        .await
+                }
             }
             slot = self.sending.acquire(&sub.account_id).await;
         }
         if must_defer(Instant::now(), job.deadline, self.send_budget) {
             drop(slot); // the slot is for sends, not for the retry message
             return self
-                .defer(job, "the invocation's deadline is too close to send it")
+                .defer(job, &token, "the invocation's deadline is too close to send it")
                 .await;
         }
         let lease = Duration::from_secs(self.lease_seconds as u64);
@@ -435,6 +443,7 @@ impl Engine {
             return self
                 .defer(
                     job,
+                    &token,
                     "it waited for its send so long that its claim's lease is nearly over",
                 )
                 .await;
@@ -817,11 +826,19 @@ impl Engine {
         known.insert(key, since);
     }
 
-    /// Claimed but not to be sent now (the invocation's deadline is too close, or a throttle met
-    /// meanwhile puts its turn too far ahead): the same attempt goes back on the queue past the
-    /// claim's lease ([`deferral`]); the claim stays pending.
-    async fn defer(&self, job: &Job<'_>, why: &str) -> Result<Handled, EngineError> {
-        let (task, delay) = deferral(job, self.lease_seconds, Utc::now().timestamp());
+    /// Claimed but not to be sent now (the invocation's deadline is too close, a throttle met
+    /// meanwhile puts its turn too far ahead, its pace's turn passed): the claim is released, and
+    /// the same attempt goes back on the queue to come back in a second ([`deferral`]); if the
+    /// release fails, past the claim's lease.
+    async fn defer(&self, job: &Job<'_>, token: &ClaimToken, why: &str) -> Result<Handled, EngineError> {
+        let released = match self.claims.release(&job.webhook_id, token).await {
+            Ok(released) => released,
+            Err(e) => {
+                tracing::warn!(webhook_id = %job.webhook_id, error = %e, "could not release a deferred claim: it comes back after its lease");
+                false
+            }
+        };
+        let (task, delay) = deferral(job, self.lease_seconds, released, Utc::now().timestamp());
         self.queues.enqueue_retry(&task, delay).await?;
         let sub = job.subscription;
         tracing::warn!(

@@ -327,6 +327,44 @@ impl Claims {
         }
     }
 
+    /// Give up a claim that will not be sent now (deferred): its lease ends at once, while the
+    /// claim is still ours and pending, so the deferred message can claim it as soon as it comes
+    /// back instead of waiting the lease out. `Ok(false)`: it was not ours any more.
+    pub async fn release(&self, webhook_id: &WebhookId, token: &ClaimToken) -> Result<bool, ClaimError> {
+        let e = match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(webhook_id)))
+            .update_expression("SET lease_until = :zero")
+            .condition_expression("#owner = :owner AND #status = :pending")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":owner", s(token.as_str()))
+            .expression_attribute_values(":pending", s(ClaimStatus::Pending.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(e) => e,
+        };
+        match condition_failed(&e) {
+            // Sent again after a lost reply: our own release, already applied.
+            Some(old) => Ok(old
+                .and_then(|i| i.get("lease_until"))
+                .and_then(|v| v.as_n().ok())
+                .is_some_and(|v| v == "0")
+                && old
+                    .and_then(|i| i.get("owner"))
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(token.as_str())),
+            None => Err(self.error(webhook_id, e)),
+        }
+    }
+
     /// Record an attempt and the state it leaves the webhook in; releases the lease. Only while
     /// the claim is still ours (`token`) and pending: sent again after a lost reply, it finds its
     /// own write and is done; after another invocation took the claim over it writes nothing.
