@@ -231,6 +231,9 @@ def bench_cold(res: Results, runs: int, log_dir: Path) -> None:
 
 # --- core ------------------------------------------------------------------------------------------
 
+CORE_OVER_HMAC = 5.8  # 1.5 x the 3.89x first measured (2026-12-06), see bench_core
+
+
 def bench_core(res: Results) -> None:
     print("core: cargo bench -p dataflows-shared --bench core", flush=True)
     subprocess.run(["cargo", "bench", "-p", "dataflows-shared", "--bench", "core"], cwd=ROOT, check=True)
@@ -238,8 +241,16 @@ def bench_core(res: Results) -> None:
     est = json.loads(estimates.read_text())
     per_event_ns = est["median"]["point_estimate"]
     per_pair_us = per_event_ns / 10 / 1000
-    res.data["core"] = {"per_event_ns": per_event_ns, "per_pair_us": per_pair_us}
-    res.add("core: per (event, subscription) pair", f"{per_pair_us:.2f} us", "<= 5 us", per_pair_us <= 5)
+    hmac_ns = json.loads((TARGET_DIR / "criterion" / "baseline" / "hmac_sha256_1kib" / "new" / "estimates.json")
+                         .read_text())["median"]["point_estimate"]
+    ratio = per_pair_us * 1000 / hmac_ns
+    res.data["core"] = {"per_event_ns": per_event_ns, "per_pair_us": per_pair_us, "hmac_1kib_ns": hmac_ns,
+                        "per_pair_over_hmac": ratio}
+    # A time varies with the machine; a ratio to a baseline of the same run does not. The target keeps
+    # the headroom the former 5 us had over its measured 3.30 us (1.5x), applied to the ratio first
+    # measured (docs/performance.md, "Core cost").
+    res.add(f"core: per (event, subscription) pair ({per_pair_us:.2f} us) / one HMAC-SHA256 of 1 KiB "
+            f"({hmac_ns:,.0f} ns)", f"{ratio:.2f}x", f"<= {CORE_OVER_HMAC:g}x", ratio <= CORE_OVER_HMAC)
     median = lambda name: json.loads((TARGET_DIR / "criterion" / "filter" / name / "new" / "estimates.json")  # noqa: E731
                                      .read_text())["median"]["point_estimate"]
     normal, hostile, scan = (median(n) for n in ("normal_1kib", "hostile_wildcard_250kb", "baseline_substring_250kb"))
