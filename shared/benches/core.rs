@@ -7,8 +7,6 @@
 //!
 //! `cargo bench -p dataflows-shared --bench core`
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataflows_shared::delivery::task::{parse_message, Message};
 use dataflows_shared::filter::Filter;
@@ -17,7 +15,9 @@ use dataflows_shared::rules::stateless;
 use dataflows_shared::signing::signature_header;
 use dataflows_shared::subscription::{parse_record, ParseOptions, Subscription};
 use dataflows_shared::Category;
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use std::hint::black_box;
 
 /// A received SMS whose envelope is exactly 1,024 bytes.
