@@ -135,6 +135,19 @@ Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the env
    message with raw delivery, else the JSON envelope moto would have sent) or is dropped, and
    counted in the stats as "sns_delivery_failures".
 
+10. PartiQL write batches (BatchExecuteStatement) as DynamoDB runs them
+   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.multiplestatements.batching.html,
+   https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchStatementError.html):
+   at most 25 statements; each runs on its own (no transaction) and gets its own answer in
+   Responses, in order. moto 5.2.5's PartiQL evaluates no condition beyond the key. Here each
+   INSERT and UPDATE is translated into the PutItem or UpdateItem it means (INSERT: only if the
+   item is absent, else Code DuplicateItem; UPDATE: only if the item exists and the WHERE clause
+   holds, else Code ConditionalCheckFailed, with the old item when the statement asks ALL_OLD)
+   and served by behaviours 2 to 6: a statement can be throttled (ProvisionedThroughputExceeded),
+   meet a transaction (TransactionConflict) or be too large (ValidationError) while the others
+   are applied; each statement's write units are counted as the single write's. The request
+   counts once. SELECT batches stay moto's.
+
 HTTP, on the emulator's own port:
   GET  /_emulator/stats        {"requests": {op: n}, "read_units": x, "write_units": y,
                                 "by_table": {table: {"read_units": x, "write_units": y}},
@@ -176,6 +189,7 @@ from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
     ItemSizeTooLarge,
     ItemSizeToUpdateTooLarge,
+    MockValidationException,
     TransactionCanceledException,
 )
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
@@ -795,6 +809,251 @@ def _batch_write_item(self: DynamoHandler, original) -> Any:
     for t, size in planned:
         STATS.write(t, write_units(size), wrote=True, transactional=False)
     return result
+
+
+# ---------------------------------------------------------------- PartiQL batches (behaviour 10)
+
+_PARTIQL_TOKEN = re.compile(r"""\s*(?:("(?:[^"]|"")*")|('(?:[^']|'')*')|(\?)|(<=|>=|<>|!=|=|<|>|\(|\)|\{|\}|\[|\]|,|:)"""
+                            r"""|([A-Za-z_][A-Za-z0-9_]*)|(-?\d+(?:\.\d+)?))""")
+
+
+class PartiqlError(Exception):
+    """A statement outside what the emulator translates: answered as DynamoDB's ValidationError."""
+
+
+def _partiql_tokens(text: str, parameters: list[dict]) -> list[tuple[str, Any]]:
+    """(kind, value): kind is ident (quoted or not), word (an unquoted identifier, for keywords),
+    value (a DynamoDB JSON value: a parameter or a literal) or op."""
+    tokens, pos, params = [], 0, iter(parameters)
+    text = text.rstrip()
+    while pos < len(text):
+        m = _PARTIQL_TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise PartiqlError(f"Statement wasn't well formed, can't be processed: unexpected text at {pos}")
+        pos = m.end()
+        quoted, string, param, op, word, number = m.groups()
+        if quoted is not None:
+            tokens.append(("ident", quoted[1:-1].replace('""', '"')))
+        elif string is not None:
+            tokens.append(("value", {"S": string[1:-1].replace("''", "'")}))
+        elif param is not None:
+            try:
+                tokens.append(("value", next(params)))
+            except StopIteration:
+                raise PartiqlError("Number of parameters in request and statement don't match.") from None
+        elif op is not None:
+            tokens.append(("op", op))
+        elif word is not None:
+            tokens.append(("word", word))
+        else:
+            tokens.append(("value", {"N": number}))
+    if next(params, None) is not None:
+        raise PartiqlError("Number of parameters in request and statement don't match.")
+    return tokens
+
+
+class _Expr:
+    """DynamoDB expression text with its #names and :values, built from PartiQL tokens."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def name(self, ident: str) -> str:
+        for k, v in self.names.items():
+            if v == ident:
+                return k
+        k = f"#n{len(self.names)}"
+        self.names[k] = ident
+        return k
+
+    def value(self, v: Any) -> str:
+        k = f":v{len(self.values)}"
+        self.values[k] = v
+        return k
+
+    def text(self, tokens: list[tuple[str, Any]]) -> str:
+        out, i = [], 0
+        while i < len(tokens):
+            kind, v = tokens[i]
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            if kind in ("ident", "word") and nxt == ("op", "("):
+                out.append(v.lower())  # a function: list_append, begins_with, attribute_exists...
+            elif kind == "word" and v.upper() in ("AND", "OR", "NOT"):
+                out.append(v.upper())
+            elif kind in ("ident", "word") and len(tokens) > i + 2 and tokens[i + 1][1] in ("IS", "is") \
+                    and tokens[i + 2][0] == "word":
+                negated = tokens[i + 2][1].upper() == "NOT"
+                last = tokens[i + 3][1].upper() if negated and len(tokens) > i + 3 else tokens[i + 2][1].upper()
+                if last != "MISSING":
+                    raise PartiqlError(f"unsupported IS {last}")
+                out.append(f"attribute_{'exists' if negated else 'not_exists'}({self.name(v)})")
+                i += 4 if negated else 3
+                continue
+            elif kind in ("ident", "word"):
+                out.append(self.name(v))
+            elif kind == "value":
+                out.append(self.value(v))
+            else:
+                out.append({"!=": "<>"}.get(v, v))
+            i += 1
+        return " ".join(out)
+
+
+def _split_top(tokens: list[tuple[str, Any]], separator: str) -> list[list[tuple[str, Any]]]:
+    parts, depth, current = [], 0, []
+    for t in tokens:
+        if t == ("op", "("):
+            depth += 1
+        elif t == ("op", ")"):
+            depth -= 1
+        if depth == 0 and t[0] == "word" and t[1].upper() == separator:
+            parts.append(current)
+            current = []
+        else:
+            current.append(t)
+    parts.append(current)
+    return parts
+
+
+def partiql_write(backend: Any, statement: str, parameters: list[dict]) -> tuple[str, dict[str, Any]]:
+    """A PartiQL INSERT or UPDATE as the equivalent PutItem or UpdateItem request: (operation,
+    body). INSERT is conditional on the item's absence (DuplicateItem otherwise), UPDATE on its
+    presence (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.update.html:
+    "If the WHERE clause ... does not evaluate to true for any item ..., ConditionalCheckFailedException
+    is returned"). What the project writes: INSERT INTO "t" VALUE {'a': ?, ...} and UPDATE "t" SET
+    path = value|function(...) [SET ...] WHERE key = ? AND key = ? [AND condition]."""
+    tokens = _partiql_tokens(statement, parameters)
+    words = [v.upper() if k == "word" else None for k, v in tokens]
+    if words[:2] == ["INSERT", "INTO"] and len(tokens) > 4 and words[3] == "VALUE":
+        table_name = tokens[2][1]
+        body = tokens[4:]
+        if body[0] != ("op", "{") or body[-1] != ("op", "}"):
+            raise PartiqlError("INSERT expects VALUE {...}")
+        item = {}
+        for pair in _split_top_commas(body[1:-1]):
+            if len(pair) != 3 or pair[0][0] != "value" or "S" not in pair[0][1] or pair[1] != ("op", ":") \
+                    or pair[2][0] != "value":
+                raise PartiqlError("INSERT VALUE expects 'name': value pairs")
+            item[pair[0][1]["S"]] = pair[2][1]
+        table = backend.get_table(table_name)
+        expr = _Expr()
+        return "Put", {"TableName": table_name, "Item": item,
+                       "ConditionExpression": f"attribute_not_exists({expr.name(table.hash_key_attr)})",
+                       "ExpressionAttributeNames": expr.names}
+    if words[:1] == ["UPDATE"] and len(tokens) > 2:
+        table_name = tokens[1][1]
+        table = backend.get_table(table_name)
+        keys = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+        try:
+            where = words.index("WHERE")
+        except ValueError:
+            raise PartiqlError("UPDATE needs a WHERE clause naming the item's key") from None
+        expr = _Expr()
+        sets = _split_top(tokens[2:where], "SET")
+        if sets[0]:
+            raise PartiqlError("UPDATE supports SET clauses only")
+        assignments = []
+        for clause in sets[1:]:
+            if len(clause) < 3 or clause[0][0] not in ("ident", "word") or clause[1] != ("op", "="):
+                raise PartiqlError("SET expects path = value")
+            assignments.append(f"{expr.name(clause[0][1])} = {expr.text(clause[2:])}")
+        key, rest = {}, []
+        for conjunct in _split_top(tokens[where + 1:], "AND"):
+            if len(conjunct) == 3 and conjunct[0][0] in ("ident", "word") and conjunct[0][1] in keys \
+                    and conjunct[1] == ("op", "=") and conjunct[2][0] == "value" and conjunct[0][1] not in key:
+                key[conjunct[0][1]] = conjunct[2][1]
+            else:
+                if len(_split_top(conjunct, "OR")) > 1:  # `a AND b OR c` is `(a AND b) OR c`: not one item
+                    raise PartiqlError("Where clause does not contain a mandatory equality on all key attributes")
+                rest.append(f"({expr.text(conjunct)})")
+        if set(key) != set(keys):
+            raise PartiqlError("Where clause does not contain a mandatory equality on all key attributes")
+        condition = " AND ".join([f"attribute_exists({expr.name(keys[0])})"] + rest)
+        body = {"TableName": table_name, "Key": key, "UpdateExpression": "SET " + ", ".join(assignments),
+                "ConditionExpression": condition, "ExpressionAttributeNames": expr.names}
+        if expr.values:
+            body["ExpressionAttributeValues"] = expr.values
+        return "Update", body
+    raise PartiqlError("the emulator translates INSERT and UPDATE statements only")
+
+
+def _split_top_commas(tokens: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+    parts, depth, current = [], 0, []
+    for t in tokens:
+        if t in (("op", "("), ("op", "{"), ("op", "[")):
+            depth += 1
+        elif t in (("op", ")"), ("op", "}"), ("op", "]")):
+            depth -= 1
+        if depth == 0 and t == ("op", ","):
+            parts.append(current)
+            current = []
+        else:
+            current.append(t)
+    parts.append(current)
+    return parts
+
+
+_BATCH_CODES = {
+    "ConditionalCheckFailedException": "ConditionalCheckFailed",
+    "ProvisionedThroughputExceededException": "ProvisionedThroughputExceeded",
+    "TransactionConflictException": "TransactionConflict",
+    "ValidationException": "ValidationError",
+    "ResourceNotFoundException": "ResourceNotFound",
+    "ThrottlingException": "ThrottlingError",
+}
+
+
+@_wrap("batch_execute_statement")
+def _batch_execute_statement(self: DynamoHandler, original) -> Any:
+    """Behaviour 10: write statements run one by one through the PutItem / UpdateItem of this
+    emulator (conflicts, throttling, size, accounting), each with its own answer, as DynamoDB's
+    batch is not a transaction; a failed condition returns the old item when asked (ALL_OLD)."""
+    statements = self.body.get("Statements") or []
+    if not statements or any(s.get("Statement", "").lstrip()[:6].upper() == "SELECT" for s in statements):
+        return original()  # reads: moto's own
+    if len(statements) > 25:
+        raise MockValidationException("Member must have length less than or equal to 25")
+    from moto.dynamodb.responses import DynamoResult
+    saved = self.body
+    responses = []
+    try:
+        for entry in statements:
+            try:
+                kind, body = partiql_write(self.dynamodb_backend, entry["Statement"], entry.get("Parameters") or [])
+            except PartiqlError as e:
+                responses.append({"Error": {"Code": "ValidationError", "Message": str(e)}})
+                continue
+            except Exception as e:  # an unknown table, say
+                responses.append({"Error": {"Code": "ResourceNotFound", "Message": str(e)}})
+                continue
+            if entry.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and kind == "Update":
+                body["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+            self.body = body
+            try:
+                (self.put_item if kind == "Put" else self.update_item)()
+                responses.append({"TableName": body["TableName"]})
+            except ConditionalCheckFailed as e:
+                if kind == "Put":
+                    responses.append({"Error": {"Code": "DuplicateItem",
+                                                "Message": "Duplicate primary key exists in table"}})
+                    continue
+                error: dict[str, Any] = {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}
+                try:
+                    old = json.loads(e.description).get("Item")
+                except (TypeError, ValueError, AttributeError):
+                    old = None
+                if old:
+                    error["Item"] = old
+                responses.append({"Error": error})
+            except JsonRESTError as e:
+                code = getattr(e, "error_type", "") or ""
+                code = code.split("#")[-1]
+                responses.append({"Error": {"Code": _BATCH_CODES.get(code, "InternalServerError"),
+                                            "Message": getattr(e, "message", str(e))}})
+    finally:
+        self.body = saved
+    return DynamoResult({"Responses": responses})
 
 
 @_wrap("get_item")

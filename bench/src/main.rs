@@ -6,12 +6,13 @@
 //!   the AWS calls; `POST /reset` zeroes the counts), and on Q an endpoint that answers the
 //!   DynamoDB and SQS JSON protocols after E ms, the way the happy path sees them: a subscriptions
 //!   Query returns N enabled records (each with a filter) pointing at the receiver, every write
-//!   succeeds. It counts every call by operation, which is how the benchmark counts AWS requests.
+//!   succeeds (a PartiQL batch: every statement). It counts every call by operation, and the
+//!   statements of PartiQL batches, which is how the benchmark counts AWS requests and writes.
 //!
 //! `dataflows-bench bare --url U --requests N --concurrency C [--body-bytes B]`
 //!   The practical limit: N POSTs of B bytes with at most C in flight, through the functions' own
 //!   HTTP client (same library, same settings), on the same single-threaded runtime the functions
-//!   use; no signing, no state. Prints one JSON line with the rate.
+//!   use; no signing, no state. Prints one JSON line with the rate and the process's CPU ticks.
 //!
 //! `dataflows-bench keywords [--records 100] [--rules 10]`
 //!   One account's worst case for the functions' memory: `--records` subscription records, each
@@ -271,6 +272,19 @@ fn answer_aws(req: Request, counters: &Counters, subscriptions: usize, receiver:
             )
         }
         "DynamoDB_20120810.Query" => Response::json(200, &json!({"Count": 0, "ScannedCount": 0, "Items": []})),
+        // Every statement applied: one empty answer each, in order; the statements are counted
+        // too (each one is a write unit).
+        "DynamoDB_20120810.BatchExecuteStatement" => {
+            let statements = input["Statements"].as_array().map_or(0, Vec::len);
+            *counters
+                .operations
+                .lock()
+                .unwrap()
+                .entry("DynamoDB_20120810.BatchExecuteStatement.statements".into())
+                .or_default() += statements as u64;
+            let answers: Vec<Value> = (0..statements).map(|_| json!({})).collect();
+            Response::json(200, &json!({"Responses": answers}))
+        }
         t if t.starts_with("DynamoDB_20120810.") => Response::json(200, &json!({})),
         t if t.starts_with("AmazonSQS.") => Response::json(
             200,
@@ -317,9 +331,29 @@ async fn bare(url: &str, requests: usize, concurrency: usize, body_bytes: usize)
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"requests": requests, "failed": failed, "seconds": seconds, "rate": requests as f64 / seconds})
+        json!({"requests": requests, "failed": failed, "seconds": seconds, "rate": requests as f64 / seconds,
+               "cpu_ticks": cpu_ticks()})
     );
     Ok(())
+}
+
+/// The process's user + system CPU time so far, in clock ticks (`/proc/self/stat`, read the same
+/// way `make bench` reads the function's).
+fn cpu_ticks() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            (fields.len() == 2).then(|| fields[0] + fields[1])
+        })
+        .unwrap_or(0)
 }
 
 /// The process's peak resident set size, in bytes (VmHWM).

@@ -647,3 +647,62 @@ def test_sns_moves_what_a_queue_refuses_to_the_subscriptions_dlq(emulator):
     assert received_bodies(sqs, healthy) == ['{"id": "evt_1"}'], "the other subscriptions are delivered"
     assert received_bodies(sqs, dlq) == ['{"id": "evt_1"}'], "the raw message, on the DLQ"
     assert local_stack.emulator_stats(emulator)["sns_delivery_failures"] == {"dead_lettered": 1, "dropped": 1}
+
+
+# ---------------------------------------------------------------- behaviour 10: PartiQL batches
+
+def _insert(table: str, pk: str, **attrs) -> dict:
+    names = ["pk", "sk", *attrs]
+    values = [{"S": pk}, {"S": "delivery"}, *attrs.values()]
+    text = f"INSERT INTO \"{table}\" VALUE {{{', '.join(f'{chr(39)}{n}{chr(39)}: ?' for n in names)}}}"
+    return {"Statement": text, "Parameters": values}
+
+
+def _finish(table: str, pk: str, owner: str, entry: dict) -> dict:
+    return {"Statement": f'UPDATE "{table}" SET "status" = ? SET attempts = list_append(attempts, ?) '
+                         f'WHERE pk = ? AND sk = ? AND "owner" = ? AND "status" = ?',
+            "Parameters": [{"S": "delivered"}, {"L": [entry]}, {"S": pk}, {"S": "delivery"}, {"S": owner},
+                           {"S": "pending"}],
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+
+
+def test_a_partiql_batch_answers_each_statement_on_its_own(ddb, table, emulator):
+    pending = {"status": {"S": "pending"}, "owner": {"S": "me"}, "attempts": {"L": []}}
+    out = ddb.batch_execute_statement(Statements=[_insert(table, "a", **pending), _insert(table, "b", **pending)])
+    assert [r.get("Error") for r in out["Responses"]] == [None, None]
+    again = ddb.batch_execute_statement(Statements=[_insert(table, "a", **pending), _insert(table, "c", **pending)])
+    assert again["Responses"][0]["Error"]["Code"] == "DuplicateItem"
+    assert "Error" not in again["Responses"][1], "the other statement is applied: no transaction"
+
+    entry = {"M": {"n": {"N": "1"}}}
+    out = ddb.batch_execute_statement(Statements=[
+        _finish(table, "a", "me", entry),          # applied
+        _finish(table, "b", "someone else", entry),  # condition fails: the old item comes back
+        _finish(table, "zzz", "me", entry),        # no such item: a failed condition, no item
+    ])
+    first, second, third = out["Responses"]
+    assert "Error" not in first
+    assert second["Error"]["Code"] == "ConditionalCheckFailed"
+    assert second["Error"]["Item"]["owner"] == {"S": "me"}
+    assert third["Error"]["Code"] == "ConditionalCheckFailed" and "Item" not in third["Error"]
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": "a"}, "sk": {"S": "delivery"}})["Item"]
+    assert item["status"] == {"S": "delivered"} and item["attempts"] == {"L": [entry]}
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "zzz"}, "sk": {"S": "delivery"}}).get("Item") is None
+
+    stats = local_stack.emulator_stats(emulator)
+    assert stats["requests"]["BatchExecuteStatement"] == 3, "one request per batch"
+    assert stats["write_units"] >= 4, "each statement's write is counted"
+
+
+def test_a_partiql_statement_is_throttled_alone_and_refused_when_malformed(ddb, table, emulator):
+    local_stack.configure_emulator(emulator, item_wcu_per_second=1)
+    hot = _insert(table, "hot", status={"S": "pending"})
+    ddb.batch_execute_statement(Statements=[hot])  # spends the hot item's one unit
+    update = {"Statement": f'UPDATE "{table}" SET lease_until = ? WHERE pk = ? AND sk = ?',
+              "Parameters": [{"N": "0"}, {"S": "hot"}, {"S": "delivery"}]}
+    out = ddb.batch_execute_statement(Statements=[update, _insert(table, "cold")])
+    assert out["Responses"][0]["Error"]["Code"] == "ProvisionedThroughputExceeded"
+    assert "Error" not in out["Responses"][1]
+    bad = {"Statement": f'UPDATE "{table}" SET lease_until = ? WHERE pk = ?', "Parameters": [{"N": "0"}, {"S": "x"}]}
+    out = ddb.batch_execute_statement(Statements=[bad])
+    assert out["Responses"][0]["Error"]["Code"] == "ValidationError"

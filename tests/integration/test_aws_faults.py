@@ -39,8 +39,8 @@ def test_a_lost_reply_on_the_claim_is_read_as_ours_and_delivered_once(faulty_sta
     account = unique("acc")
     put_subscription(stack, account, "crm", receiver.endpoint(f"/{account}/crm", SECRET), triggers=["sms.received"])
     event, wid = sms(account)
-    # The claim (the only UpdateItem with a lease) is applied, then its answer is lost.
-    rule = faults.script("UpdateItem", (f"webhook#{wid}", '":lease"'), "lost_reply")
+    # The claim (the batch's INSERT of this webhook) is applied, then its answer is lost.
+    rule = faults.script("BatchExecuteStatement", (f"webhook#{wid}", "INSERT INTO"), "lost_reply")
     started = time.monotonic()
     publish(stack, event)
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/crm", timeout=60)
@@ -62,7 +62,7 @@ def test_a_lost_reply_on_the_finish_writes_the_attempt_once(faulty_stack, receiv
     account = unique("acc")
     put_subscription(stack, account, "crm", receiver.endpoint(f"/{account}/crm", SECRET), triggers=["sms.received"])
     event, wid = sms(account)
-    rule = faults.script("UpdateItem", (f"webhook#{wid}", '":entry"'), "lost_reply")
+    rule = faults.script("BatchExecuteStatement", (f"webhook#{wid}", "list_append"), "lost_reply")
     publish(stack, event)
     assert len(receiver.wait_for(lambda r: r.path == f"/{account}/crm", timeout=30)) == 1
     stack.settle()
@@ -83,8 +83,10 @@ def test_a_failed_finish_never_sends_a_delivered_webhook_again(faulty_stack, rec
     put_subscription(stack, account, "crm", url, triggers=["sms.received"])
     event, wid = sms(account)
     # Attempt 2's finish (status delivered): throttled more times than the SDK and the in-place
-    # tries make in one invocation.
-    rule = faults.script("UpdateItem", (f"webhook#{wid}", '":entry"', '"delivered"'), "throttle", times=40)
+    # tries make in one invocation, batched and then on its own.
+    rule = faults.script("BatchExecuteStatement", (f"webhook#{wid}", "list_append", '"delivered"'), "throttle",
+                         times=40)
+    single = faults.script("UpdateItem", (f"webhook#{wid}", '":entry"', '"delivered"'), "throttle", times=40)
     publish(stack, event)
     hits = receiver.wait_for(lambda r: r.path == f"/{account}/crm", count=2, timeout=60)
     assert [h.status for h in hits] == [500, 200]
@@ -93,7 +95,7 @@ def test_a_failed_finish_never_sends_a_delivered_webhook_again(faulty_stack, rec
     stack.settle(timeout=60)
     sent = receiver.wait_for(lambda r: r.path == f"/{account}/crm", count=3, timeout=0)
     assert len(sent) == 2, f"{len(sent)} requests: the delivered webhook was sent again"
-    assert rule.times < 40, "the finish was throttled"
+    assert rule.times < 40 and single.times < 40, "the finish was throttled, batched and on its own"
     not_recorded = [r for r in log_records(stack, "sms") if r.get("webhook_id") == wid
                     and "could not write after an attempt" in r.get("message", "")]
     assert not_recorded, "the failed finish is logged"

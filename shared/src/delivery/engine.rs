@@ -31,6 +31,7 @@ use crate::delivery::queue::{QueueError, Queues};
 use crate::delivery::retry::Outcome;
 use crate::delivery::retry::{RetryPolicy, Verdict};
 use crate::metrics::{Metrics, Observed};
+use crate::store::claim_batch::{ClaimBatches, STATEMENTS_PER_REQUEST};
 use crate::store::claims::{Claim, ClaimError, ClaimMeta, ClaimToken, Claims, Finished};
 use crate::store::pace::{Backlog, PaceError, PaceStore, Reserved};
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
@@ -218,7 +219,8 @@ impl EngineConfig {
 /// Runs jobs: claims, sends, and writes what [`conclude`] decided.
 pub struct Engine {
     http: reqwest::Client,
-    claims: Claims,
+    /// Claims and finishes, written 25 to a request ([`ClaimBatches`]).
+    claims: ClaimBatches,
     subscriptions: SubscriptionWriter,
     queues: Queues,
     limits: Limits,
@@ -229,9 +231,9 @@ pub struct Engine {
     /// Bounds sends per subscription, taken first: a slow receiver waits in its own lane and
     /// never queues ahead of the others for the batch's slots.
     lanes: Lanes,
-    /// Bounds the webhooks between their claim and the end of their send (twice the send slots,
-    /// shared fairly between accounts), so a batch with many subscriptions does not open one
-    /// DynamoDB call per delivery at once, a claim never holds a send slot, and an account whose
+    /// Bounds the webhooks between their claim and the end of their send (twice the send slots
+    /// and one claim request's worth, shared fairly between accounts), so a claim never holds a
+    /// send slot, the next claim request fills while the sends go on, and an account whose
     /// receivers hang claims no further ahead than its share.
     pipeline: Arc<FairSlots>,
     /// Bounds concurrent HTTP requests across a batch, shared fairly between accounts.
@@ -259,7 +261,7 @@ impl Engine {
             pacers: Mutex::default(),
             failing: Mutex::default(),
             http,
-            claims,
+            claims: ClaimBatches::new(claims),
             subscriptions,
             queues,
             limits: Limits {
@@ -271,8 +273,8 @@ impl Engine {
             send_budget: config.http_timeout + DEADLINE_MARGIN,
             lanes: Lanes::new(config.subscription_concurrency),
             pipeline: FairSlots::new(
-                2 * config.delivery_concurrency,
-                2 * config.delivery_concurrency / FAIR_RESERVE_SHARE,
+                2 * config.delivery_concurrency + STATEMENTS_PER_REQUEST,
+                (2 * config.delivery_concurrency + STATEMENTS_PER_REQUEST) / FAIR_RESERVE_SHARE,
             ),
             sending: FairSlots::new(
                 config.delivery_concurrency,
@@ -372,11 +374,11 @@ impl Engine {
         let token = ClaimToken::new();
         let claim = self.claim(job, Utc::now().timestamp(), &token).await?;
         let claimed_at = Instant::now();
-        match claim {
-            Claim::Won => {}
+        let _open = match claim {
+            Claim::Won => self.claims.open(),
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
             Claim::Busy => return Err(EngineError::Busy(job.webhook_id.clone())),
-        }
+        };
         // Claimed before the slot, so the claim's round trip never delays the send past it. A
         // paced send that finds its lane or a send slot only after its slot has passed takes a
         // new slot rather than go late (late sends bunch up against the next ones).
@@ -734,12 +736,16 @@ impl Engine {
         };
         let lease = self.lease_seconds;
         persist(job.deadline, "claim", || async {
+            // Nobody else waits to claim: this request need not wait for others to fill it.
+            let alone = self.pipeline.waiting() == 0;
             if job.redrive {
-                self.claims.claim_redrive(&meta, now, lease, token).await
+                self.claims.single().claim_redrive(&meta, now, lease, token).await
             } else if job.attempt <= 1 {
-                self.claims.claim_first(&meta, now, lease, token).await
+                self.claims.claim_first(&meta, now, lease, token, alone).await
             } else {
-                self.claims.claim_retry(&meta, job.attempt - 1, now, lease, token).await
+                self.claims
+                    .claim_retry(&meta, job.attempt - 1, now, lease, token, alone)
+                    .await
             }
         })
         .await
@@ -831,7 +837,7 @@ impl Engine {
     /// the same attempt goes back on the queue to come back in a second ([`deferral`]); if the
     /// release fails, past the claim's lease.
     async fn defer(&self, job: &Job<'_>, token: &ClaimToken, why: &str) -> Result<Handled, EngineError> {
-        let released = match self.claims.release(&job.webhook_id, token).await {
+        let released = match self.claims.single().release(&job.webhook_id, token).await {
             Ok(released) => released,
             Err(e) => {
                 tracing::warn!(webhook_id = %job.webhook_id, error = %e, "could not release a deferred claim: it comes back after its lease");

@@ -85,6 +85,16 @@ impl FairSlots {
         })
     }
 
+    /// How many acquires wait for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.books
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .values()
+            .sum()
+    }
+
     pub async fn acquire(self: &Arc<Self>, account: &str) -> Slot {
         let mut waiting = Waiting {
             slots: self,

@@ -132,6 +132,22 @@ pub struct AttemptLog {
     pub error: Option<String>,
 }
 
+impl AttemptLog {
+    /// The log entry as stored on the claim item (an error is cut to 500 characters).
+    pub(crate) fn entry(&self) -> AttributeValue {
+        let mut entry = HashMap::from([
+            ("n".to_string(), n(self.number)),
+            ("at".to_string(), n(self.at)),
+            ("status".to_string(), n(self.status)),
+            ("latency_ms".to_string(), n(self.latency_ms)),
+        ]);
+        if let Some(e) = &self.error {
+            entry.insert("error".into(), s(e.chars().take(500).collect::<String>()));
+        }
+        AttributeValue::M(entry)
+    }
+}
+
 /// What the claim is about, stored for operators reading the State table.
 #[derive(Debug, Clone)]
 pub struct ClaimMeta<'a> {
@@ -178,7 +194,7 @@ fn condition_failed(e: &UpdateFailure) -> Option<Option<&HashMap<String, Attribu
     }
 }
 
-fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {
+pub(crate) fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".to_string(), s(format!("webhook#{webhook_id}"))),
         ("sk".to_string(), s("delivery")),
@@ -300,29 +316,7 @@ impl Claims {
             Err(e) => e,
         };
         match condition_failed(&e) {
-            Some(old) => {
-                let status = old
-                    .and_then(|i| i.get("status"))
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|v| ClaimStatus::parse(v));
-                let lease = old
-                    .and_then(|i| i.get("lease_until"))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse::<i64>().ok());
-                let owner = old.and_then(|i| i.get("owner")).and_then(|v| v.as_s().ok());
-                Ok(match (status, lease) {
-                    // Our own claim, applied by an earlier send of this request whose reply was lost.
-                    (Some(ClaimStatus::Pending), _) if owner.map(String::as_str) == Some(token.as_str()) => {
-                        tracing::info!(webhook_id = %meta.webhook_id, "claim found already ours (a lost reply): won");
-                        Claim::Won
-                    }
-                    (Some(ClaimStatus::Pending), Some(until)) if until >= now => Claim::Busy,
-                    (Some(other), _) => Claim::Settled(Some(other)),
-                    // The emulator may not return the old item; a pending claim is then the safe guess.
-                    (None, _) if old.is_none() && kind == Kind::First => Claim::Busy,
-                    (None, _) => Claim::Settled(None),
-                })
-            }
+            Some(old) => Ok(claim_refused(old, token, now, kind == Kind::First, meta.webhook_id)),
             None => Err(self.error(meta.webhook_id, e)),
         }
     }
@@ -375,15 +369,7 @@ impl Claims {
         state: ClaimStatus,
         token: &ClaimToken,
     ) -> Result<Finished, ClaimError> {
-        let mut entry = HashMap::from([
-            ("n".to_string(), n(log.number)),
-            ("at".to_string(), n(log.at)),
-            ("status".to_string(), n(log.status)),
-            ("latency_ms".to_string(), n(log.latency_ms)),
-        ]);
-        if let Some(e) = &log.error {
-            entry.insert("error".into(), s(e.chars().take(500).collect::<String>()));
-        }
+        let entry = log.entry();
         let e = match self
             .client
             .update_item()
@@ -403,7 +389,7 @@ impl Claims {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":at", n(log.at))
             .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":entry", AttributeValue::L(vec![AttributeValue::M(entry)]))
+            .expression_attribute_values(":entry", AttributeValue::L(vec![entry]))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await
@@ -412,22 +398,63 @@ impl Claims {
             Err(e) => e,
         };
         match condition_failed(&e) {
-            Some(old) => {
-                let get = |name: &str| old.and_then(|i| i.get(name));
-                let ours = get("owner").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(token.as_str());
-                let same_state = get("status").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(state.as_str());
-                let same_attempt = get("attempts_made")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse::<u32>().ok())
-                    == Some(log.number);
-                if ours && same_state && same_attempt {
-                    tracing::info!(webhook_id = %webhook_id, "finish found already written (a lost reply)");
-                    Ok(Finished::Recorded)
-                } else {
-                    Ok(Finished::Superseded)
-                }
-            }
+            Some(old) => Ok(finish_refused(old, token, state, log.number, webhook_id)),
             None => Err(self.error(webhook_id, e)),
         }
+    }
+}
+
+/// A claim whose condition failed, read from the item as it was (`None`: not returned). Pure.
+pub(crate) fn claim_refused(
+    old: Option<&HashMap<String, AttributeValue>>,
+    token: &ClaimToken,
+    now: i64,
+    first: bool,
+    webhook_id: &WebhookId,
+) -> Claim {
+    let status = old
+        .and_then(|i| i.get("status"))
+        .and_then(|v| v.as_s().ok())
+        .and_then(|v| ClaimStatus::parse(v));
+    let lease = old
+        .and_then(|i| i.get("lease_until"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let owner = old.and_then(|i| i.get("owner")).and_then(|v| v.as_s().ok());
+    match (status, lease) {
+        // Our own claim, applied by an earlier send of this request whose reply was lost.
+        (Some(ClaimStatus::Pending), _) if owner.map(String::as_str) == Some(token.as_str()) => {
+            tracing::info!(webhook_id = %webhook_id, "claim found already ours (a lost reply): won");
+            Claim::Won
+        }
+        (Some(ClaimStatus::Pending), Some(until)) if until >= now => Claim::Busy,
+        (Some(other), _) => Claim::Settled(Some(other)),
+        // The emulator may not return the old item; a pending claim is then the safe guess.
+        (None, _) if old.is_none() && first => Claim::Busy,
+        (None, _) => Claim::Settled(None),
+    }
+}
+
+/// A finish whose condition failed, read from the item as it was: our own write (sent again after
+/// a lost reply) or superseded. Pure.
+pub(crate) fn finish_refused(
+    old: Option<&HashMap<String, AttributeValue>>,
+    token: &ClaimToken,
+    state: ClaimStatus,
+    number: u32,
+    webhook_id: &WebhookId,
+) -> Finished {
+    let get = |name: &str| old.and_then(|i| i.get(name));
+    let ours = get("owner").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(token.as_str());
+    let same_state = get("status").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(state.as_str());
+    let same_attempt = get("attempts_made")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        == Some(number);
+    if ours && same_state && same_attempt {
+        tracing::info!(webhook_id = %webhook_id, "finish found already written (a lost reply)");
+        Finished::Recorded
+    } else {
+        Finished::Superseded
     }
 }

@@ -1,6 +1,7 @@
 //! Reading and writing DynamoDB: thin adapters around the pure core.
 pub mod attributes;
 pub mod cache;
+pub mod claim_batch;
 pub mod claims;
 pub mod keys;
 pub mod loader;

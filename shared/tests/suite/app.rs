@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::operation::batch_execute_statement::BatchExecuteStatementOutput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::BatchStatementResponse;
 use aws_sdk_sqs::operation::send_message::SendMessageOutput;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use dataflows_shared::app::App;
@@ -105,7 +107,7 @@ type Sent = (String, String, Option<i32>, HashMap<String, String>);
 /// Everything the mocked AWS was asked to do.
 #[derive(Default)]
 struct Calls {
-    /// UpdateItem on the State table: (pk, the update expression).
+    /// Writes to the State table: (pk, the update expression or the PartiQL statement).
     state_updates: Vec<(String, String)>,
     /// UpdateItem on the Subscriptions table: the update expression.
     subscription_updates: Vec<String>,
@@ -151,6 +153,29 @@ fn harness(url: &str, sqs_fails: bool) -> Harness {
         }
         UpdateItemOutput::builder().build()
     });
+    // Claims and finishes come in PartiQL batches: each statement applied, recorded under its item.
+    let seen = calls.clone();
+    let batch = mock!(aws_sdk_dynamodb::Client::batch_execute_statement).then_compute_output(move |r| {
+        let mut calls = seen.lock().unwrap();
+        let statements = r.statements();
+        for statement in statements {
+            let pk = statement
+                .parameters()
+                .iter()
+                .find_map(|p| p.as_s().ok().filter(|v| v.starts_with("webhook#")))
+                .cloned()
+                .unwrap_or_default();
+            calls.state_updates.push((pk, statement.statement().to_string()));
+        }
+        BatchExecuteStatementOutput::builder()
+            .set_responses(Some(
+                statements
+                    .iter()
+                    .map(|_| BatchStatementResponse::builder().build())
+                    .collect(),
+            ))
+            .build()
+    });
     let seal = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
         GetItemOutput::builder()
             .item("key", AttributeValue::B(Blob::new(SEAL.to_vec())))
@@ -182,7 +207,7 @@ fn harness(url: &str, sqs_fails: bool) -> Harness {
             SendMessageOutput::builder().message_id("m").build()
         })
     };
-    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query, &update, &seal]);
+    let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query, &update, &batch, &seal]);
     let sqs = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&send]);
     let vars: HashMap<String, String> = [
         ("SUBSCRIPTIONS_TABLE", "subscriptions"),

@@ -7,7 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::operation::batch_execute_statement::BatchExecuteStatementOutput;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::types::BatchStatementResponse;
 use aws_sdk_sqs::operation::send_message::SendMessageOutput;
 use aws_smithy_mocks::{mock, mock_client};
 use dataflows_shared::delivery::client::build_client;
@@ -29,9 +31,19 @@ type Sent = Arc<Mutex<Vec<(String, Option<i32>)>>>;
 
 #[tokio::test]
 async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
-    let claim = mock!(aws_sdk_dynamodb::Client::update_item)
-        .match_requests(|r| r.update_expression().is_some_and(|e| e.contains(":lease")))
-        .then_output(|| UpdateItemOutput::builder().build());
+    // The claim (a retry's: an UPDATE) in a PartiQL batch, applied.
+    let claim = mock!(aws_sdk_dynamodb::Client::batch_execute_statement)
+        .match_requests(|r| {
+            let s = r.statements();
+            s.len() == 1
+                && s[0].statement().starts_with("UPDATE \"state\"")
+                && s[0].statement().contains("lease_until = ?")
+        })
+        .then_output(|| {
+            BatchExecuteStatementOutput::builder()
+                .responses(BatchStatementResponse::builder().build())
+                .build()
+        });
     // The deferred claim is released (its lease ended at once), conditional on being ours.
     let release = mock!(aws_sdk_dynamodb::Client::update_item)
         .match_requests(|r| {

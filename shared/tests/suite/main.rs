@@ -7,6 +7,7 @@
 mod app;
 mod aws_errors;
 mod catalogue;
+mod claim_batch;
 mod conformance;
 mod corpus;
 mod deadline;

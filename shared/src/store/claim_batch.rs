@@ -1,0 +1,436 @@
+//! The delivery claims written together: the claims of a batch's webhooks go to DynamoDB in
+//! PartiQL `BatchExecuteStatement` requests of up to 25 statements, and so do their finishes
+//! (the result and the attempt log), instead of one `UpdateItem` each. Every statement keeps its
+//! own condition and gets its own answer, and costs the same write unit as the `UpdateItem` it
+//! replaces; the batch is not a transaction
+//! (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.multiplestatements.batching.html,
+//! https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchExecuteStatement.html).
+//!
+//! **Group commit.** A job asks for its claim (or its finish) as before and waits for its own
+//! answer; the statement waits in a queue until the queue holds 25, or until no other job could
+//! join it soon (claims: no job waits to enter the claim pipeline; finishes: every open claim is
+//! waiting for its finish), or at most a short linger. A lone webhook is therefore written at once.
+//!
+//! **The guarantees are the single-item ones.** Each statement carries the condition of the
+//! `UpdateItem` in [`super::claims`]: a first claim is an `INSERT` (which fails on an existing
+//! item), a retry's claim and a finish are `UPDATE`s whose `WHERE` holds the same condition, the
+//! owner token included. A condition failure returns the item as it was (`ALL_OLD`), read by the
+//! same pure rules ([`claim_refused`], [`finish_refused`]), so a lost reply is recognised as our
+//! own write here too. Every other answer of a statement (an `INSERT` onto an existing item, a
+//! throttle, a 500, a conflict, an item without an attempt log, a request that failed as a whole)
+//! sends that one job down the single-item path of [`Claims`], with the same token: it decides
+//! as it always did. Redrive claims and releases are rare and always single.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, ReturnValuesOnConditionCheckFailure,
+};
+use aws_sdk_dynamodb::Client;
+use tokio::sync::oneshot;
+
+use crate::store::attributes::{n, s};
+use crate::store::claims::{
+    claim_refused, finish_refused, AttemptLog, Claim, ClaimError, ClaimMeta, ClaimStatus, ClaimToken, Claims, Finished,
+    CLAIM_TTL_SECONDS,
+};
+use crate::webhook::WebhookId;
+
+/// Most statements in one `BatchExecuteStatement` (DynamoDB's limit).
+pub const STATEMENTS_PER_REQUEST: usize = 25;
+
+/// Longest a claim waits for others to fill its request.
+pub const CLAIM_LINGER: Duration = Duration::from_millis(20);
+
+/// Longest a finish waits for others to fill its request (the send is over; nothing waits on it
+/// but the invocation's end, which flushes at once).
+pub const FINISH_LINGER: Duration = Duration::from_millis(50);
+
+type Item = HashMap<String, AttributeValue>;
+
+/// One statement's answer.
+#[derive(Debug)]
+enum Reply {
+    Applied,
+    /// Its condition failed; the item as it was, when returned.
+    ConditionFailed(Option<Item>),
+    /// Anything else, to be settled on the single-item path: the statement's error code, or why
+    /// the request failed as a whole.
+    Other(String),
+}
+
+struct Entry {
+    pk: String,
+    request: BatchStatementRequest,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Which of the up to 25 statements of the queue go together: in order, one per item (a second
+/// statement on an item already in the request waits for the next one). Pure.
+fn take_batch<T>(queue: &mut VecDeque<T>, key: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut batch = Vec::new();
+    let mut seen = HashSet::new();
+    let mut rest = VecDeque::new();
+    while let Some(entry) = queue.pop_front() {
+        if batch.len() < STATEMENTS_PER_REQUEST && seen.insert(key(&entry).to_string()) {
+            batch.push(entry);
+        } else {
+            rest.push_back(entry);
+        }
+    }
+    *queue = rest;
+    batch
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    timer: bool,
+}
+
+struct Lane {
+    queue: Mutex<Queue>,
+    linger: Duration,
+}
+
+impl Lane {
+    fn new(linger: Duration) -> Self {
+        Lane {
+            queue: Mutex::default(),
+            linger,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Inner {
+    client: Client,
+    claims: Lane,
+    finishes: Lane,
+    /// Claims won and not yet given up (an [`OpenClaim`] alive): when every one of them waits
+    /// for its finish, no other finish can come, and the queue goes at once.
+    open: AtomicUsize,
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Claims,
+    Finishes,
+}
+
+impl Inner {
+    fn lane(&self, which: Which) -> &Lane {
+        match which {
+            Which::Claims => &self.claims,
+            Which::Finishes => &self.finishes,
+        }
+    }
+
+    /// Queue a statement; send what is ready.
+    fn submit(self: &Arc<Self>, which: Which, entry: Entry, now: bool) {
+        let lane = self.lane(which);
+        let mut queue = lane.lock();
+        queue.entries.push_back(entry);
+        let ready = now
+            || queue.entries.len() >= STATEMENTS_PER_REQUEST
+            || matches!(which, Which::Finishes) && queue.entries.len() >= self.open.load(Ordering::SeqCst);
+        if ready {
+            let batch = take_batch(&mut queue.entries, |e| &e.pk);
+            drop(queue);
+            self.send(batch);
+        } else if !queue.timer {
+            queue.timer = true;
+            drop(queue);
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(inner.lane(which).linger).await;
+                inner.lane(which).lock().timer = false;
+                inner.flush(which);
+            });
+        }
+    }
+
+    /// Send everything queued.
+    fn flush(self: &Arc<Self>, which: Which) {
+        loop {
+            let batch = take_batch(&mut self.lane(which).lock().entries, |e| &e.pk);
+            if batch.is_empty() {
+                return;
+            }
+            self.send(batch);
+        }
+    }
+
+    fn send(self: &Arc<Self>, batch: Vec<Entry>) {
+        if batch.is_empty() {
+            return;
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.request, e.reply)).unzip();
+            let count = requests.len();
+            let answers = match client
+                .batch_execute_statement()
+                .set_statements(Some(requests))
+                .send()
+                .await
+            {
+                Ok(out) if out.responses().len() == count => out
+                    .responses()
+                    .iter()
+                    .map(|r| match r.error() {
+                        None => Reply::Applied,
+                        Some(e) => match e.code() {
+                            Some(BatchStatementErrorCodeEnum::ConditionalCheckFailed) => {
+                                Reply::ConditionFailed(e.item().cloned())
+                            }
+                            code => Reply::Other(format!(
+                                "{}: {}",
+                                code.map_or("no code", |c| c.as_str()),
+                                e.message().unwrap_or("")
+                            )),
+                        },
+                    })
+                    .collect(),
+                Ok(out) => {
+                    let why = format!("{} answers to {count} statements", out.responses().len());
+                    (0..count).map(|_| Reply::Other(why.clone())).collect()
+                }
+                Err(e) => {
+                    let why = aws_sdk_dynamodb::Error::from(e).to_string();
+                    (0..count).map(|_| Reply::Other(why.clone())).collect::<Vec<_>>()
+                }
+            };
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer); // a job that went away needs no answer
+            }
+        });
+    }
+
+    async fn ask(self: &Arc<Self>, which: Which, pk: String, request: BatchStatementRequest, now: bool) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        self.submit(which, Entry { pk, request, reply }, now);
+        answer
+            .await
+            .unwrap_or_else(|_| Reply::Other("the batch was dropped before it was answered".into()))
+    }
+}
+
+/// A won claim not yet finished or given up. While every open claim's job waits for its finish,
+/// the finishes are written at once; drop it when the job ends.
+pub struct OpenClaim {
+    inner: Arc<Inner>,
+}
+
+impl Drop for OpenClaim {
+    fn drop(&mut self) {
+        let open = self.inner.open.fetch_sub(1, Ordering::SeqCst) - 1;
+        let waiting = self.inner.finishes.lock().entries.len();
+        if waiting > 0 && waiting >= open {
+            self.inner.flush(Which::Finishes);
+        }
+    }
+}
+
+/// The claims of [`Claims`], written in batches.
+#[derive(Clone)]
+pub struct ClaimBatches {
+    single: Claims,
+    inner: Arc<Inner>,
+}
+
+impl ClaimBatches {
+    pub fn new(single: Claims) -> Self {
+        ClaimBatches {
+            inner: Arc::new(Inner {
+                client: single.client.clone(),
+                claims: Lane::new(CLAIM_LINGER),
+                finishes: Lane::new(FINISH_LINGER),
+                open: AtomicUsize::new(0),
+            }),
+            single,
+        }
+    }
+
+    /// The single-item claims behind the batches (releases, redrives, and every statement the
+    /// batch could not settle).
+    pub fn single(&self) -> &Claims {
+        &self.single
+    }
+
+    /// Count a won claim as open until the returned guard is dropped.
+    pub fn open(&self) -> OpenClaim {
+        self.inner.open.fetch_add(1, Ordering::SeqCst);
+        OpenClaim {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    fn statement(&self, text: String, parameters: Vec<AttributeValue>) -> BatchStatementRequest {
+        BatchStatementRequest::builder()
+            .statement(text)
+            .set_parameters(Some(parameters))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("a statement is set")
+    }
+
+    /// A first attempt's claim, as [`Claims::claim_first`]: an `INSERT` (the item is new in
+    /// nearly every case); an item that exists already goes to the single-item claim, whose
+    /// condition also takes over an expired lease. `alone`: no other claim is coming soon, so
+    /// the request goes now.
+    pub async fn claim_first(
+        &self,
+        meta: &ClaimMeta<'_>,
+        now: i64,
+        lease_seconds: i64,
+        token: &ClaimToken,
+        alone: bool,
+    ) -> Result<Claim, ClaimError> {
+        let pk = format!("webhook#{}", meta.webhook_id);
+        let text = format!(
+            "INSERT INTO \"{}\" VALUE {{'pk': ?, 'sk': ?, 'status': ?, 'lease_until': ?, 'expires_at': ?, \
+             'account_id': ?, 'subscription_id': ?, 'event_id': ?, 'trigger': ?, 'owner': ?, \
+             'attempts_made': ?, 'attempts': ?}}",
+            self.single.table
+        );
+        let parameters = vec![
+            s(pk.clone()),
+            s("delivery"),
+            s(ClaimStatus::Pending.as_str()),
+            n(now + lease_seconds),
+            n(now + CLAIM_TTL_SECONDS),
+            s(meta.account_id),
+            s(meta.subscription_id),
+            s(meta.event_id),
+            s(meta.trigger.as_str()),
+            s(token.as_str()),
+            n(0),
+            AttributeValue::L(vec![]),
+        ];
+        let request = self.statement(text, parameters);
+        match self.inner.ask(Which::Claims, pk, request, alone).await {
+            Reply::Applied => Ok(Claim::Won),
+            // Not returned for an INSERT; read as the single-item claim would.
+            Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, true, meta.webhook_id)),
+            Reply::Other(why) => {
+                tracing::debug!(webhook_id = %meta.webhook_id, %why, "claim settled on its own");
+                self.single.claim_first(meta, now, lease_seconds, token).await
+            }
+        }
+    }
+
+    /// A retry's claim, as [`Claims::claim_retry`], in one `UPDATE`.
+    pub async fn claim_retry(
+        &self,
+        meta: &ClaimMeta<'_>,
+        previous: u32,
+        now: i64,
+        lease_seconds: i64,
+        token: &ClaimToken,
+        alone: bool,
+    ) -> Result<Claim, ClaimError> {
+        let pk = format!("webhook#{}", meta.webhook_id);
+        let text = format!(
+            "UPDATE \"{}\" SET \"status\" = ? SET lease_until = ? SET expires_at = ? SET account_id = ? \
+             SET subscription_id = ? SET event_id = ? SET \"trigger\" = ? SET \"owner\" = ? \
+             WHERE pk = ? AND sk = ? AND attempts_made <= ? \
+             AND (\"status\" = ? OR (\"status\" = ? AND lease_until < ?))",
+            self.single.table
+        );
+        let parameters = vec![
+            s(ClaimStatus::Pending.as_str()),
+            n(now + lease_seconds),
+            n(now + CLAIM_TTL_SECONDS),
+            s(meta.account_id),
+            s(meta.subscription_id),
+            s(meta.event_id),
+            s(meta.trigger.as_str()),
+            s(token.as_str()),
+            s(pk.clone()),
+            s("delivery"),
+            n(previous),
+            s(ClaimStatus::Retrying.as_str()),
+            s(ClaimStatus::Pending.as_str()),
+            n(now),
+        ];
+        let request = self.statement(text, parameters);
+        match self.inner.ask(Which::Claims, pk, request, alone).await {
+            Reply::Applied => Ok(Claim::Won),
+            Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, false, meta.webhook_id)),
+            Reply::Other(why) => {
+                tracing::debug!(webhook_id = %meta.webhook_id, %why, "claim settled on its own");
+                self.single.claim_retry(meta, previous, now, lease_seconds, token).await
+            }
+        }
+    }
+
+    /// An attempt's result and log, as [`Claims::finish`], in one `UPDATE` queued with the
+    /// others.
+    pub async fn finish(
+        &self,
+        webhook_id: &WebhookId,
+        log: &AttemptLog,
+        state: ClaimStatus,
+        token: &ClaimToken,
+    ) -> Result<Finished, ClaimError> {
+        let pk = format!("webhook#{webhook_id}");
+        let text = format!(
+            "UPDATE \"{}\" SET \"status\" = ? SET attempts_made = ? SET lease_until = ? SET updated_at = ? \
+             SET attempts = list_append(attempts, ?) \
+             WHERE pk = ? AND sk = ? AND \"owner\" = ? AND \"status\" = ?",
+            self.single.table
+        );
+        let parameters = vec![
+            s(state.as_str()),
+            n(log.number),
+            n(0),
+            n(log.at),
+            AttributeValue::L(vec![log.entry()]),
+            s(pk.clone()),
+            s("delivery"),
+            s(token.as_str()),
+            s(ClaimStatus::Pending.as_str()),
+        ];
+        let request = self.statement(text, parameters);
+        match self.inner.ask(Which::Finishes, pk, request, false).await {
+            Reply::Applied => Ok(Finished::Recorded),
+            Reply::ConditionFailed(old) => Ok(finish_refused(old.as_ref(), token, state, log.number, webhook_id)),
+            Reply::Other(why) => {
+                tracing::debug!(webhook_id = %webhook_id, %why, "finish settled on its own");
+                self.single.finish(webhook_id, log, state, token).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_takes_25_statements_one_per_item_in_order() {
+        let mut queue: VecDeque<String> = (0..30).map(|i| format!("webhook#{i}")).collect();
+        queue.insert(3, "webhook#1".into()); // a second statement on item 1
+        let batch = take_batch(&mut queue, |e| e.as_str());
+        assert_eq!(batch.len(), STATEMENTS_PER_REQUEST);
+        assert_eq!(batch.iter().filter(|e| *e == "webhook#1").count(), 1);
+        assert_eq!(batch[3], "webhook#3", "order kept, the duplicate skipped");
+        assert_eq!(
+            queue.front().map(String::as_str),
+            Some("webhook#1"),
+            "the duplicate goes next"
+        );
+        assert_eq!(queue.len(), 31 - STATEMENTS_PER_REQUEST);
+        let rest = take_batch(&mut queue, |e| e.as_str());
+        assert_eq!(rest.len(), 6);
+        assert!(queue.is_empty());
+        assert!(take_batch(&mut queue, |e: &String| e.as_str()).is_empty());
+    }
+}
