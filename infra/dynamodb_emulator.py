@@ -849,7 +849,24 @@ def _partiql_tokens(text: str, parameters: list[dict]) -> list[tuple[str, Any]]:
             tokens.append(("value", {"N": number}))
     if next(params, None) is not None:
         raise PartiqlError("Number of parameters in request and statement don't match.")
-    return tokens
+    # List literals of values ([] or [?, 'a', 1]) become one list value.
+    out: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] == ("op", "["):
+            j, items = i + 1, []
+            while j < len(tokens) and tokens[j] != ("op", "]"):
+                if tokens[j][0] == "value":
+                    items.append(tokens[j][1])
+                elif tokens[j] != ("op", ","):
+                    raise PartiqlError("only lists of values are supported")
+                j += 1
+            out.append(("value", {"L": items}))
+            i = j + 1
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
 
 
 class _Expr:

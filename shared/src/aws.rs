@@ -206,7 +206,8 @@ impl AwsEnv {
             .region(Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
             .retry_config(retry_config())
-            .timeout_config(timeout_config());
+            .timeout_config(timeout_config())
+            .http_client(crate::aws_http::http_client(CONNECT_TIMEOUT));
         if let Some(url) = &self.dynamodb_endpoint {
             b = b.endpoint_url(url);
         }
@@ -220,7 +221,8 @@ impl AwsEnv {
             .region(aws_sdk_sqs::config::Region::new(self.region.clone()))
             .credentials_provider(self.credentials())
             .retry_config(retry_config())
-            .timeout_config(timeout_config());
+            .timeout_config(timeout_config())
+            .http_client(crate::aws_http::http_client(CONNECT_TIMEOUT));
         if let Some(url) = &self.sqs_endpoint {
             b = b.endpoint_url(url);
         }

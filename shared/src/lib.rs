@@ -17,6 +17,7 @@
 pub mod addresses;
 pub mod app;
 mod aws;
+pub(crate) mod aws_http;
 mod batch;
 pub mod catalogue;
 mod categories;
@@ -32,6 +33,7 @@ pub mod rules;
 pub mod signing;
 pub mod store;
 pub mod subscription;
+pub mod tls;
 pub mod trigger;
 pub mod webhook;
 

@@ -706,3 +706,18 @@ def test_a_partiql_statement_is_throttled_alone_and_refused_when_malformed(ddb, 
     bad = {"Statement": f'UPDATE "{table}" SET lease_until = ? WHERE pk = ?', "Parameters": [{"N": "0"}, {"S": "x"}]}
     out = ddb.batch_execute_statement(Statements=[bad])
     assert out["Responses"][0]["Error"]["Code"] == "ValidationError"
+
+
+def test_a_partiql_statement_takes_literals_as_dynamodb_does(ddb, table):
+    out = ddb.batch_execute_statement(Statements=[{
+        "Statement": f"INSERT INTO \"{table}\" VALUE {{'pk': ?, 'sk': 'delivery', 'n': 0, 'log': [], 'tags': ['a', 1]}}",
+        "Parameters": [{"S": "lit"}]}])
+    assert "Error" not in out["Responses"][0], out
+    out = ddb.batch_execute_statement(Statements=[{
+        "Statement": f"UPDATE \"{table}\" SET n = 1 SET log = list_append(log, ?) WHERE pk = ? AND sk = 'delivery' "
+                     "AND n = 0",
+        "Parameters": [{"L": [{"S": "x"}]}, {"S": "lit"}]}])
+    assert "Error" not in out["Responses"][0], out
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": "lit"}, "sk": {"S": "delivery"}})["Item"]
+    assert item["n"] == {"N": "1"} and item["log"] == {"L": [{"S": "x"}]}
+    assert item["tags"] == {"L": [{"S": "a"}, {"N": "1"}]}

@@ -28,6 +28,7 @@ pub fn build_client(allow_private_targets: bool) -> Result<Client, reqwest::Erro
 /// The same, with another total timeout (the `HTTP_TIMEOUT` setting).
 pub fn build_client_with_timeout(allow_private_targets: bool, total: Duration) -> Result<Client, reqwest::Error> {
     let builder = Client::builder()
+        .use_preconfigured_tls(crate::tls::client_config())
         .connect_timeout(CONNECT_TIMEOUT.min(total))
         .timeout(total)
         .redirect(Policy::none())

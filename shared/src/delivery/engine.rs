@@ -119,6 +119,12 @@ pub const PROGRESSING_WITHIN: Duration = Duration::from_secs(10);
 /// A send slot reserve: an account beyond its fair share leaves this share of the slots free.
 pub const FAIR_RESERVE_SHARE: usize = 8;
 
+/// A subscription's claim window, in send lanes: with 4 lanes, up to 12 of its webhooks are
+/// claimed or being claimed at once, 8 of them ahead of the sends, so that the claims written in
+/// batches (up to a 20 ms wait to fill a request, then its round trip) are ready before a lane
+/// frees.
+pub const WINDOW_LANES: usize = 3;
+
 /// One subscription's pacing in this process: the shared state as last seen, the slots reserved
 /// and not yet handed out, the circuit, and the recent answers.
 #[derive(Debug, Default)]
@@ -228,8 +234,11 @@ pub struct Engine {
     allow_private_targets: bool,
     /// Time a send needs before the deadline: the HTTP timeout plus [`DEADLINE_MARGIN`].
     send_budget: Duration,
-    /// Bounds sends per subscription, taken first: a slow receiver waits in its own lane and
-    /// never queues ahead of the others for the batch's slots.
+    /// Bounds the webhooks of a subscription claimed or being claimed ([`WINDOW_LANES`] times its
+    /// lanes), taken first: a slow receiver's webhooks wait here, unclaimed, and never queue
+    /// ahead of the others for the batch's slots.
+    windows: Lanes,
+    /// Bounds sends per subscription, taken after the claim.
     lanes: Lanes,
     /// Bounds the webhooks between their claim and the end of their send (twice the send slots
     /// and one claim request's worth, shared fairly between accounts), so a claim never holds a
@@ -271,6 +280,7 @@ impl Engine {
             lease_seconds: config.claim_lease.as_secs().max(1) as i64,
             allow_private_targets: config.allow_private_targets,
             send_budget: config.http_timeout + DEADLINE_MARGIN,
+            windows: Lanes::new(WINDOW_LANES * config.subscription_concurrency),
             lanes: Lanes::new(config.subscription_concurrency),
             pipeline: FairSlots::new(
                 2 * config.delivery_concurrency + STATEMENTS_PER_REQUEST,
@@ -317,7 +327,10 @@ impl Engine {
         let sub = job.subscription;
         let key = sub.key();
         let pacer = self.pacer(&key);
-        // Paced subscriptions take their slot before the lane, so that every webhook of the
+        // Until its claim is answered, a job counts among those whose claims are still to come
+        // (a queued claim request goes as soon as no other can join it).
+        let approaching = self.claims.approaching();
+        // Paced subscriptions take their slot before the window, so that every webhook of the
         // subscription waiting here shares one reservation.
         let mut at = match self.turn(job, &pacer).await? {
             Turn::Hold { until_ms, slot_ms } => {
@@ -327,10 +340,14 @@ impl Engine {
             }
             Turn::At(at) => at,
         };
-        let mut lane = None;
+        // Unpaced webhooks take their subscription's claim window first: at most WINDOW_LANES
+        // times its send lanes are claimed or being claimed at once, so the claims of the next
+        // sends are written in batches while the current ones are out, and a slow receiver's
+        // webhooks wait here, unclaimed, without holding a claim slot the others need.
+        let mut window = None;
         if at.is_none() {
-            let entered = self.lanes.enter(key.clone()).await;
-            // A throttle answer met while this one waited in the lane paces it now.
+            let entered = self.windows.enter(key.clone()).await;
+            // A throttle answer met while this one waited in the window paces it now.
             if self.became_paced(sub, &pacer) {
                 drop(entered);
                 match self.turn(job, &pacer).await? {
@@ -340,10 +357,10 @@ impl Engine {
                             .await;
                     }
                     Turn::At(Some(t)) => at = Some(t),
-                    Turn::At(None) => lane = Some(self.lanes.enter(key.clone()).await),
+                    Turn::At(None) => window = Some(self.windows.enter(key.clone()).await),
                 }
             } else {
-                lane = Some(entered);
+                window = Some(entered);
             }
         }
         // The circuit, checked as late as possible before anything is written: an unreachable
@@ -356,7 +373,7 @@ impl Engine {
             pacer: matches!(gate, Gate::Probe).then_some(&pacer),
         };
         if let Gate::Open { until_ms } = gate {
-            drop(lane);
+            drop(window);
             return self
                 .hold(
                     job,
@@ -372,25 +389,23 @@ impl Engine {
         let in_pipeline = self.pipeline.acquire(&sub.account_id).await;
         // One token for this claim and its finish, the same on every try of either.
         let token = ClaimToken::new();
-        let claim = self.claim(job, Utc::now().timestamp(), &token).await?;
+        let claim = self.claim(job, Utc::now().timestamp(), &token).await;
+        drop(approaching);
+        let claim = claim?;
         let claimed_at = Instant::now();
         let _open = match claim {
             Claim::Won => self.claims.open(),
             Claim::Settled(status) => return Ok(Handled::AlreadySettled(status)),
             Claim::Busy => return Err(EngineError::Busy(job.webhook_id.clone())),
         };
-        // Claimed before the slot, so the claim's round trip never delays the send past it. A
-        // paced send that finds its lane or a send slot only after its slot has passed takes a
-        // new slot rather than go late (late sends bunch up against the next ones).
-        let mut lane = lane;
-        let sending_slot = loop {
+        // Claimed before the lane and the slot, so the claim's round trip never delays the send
+        // past them. A paced send that finds its lane or a send slot only after its slot has
+        // passed takes a new slot rather than go late (late sends bunch up against the next ones).
+        let (sending_slot, lane) = loop {
             if let Some(t) = at {
                 sleep_until_ms(t).await;
             }
-            let entered = match lane.take() {
-                Some(entered) => entered,
-                None => self.lanes.enter(key.clone()).await,
-            };
+            let entered = self.lanes.enter(key.clone()).await;
             let sending = self.sending.acquire(&sub.account_id).await;
             match at {
                 Some(t) if now_ms() - t > SLOT_TOLERANCE.as_millis() as i64 => {
@@ -408,13 +423,9 @@ impl Engine {
                         }
                     }
                 }
-                _ => {
-                    lane = Some(entered);
-                    break sending;
-                }
+                _ => break (sending, entered),
             }
         };
-        let _lane = lane;
         let mut slot = sending_slot;
         // A throttle answer met since this one passed unpaced: it waits for a slot of the pace
         // (in the invocation, or back on the queue past its claim's lease), not an attempt.
@@ -459,8 +470,7 @@ impl Engine {
             self.allow_private_targets,
         )
         .await;
-        drop(slot);
-        drop(in_pipeline);
+        drop((slot, lane, window, in_pipeline)); // the result is not a send: it waits for no lane
         probe.pacer = None; // the probe was sent: its answer decides the circuit
         let now = Utc::now();
         self.observe_answer(job, &pacer, &result, now).await;
@@ -736,16 +746,12 @@ impl Engine {
         };
         let lease = self.lease_seconds;
         persist(job.deadline, "claim", || async {
-            // Nobody else waits to claim: this request need not wait for others to fill it.
-            let alone = self.pipeline.waiting() == 0;
             if job.redrive {
                 self.claims.single().claim_redrive(&meta, now, lease, token).await
             } else if job.attempt <= 1 {
-                self.claims.claim_first(&meta, now, lease, token, alone).await
+                self.claims.claim_first(&meta, now, lease, token).await
             } else {
-                self.claims
-                    .claim_retry(&meta, job.attempt - 1, now, lease, token, alone)
-                    .await
+                self.claims.claim_retry(&meta, job.attempt - 1, now, lease, token).await
             }
         })
         .await

@@ -3,10 +3,10 @@
 //! another account's webhook always finds a slot at once even while one account's receivers hang.
 //! The rule is the pure [`may_take`]; [`FairSlots`] is the async shell around it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 /// Whether `account` may take a slot now. `held` is what each account holds, `waiting` how many
 /// of each account's sends wait; `total` the slots, `reserve` the slots an account beyond its
@@ -39,6 +39,45 @@ pub fn may_take(
 struct Books {
     held: HashMap<String, usize>,
     waiting: HashMap<String, usize>,
+    /// The waiting acquires, in arrival order. A freed slot is handed to the first one
+    /// [`may_take`] allows, and only that one is woken: waking every waiter on every release cost
+    /// each webhook a poll of every other waiting one.
+    queue: VecDeque<Waiter>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    account: String,
+    handed: oneshot::Sender<()>,
+}
+
+impl Books {
+    /// Hand free slots to the first waiters allowed to take them.
+    fn hand_off(&mut self, total: usize, reserve: usize) {
+        let mut refused: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < self.queue.len() && self.held.values().sum::<usize>() < total {
+            let account = self.queue[i].account.clone();
+            if refused.contains(&account) {
+                i += 1;
+                continue;
+            }
+            dec(&mut self.waiting, &account);
+            if !may_take(&account, &self.held, &self.waiting, total, reserve) {
+                *self.waiting.entry(account.clone()).or_default() += 1;
+                refused.push(account);
+                i += 1;
+                continue;
+            }
+            let waiter = self.queue.remove(i).expect("in range");
+            if waiter.handed.send(()).is_ok() {
+                *self.held.entry(account).or_default() += 1;
+            }
+            // else: its acquire was dropped meanwhile, which already stopped counting it.
+        }
+    }
 }
 
 /// The send slots of one process.
@@ -47,7 +86,6 @@ pub struct FairSlots {
     total: usize,
     reserve: usize,
     books: Mutex<Books>,
-    freed: Notify,
 }
 
 /// A slot, given back when dropped.
@@ -59,16 +97,7 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        {
-            let mut books = self.slots.books.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = books.held.get_mut(&self.account) {
-                *n -= 1;
-                if *n == 0 {
-                    books.held.remove(&self.account);
-                }
-            }
-        }
-        self.slots.freed.notify_waiters();
+        self.slots.release(&self.account);
     }
 }
 
@@ -81,62 +110,82 @@ impl FairSlots {
             total,
             reserve: reserve.min(total - 1),
             books: Mutex::default(),
-            freed: Notify::new(),
         })
     }
 
-    /// How many acquires wait for a slot now.
-    pub fn waiting(&self) -> usize {
-        self.books
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .waiting
-            .values()
-            .sum()
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn release(&self, account: &str) {
+        let mut books = self.books();
+        dec(&mut books.held, account);
+        books.hand_off(self.total, self.reserve);
     }
 
     pub async fn acquire(self: &Arc<Self>, account: &str) -> Slot {
+        let (id, handed) = {
+            let mut books = self.books();
+            if may_take(account, &books.held, &books.waiting, self.total, self.reserve) {
+                *books.held.entry(account.to_string()).or_default() += 1;
+                return Slot {
+                    slots: self.clone(),
+                    account: account.to_string(),
+                };
+            }
+            *books.waiting.entry(account.to_string()).or_default() += 1;
+            let (tx, rx) = oneshot::channel();
+            books.next_id += 1;
+            let id = books.next_id;
+            books.queue.push_back(Waiter {
+                id,
+                account: account.to_string(),
+                handed: tx,
+            });
+            (id, rx)
+        };
         let mut waiting = Waiting {
             slots: self,
             account,
-            registered: false,
+            id,
+            handed,
+            done: false,
         };
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-                if std::mem::take(&mut waiting.registered) {
-                    dec(&mut books.waiting, account);
-                }
-                if may_take(account, &books.held, &books.waiting, self.total, self.reserve) {
-                    *books.held.entry(account.to_string()).or_default() += 1;
-                    return Slot {
-                        slots: self.clone(),
-                        account: account.to_string(),
-                    };
-                }
-                *books.waiting.entry(account.to_string()).or_default() += 1;
-                waiting.registered = true;
-            }
-            freed.await;
+        // The sender lives in the queue until the slot is handed over, so this only ends with it.
+        let _ = (&mut waiting.handed).await;
+        waiting.done = true;
+        Slot {
+            slots: self.clone(),
+            account: account.to_string(),
         }
     }
 }
 
-/// A send waiting for a slot; a wait given up (its future dropped) stops counting.
+/// An acquire waiting for a slot; a wait given up (its future dropped) stops counting, and a slot
+/// handed to it in the meantime is given back.
 struct Waiting<'a> {
     slots: &'a FairSlots,
     account: &'a str,
-    registered: bool,
+    id: u64,
+    handed: oneshot::Receiver<()>,
+    done: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if self.registered {
-            let mut books = self.slots.books.lock().unwrap_or_else(|p| p.into_inner());
+        if self.done {
+            return;
+        }
+        let mut books = self.slots.books();
+        if let Some(i) = books.queue.iter().position(|w| w.id == self.id) {
+            books.queue.remove(i);
             dec(&mut books.waiting, self.account);
+            // One account fewer waiting can make another's share larger.
+            books.hand_off(self.slots.total, self.slots.reserve);
+        } else if self.handed.try_recv().is_ok() {
+            // Handed over as the wait was given up: the slot goes to the next waiter.
+            dec(&mut books.held, self.account);
+            books.hand_off(self.slots.total, self.slots.reserve);
         }
     }
 }

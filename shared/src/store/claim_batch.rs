@@ -7,8 +7,8 @@
 //! https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchExecuteStatement.html).
 //!
 //! **Group commit.** A job asks for its claim (or its finish) as before and waits for its own
-//! answer; the statement waits in a queue until the queue holds 25, or until no other job could
-//! join it soon (claims: no job waits to enter the claim pipeline; finishes: every open claim is
+//! answer; the statement waits in a queue until the queue holds 25, or until no other could join
+//! it (claims: every job whose claim is still to come is queued; finishes: every open claim is
 //! waiting for its finish), or at most a short linger. A lone webhook is therefore written at once.
 //!
 //! **The guarantees are the single-item ones.** Each statement carries the condition of the
@@ -88,7 +88,23 @@ fn take_batch<T>(queue: &mut VecDeque<T>, key: impl Fn(&T) -> &str) -> Vec<T> {
 #[derive(Default)]
 struct Queue {
     entries: VecDeque<Entry>,
-    timer: bool,
+    /// Bumped each time the queue is emptied, so that a linger armed for statements already sent
+    /// does not cut short the wait of the next ones.
+    generation: u64,
+    /// The generation a linger is armed for.
+    timer: Option<u64>,
+}
+
+impl Queue {
+    /// Up to 25 statements to send now; an emptied queue starts a new generation.
+    fn take(&mut self) -> Vec<Entry> {
+        let batch = take_batch(&mut self.entries, |e| &e.pk);
+        if self.entries.is_empty() {
+            self.generation += 1;
+            self.timer = None;
+        }
+        batch
+    }
 }
 
 struct Lane {
@@ -116,6 +132,9 @@ struct Inner {
     /// Claims won and not yet given up (an [`OpenClaim`] alive): when every one of them waits
     /// for its finish, no other finish can come, and the queue goes at once.
     open: AtomicUsize,
+    /// Jobs whose claim is still to come or unanswered (an [`Approaching`] alive): when every one
+    /// of them is queued, no other claim can come.
+    approaching: AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -133,25 +152,39 @@ impl Inner {
     }
 
     /// Queue a statement; send what is ready.
-    fn submit(self: &Arc<Self>, which: Which, entry: Entry, now: bool) {
+    /// Whether no other statement can join the queue now.
+    fn complete(&self, which: Which, queued: usize) -> bool {
+        let expected = match which {
+            Which::Claims => &self.approaching,
+            Which::Finishes => &self.open,
+        };
+        queued >= expected.load(Ordering::SeqCst)
+    }
+
+    fn submit(self: &Arc<Self>, which: Which, entry: Entry) {
         let lane = self.lane(which);
         let mut queue = lane.lock();
         queue.entries.push_back(entry);
-        let ready = now
-            || queue.entries.len() >= STATEMENTS_PER_REQUEST
-            || matches!(which, Which::Finishes) && queue.entries.len() >= self.open.load(Ordering::SeqCst);
-        if ready {
-            let batch = take_batch(&mut queue.entries, |e| &e.pk);
-            drop(queue);
-            self.send(batch);
-        } else if !queue.timer {
-            queue.timer = true;
-            drop(queue);
+        let ready = queue.entries.len() >= STATEMENTS_PER_REQUEST || self.complete(which, queue.entries.len());
+        let batch = if ready { queue.take() } else { Vec::new() };
+        // Whatever stays queued (waiting for company, or a second statement on an item of this
+        // batch) goes at the latest when the linger is over.
+        let arm = (!queue.entries.is_empty() && queue.timer.is_none()).then_some(queue.generation);
+        if arm.is_some() {
+            queue.timer = arm;
+        }
+        drop(queue);
+        self.send(batch);
+        if let Some(generation) = arm {
             let inner = Arc::clone(self);
             tokio::spawn(async move {
                 tokio::time::sleep(inner.lane(which).linger).await;
-                inner.lane(which).lock().timer = false;
-                inner.flush(which);
+                let mut queue = inner.lane(which).lock();
+                if queue.timer == Some(generation) {
+                    queue.timer = None;
+                    drop(queue);
+                    inner.flush(which);
+                }
             });
         }
     }
@@ -159,7 +192,7 @@ impl Inner {
     /// Send everything queued.
     fn flush(self: &Arc<Self>, which: Which) {
         loop {
-            let batch = take_batch(&mut self.lane(which).lock().entries, |e| &e.pk);
+            let batch = self.lane(which).lock().take();
             if batch.is_empty() {
                 return;
             }
@@ -213,9 +246,17 @@ impl Inner {
         });
     }
 
-    async fn ask(self: &Arc<Self>, which: Which, pk: String, request: BatchStatementRequest, now: bool) -> Reply {
+    /// A counted job went away: send the queue if all the others are in it.
+    fn left(self: &Arc<Self>, which: Which) {
+        let queued = self.lane(which).lock().entries.len();
+        if queued > 0 && self.complete(which, queued) {
+            self.flush(which);
+        }
+    }
+
+    async fn ask(self: &Arc<Self>, which: Which, pk: String, request: BatchStatementRequest) -> Reply {
         let (reply, answer) = oneshot::channel();
-        self.submit(which, Entry { pk, request, reply }, now);
+        self.submit(which, Entry { pk, request, reply });
         answer
             .await
             .unwrap_or_else(|_| Reply::Other("the batch was dropped before it was answered".into()))
@@ -230,10 +271,52 @@ pub struct OpenClaim {
 
 impl Drop for OpenClaim {
     fn drop(&mut self) {
-        let open = self.inner.open.fetch_sub(1, Ordering::SeqCst) - 1;
-        let waiting = self.inner.finishes.lock().entries.len();
-        if waiting > 0 && waiting >= open {
-            self.inner.flush(Which::Finishes);
+        self.inner.open.fetch_sub(1, Ordering::SeqCst);
+        self.inner.left(Which::Finishes);
+    }
+}
+
+/// A job whose claim is still to come or unanswered. While every such job's claim is queued, the
+/// claims are written at once; drop it when the claim is answered or the job ends without one.
+pub struct Approaching {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Approaching {
+    fn drop(&mut self) {
+        self.inner.approaching.fetch_sub(1, Ordering::SeqCst);
+        self.inner.left(Which::Claims);
+    }
+}
+
+/// The statements' text for one table, built once (constants inline: fewer parameters to build,
+/// serialize and sign for every webhook).
+struct Texts {
+    first: String,
+    retry: String,
+    finish: String,
+}
+
+impl Texts {
+    fn new(table: &str) -> Self {
+        let (pending, retrying) = (ClaimStatus::Pending.as_str(), ClaimStatus::Retrying.as_str());
+        Texts {
+            first: format!(
+                "INSERT INTO \"{table}\" VALUE {{'pk': ?, 'sk': 'delivery', 'status': '{pending}', 'lease_until': ?, \
+                 'expires_at': ?, 'account_id': ?, 'subscription_id': ?, 'event_id': ?, 'trigger': ?, 'owner': ?, \
+                 'attempts_made': 0, 'attempts': []}}"
+            ),
+            retry: format!(
+                "UPDATE \"{table}\" SET \"status\" = '{pending}' SET lease_until = ? SET expires_at = ? \
+                 SET account_id = ? SET subscription_id = ? SET event_id = ? SET \"trigger\" = ? SET \"owner\" = ? \
+                 WHERE pk = ? AND sk = 'delivery' AND attempts_made <= ? \
+                 AND (\"status\" = '{retrying}' OR (\"status\" = '{pending}' AND lease_until < ?))"
+            ),
+            finish: format!(
+                "UPDATE \"{table}\" SET \"status\" = ? SET attempts_made = ? SET lease_until = 0 SET updated_at = ? \
+                 SET attempts = list_append(attempts, ?) \
+                 WHERE pk = ? AND sk = 'delivery' AND \"owner\" = ? AND \"status\" = '{pending}'"
+            ),
         }
     }
 }
@@ -243,6 +326,7 @@ impl Drop for OpenClaim {
 pub struct ClaimBatches {
     single: Claims,
     inner: Arc<Inner>,
+    texts: Arc<Texts>,
 }
 
 impl ClaimBatches {
@@ -253,7 +337,9 @@ impl ClaimBatches {
                 claims: Lane::new(CLAIM_LINGER),
                 finishes: Lane::new(FINISH_LINGER),
                 open: AtomicUsize::new(0),
+                approaching: AtomicUsize::new(0),
             }),
+            texts: Arc::new(Texts::new(&single.table)),
             single,
         }
     }
@@ -262,6 +348,14 @@ impl ClaimBatches {
     /// batch could not settle).
     pub fn single(&self) -> &Claims {
         &self.single
+    }
+
+    /// Count a job among those whose claim is still to come, until the returned guard is dropped.
+    pub fn approaching(&self) -> Approaching {
+        self.inner.approaching.fetch_add(1, Ordering::SeqCst);
+        Approaching {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// Count a won claim as open until the returned guard is dropped.
@@ -283,27 +377,17 @@ impl ClaimBatches {
 
     /// A first attempt's claim, as [`Claims::claim_first`]: an `INSERT` (the item is new in
     /// nearly every case); an item that exists already goes to the single-item claim, whose
-    /// condition also takes over an expired lease. `alone`: no other claim is coming soon, so
-    /// the request goes now.
+    /// condition also takes over an expired lease.
     pub async fn claim_first(
         &self,
         meta: &ClaimMeta<'_>,
         now: i64,
         lease_seconds: i64,
         token: &ClaimToken,
-        alone: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = format!("webhook#{}", meta.webhook_id);
-        let text = format!(
-            "INSERT INTO \"{}\" VALUE {{'pk': ?, 'sk': ?, 'status': ?, 'lease_until': ?, 'expires_at': ?, \
-             'account_id': ?, 'subscription_id': ?, 'event_id': ?, 'trigger': ?, 'owner': ?, \
-             'attempts_made': ?, 'attempts': ?}}",
-            self.single.table
-        );
         let parameters = vec![
             s(pk.clone()),
-            s("delivery"),
-            s(ClaimStatus::Pending.as_str()),
             n(now + lease_seconds),
             n(now + CLAIM_TTL_SECONDS),
             s(meta.account_id),
@@ -311,11 +395,10 @@ impl ClaimBatches {
             s(meta.event_id),
             s(meta.trigger.as_str()),
             s(token.as_str()),
-            n(0),
-            AttributeValue::L(vec![]),
         ];
+        let text = self.texts.first.clone();
         let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Claims, pk, request, alone).await {
+        match self.inner.ask(Which::Claims, pk, request).await {
             Reply::Applied => Ok(Claim::Won),
             // Not returned for an INSERT; read as the single-item claim would.
             Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, true, meta.webhook_id)),
@@ -334,18 +417,9 @@ impl ClaimBatches {
         now: i64,
         lease_seconds: i64,
         token: &ClaimToken,
-        alone: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = format!("webhook#{}", meta.webhook_id);
-        let text = format!(
-            "UPDATE \"{}\" SET \"status\" = ? SET lease_until = ? SET expires_at = ? SET account_id = ? \
-             SET subscription_id = ? SET event_id = ? SET \"trigger\" = ? SET \"owner\" = ? \
-             WHERE pk = ? AND sk = ? AND attempts_made <= ? \
-             AND (\"status\" = ? OR (\"status\" = ? AND lease_until < ?))",
-            self.single.table
-        );
         let parameters = vec![
-            s(ClaimStatus::Pending.as_str()),
             n(now + lease_seconds),
             n(now + CLAIM_TTL_SECONDS),
             s(meta.account_id),
@@ -354,14 +428,12 @@ impl ClaimBatches {
             s(meta.trigger.as_str()),
             s(token.as_str()),
             s(pk.clone()),
-            s("delivery"),
             n(previous),
-            s(ClaimStatus::Retrying.as_str()),
-            s(ClaimStatus::Pending.as_str()),
             n(now),
         ];
+        let text = self.texts.retry.clone();
         let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Claims, pk, request, alone).await {
+        match self.inner.ask(Which::Claims, pk, request).await {
             Reply::Applied => Ok(Claim::Won),
             Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, false, meta.webhook_id)),
             Reply::Other(why) => {
@@ -381,25 +453,17 @@ impl ClaimBatches {
         token: &ClaimToken,
     ) -> Result<Finished, ClaimError> {
         let pk = format!("webhook#{webhook_id}");
-        let text = format!(
-            "UPDATE \"{}\" SET \"status\" = ? SET attempts_made = ? SET lease_until = ? SET updated_at = ? \
-             SET attempts = list_append(attempts, ?) \
-             WHERE pk = ? AND sk = ? AND \"owner\" = ? AND \"status\" = ?",
-            self.single.table
-        );
         let parameters = vec![
             s(state.as_str()),
             n(log.number),
-            n(0),
             n(log.at),
             AttributeValue::L(vec![log.entry()]),
             s(pk.clone()),
-            s("delivery"),
             s(token.as_str()),
-            s(ClaimStatus::Pending.as_str()),
         ];
+        let text = self.texts.finish.clone();
         let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Finishes, pk, request, false).await {
+        match self.inner.ask(Which::Finishes, pk, request).await {
             Reply::Applied => Ok(Finished::Recorded),
             Reply::ConditionFailed(old) => Ok(finish_refused(old.as_ref(), token, state, log.number, webhook_id)),
             Reply::Other(why) => {
