@@ -746,12 +746,16 @@ impl Engine {
         };
         let lease = self.lease_seconds;
         persist(job.deadline, "claim", || async {
+            // A send slot idle now waits for claims: no lingering for a full request.
+            let urgent = self.sending.idle();
             if job.redrive {
                 self.claims.single().claim_redrive(&meta, now, lease, token).await
             } else if job.attempt <= 1 {
-                self.claims.claim_first(&meta, now, lease, token).await
+                self.claims.claim_first(&meta, now, lease, token, urgent).await
             } else {
-                self.claims.claim_retry(&meta, job.attempt - 1, now, lease, token).await
+                self.claims
+                    .claim_retry(&meta, job.attempt - 1, now, lease, token, urgent)
+                    .await
             }
         })
         .await

@@ -113,6 +113,12 @@ impl FairSlots {
         })
     }
 
+    /// Whether a slot is free and nobody waits for one: what comes next is sent at once.
+    pub fn idle(&self) -> bool {
+        let books = self.books();
+        books.queue.is_empty() && books.held.values().sum::<usize>() < self.total
+    }
+
     fn books(&self) -> std::sync::MutexGuard<'_, Books> {
         self.books.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -9,7 +9,9 @@
 //! **Group commit.** A job asks for its claim (or its finish) as before and waits for its own
 //! answer; the statement waits in a queue until the queue holds 25, or until no other could join
 //! it (claims: every job whose claim is still to come is queued; finishes: every open claim is
-//! waiting for its finish), or at most a short linger. A lone webhook is therefore written at once.
+//! waiting for its finish), or at most a short linger. A claim a send slot waits for (one is idle)
+//! goes at the end of the scheduler's turn instead, once every job runnable then has queued its
+//! own. A lone webhook is therefore written at once.
 //!
 //! **The guarantees are the single-item ones.** Each statement carries the condition of the
 //! `UpdateItem` in [`super::claims`]: a first claim is an `INSERT` (which fails on an existing
@@ -93,6 +95,8 @@ struct Queue {
     generation: u64,
     /// The generation a linger is armed for.
     timer: Option<u64>,
+    /// The generation a flush at the end of the scheduler's turn is due for.
+    soon: Option<u64>,
 }
 
 impl Queue {
@@ -102,6 +106,7 @@ impl Queue {
         if self.entries.is_empty() {
             self.generation += 1;
             self.timer = None;
+            self.soon = None;
         }
         batch
     }
@@ -161,12 +166,18 @@ impl Inner {
         queued >= expected.load(Ordering::SeqCst)
     }
 
-    fn submit(self: &Arc<Self>, which: Which, entry: Entry) {
+    /// `urgent`: something waits on this statement now (a send slot is idle), so the queue goes
+    /// once the jobs runnable at this moment have had their turn to join it, without lingering.
+    fn submit(self: &Arc<Self>, which: Which, entry: Entry, urgent: bool) {
         let lane = self.lane(which);
         let mut queue = lane.lock();
         queue.entries.push_back(entry);
         let ready = queue.entries.len() >= STATEMENTS_PER_REQUEST || self.complete(which, queue.entries.len());
         let batch = if ready { queue.take() } else { Vec::new() };
+        let soon = (urgent && !queue.entries.is_empty() && queue.soon.is_none()).then_some(queue.generation);
+        if soon.is_some() {
+            queue.soon = soon;
+        }
         // Whatever stays queued (waiting for company, or a second statement on an item of this
         // batch) goes at the latest when the linger is over.
         let arm = (!queue.entries.is_empty() && queue.timer.is_none()).then_some(queue.generation);
@@ -175,6 +186,17 @@ impl Inner {
         }
         drop(queue);
         self.send(batch);
+        if let Some(generation) = soon {
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                // Queued behind every task runnable now: they join the queue first.
+                tokio::task::yield_now().await;
+                let due = inner.lane(which).lock().soon == Some(generation);
+                if due {
+                    inner.flush(which);
+                }
+            });
+        }
         if let Some(generation) = arm {
             let inner = Arc::clone(self);
             tokio::spawn(async move {
@@ -254,9 +276,9 @@ impl Inner {
         }
     }
 
-    async fn ask(self: &Arc<Self>, which: Which, pk: String, request: BatchStatementRequest) -> Reply {
+    async fn ask(self: &Arc<Self>, which: Which, pk: String, request: BatchStatementRequest, urgent: bool) -> Reply {
         let (reply, answer) = oneshot::channel();
-        self.submit(which, Entry { pk, request, reply });
+        self.submit(which, Entry { pk, request, reply }, urgent);
         answer
             .await
             .unwrap_or_else(|_| Reply::Other("the batch was dropped before it was answered".into()))
@@ -377,13 +399,15 @@ impl ClaimBatches {
 
     /// A first attempt's claim, as [`Claims::claim_first`]: an `INSERT` (the item is new in
     /// nearly every case); an item that exists already goes to the single-item claim, whose
-    /// condition also takes over an expired lease.
+    /// condition also takes over an expired lease. `urgent`: a send waits for it (see
+    /// [`Inner::submit`]).
     pub async fn claim_first(
         &self,
         meta: &ClaimMeta<'_>,
         now: i64,
         lease_seconds: i64,
         token: &ClaimToken,
+        urgent: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = format!("webhook#{}", meta.webhook_id);
         let parameters = vec![
@@ -398,7 +422,7 @@ impl ClaimBatches {
         ];
         let text = self.texts.first.clone();
         let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Claims, pk, request).await {
+        match self.inner.ask(Which::Claims, pk, request, urgent).await {
             Reply::Applied => Ok(Claim::Won),
             // Not returned for an INSERT; read as the single-item claim would.
             Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, true, meta.webhook_id)),
@@ -417,6 +441,7 @@ impl ClaimBatches {
         now: i64,
         lease_seconds: i64,
         token: &ClaimToken,
+        urgent: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = format!("webhook#{}", meta.webhook_id);
         let parameters = vec![
@@ -433,7 +458,7 @@ impl ClaimBatches {
         ];
         let text = self.texts.retry.clone();
         let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Claims, pk, request).await {
+        match self.inner.ask(Which::Claims, pk, request, urgent).await {
             Reply::Applied => Ok(Claim::Won),
             Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, false, meta.webhook_id)),
             Reply::Other(why) => {
@@ -463,7 +488,7 @@ impl ClaimBatches {
         ];
         let text = self.texts.finish.clone();
         let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Finishes, pk, request).await {
+        match self.inner.ask(Which::Finishes, pk, request, false).await {
             Reply::Applied => Ok(Finished::Recorded),
             Reply::ConditionFailed(old) => Ok(finish_refused(old.as_ref(), token, state, log.number, webhook_id)),
             Reply::Other(why) => {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::batch_execute_statement::BatchExecuteStatementOutput;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
@@ -125,7 +126,7 @@ async fn many_claims_go_25_to_a_request_and_each_job_gets_its_own_answer() {
         let claims = claims.clone();
         async move {
             let outcome = claims
-                .claim_first(&meta(id), 1_000_000, 60, &ClaimToken::new())
+                .claim_first(&meta(id), 1_000_000, 60, &ClaimToken::new(), false)
                 .await
                 .unwrap();
             drop(guard);
@@ -237,10 +238,57 @@ async fn a_batch_that_fails_as_a_whole_sends_each_job_on_its_own() {
     let claims = batches(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&batch, &single]));
     let id = WebhookId::from("w1");
     let won = claims
-        .claim_retry(&meta(&id), 1, 1_000_000, 60, &ClaimToken::new())
+        .claim_retry(&meta(&id), 1, 1_000_000, 60, &ClaimToken::new(), false)
         .await
         .unwrap();
     assert_eq!(won, Claim::Won);
     assert!(batch.num_calls() >= 1);
     assert_eq!(single.num_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_a_send_waits_for_go_at_the_end_of_the_turn_and_the_others_linger() {
+    let requests: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let seen = requests.clone();
+    let batch = mock!(aws_sdk_dynamodb::Client::batch_execute_statement).then_compute_output(move |r| {
+        let items = items_of(r);
+        seen.lock().unwrap().push(items.clone());
+        BatchExecuteStatementOutput::builder()
+            .set_responses(Some(
+                items
+                    .iter()
+                    .map(|_| BatchStatementResponse::builder().build())
+                    .collect(),
+            ))
+            .build()
+    });
+    let claims = batches(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&batch]));
+    // Many more jobs are still to claim (the rest of a large batch), so nothing is complete.
+    let _others: Vec<_> = (0..100).map(|_| claims.approaching()).collect();
+    for (urgent, expected_wait) in [
+        (true, Duration::ZERO),
+        (false, dataflows_shared::store::claim_batch::CLAIM_LINGER),
+    ] {
+        let ids: Vec<WebhookId> = (0..10)
+            .map(|i| WebhookId::from(format!("{urgent}-{i}").as_str()))
+            .collect();
+        let started = tokio::time::Instant::now();
+        let outcomes = futures::future::join_all(ids.iter().map(|id| {
+            let claims = claims.clone();
+            async move {
+                claims
+                    .claim_first(&meta(id), 1_000_000, 60, &ClaimToken::new(), urgent)
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        assert!(outcomes.iter().all(|o| *o == Claim::Won));
+        assert_eq!(started.elapsed(), expected_wait, "urgent: {urgent}");
+        assert_eq!(
+            requests.lock().unwrap().pop().map(|r| r.len()),
+            Some(10),
+            "one request for the ten"
+        );
+    }
 }
