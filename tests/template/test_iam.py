@@ -34,8 +34,10 @@ SUBSCRIPTION_WRITES = ROOT / "shared" / "src" / "store" / "subscriptions.rs"
 # What the functions call (shared/src): the SQS event source polls with the function's role;
 # retries and deferred sends go back on the function's own queue, dead letters on its DLQ
 # (delivery/engine.rs), and a failed record's visibility is shortened to its backoff (app.rs); subscriptions are read with Query and updated (store/subscriptions.rs);
-# the State table is read with GetItem and Query, written with PutItem and UpdateItem, and
-# TransactWriteItems of Puts and Deletes (which IAM authorises as PutItem and DeleteItem);
+# the State table is read with GetItem and Query, written with PutItem and UpdateItem,
+# TransactWriteItems of Puts and Deletes (which IAM authorises as PutItem and DeleteItem), and
+# BatchExecuteStatement of PartiQL INSERTs and UPDATEs (authorised statement by statement,
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-iam.html);
 # logs and EMF metrics go to the function's log group.
 EXPECTED_GRANTS = {
     "queue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage",
@@ -43,7 +45,7 @@ EXPECTED_GRANTS = {
     "dlq": {"sqs:SendMessage"},
     "SubscriptionsTable": {"dynamodb:Query", "dynamodb:UpdateItem"},
     "StateTable": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                   "dynamodb:DeleteItem"},
+                   "dynamodb:DeleteItem", "dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate"},
     "log_group": {"logs:CreateLogStream", "logs:PutLogEvents"},
 }
 # The SDK calls that need those grants, as shared/src makes them (a transaction's items are
@@ -56,6 +58,9 @@ SDK_CALLS = {
     "Put::builder": "dynamodb:PutItem", "Update::builder": "dynamodb:UpdateItem",
     "Delete::builder": "dynamodb:DeleteItem", "ConditionCheck::builder": "dynamodb:ConditionCheckItem",
     "Get::builder": "dynamodb:GetItem",
+    # PartiQL statements, in the files that send them with batch_execute_statement
+    "INSERT INTO": "dynamodb:PartiQLInsert", "UPDATE \\\"": "dynamodb:PartiQLUpdate",
+    "DELETE FROM": "dynamodb:PartiQLDelete", "SELECT ": "dynamodb:PartiQLSelect",
     "send_message": "sqs:SendMessage", "send_message_batch": "sqs:SendMessage",
     "receive_message": "sqs:ReceiveMessage", "delete_message": "sqs:DeleteMessage",
     "delete_message_batch": "sqs:DeleteMessage", "change_message_visibility": "sqs:ChangeMessageVisibility",
@@ -194,9 +199,11 @@ def subscription_update_attributes() -> set[str]:
 
 def actions_the_code_calls() -> dict[str, set[str]]:
     """IAM action -> where shared/src or functions/ call it (files that use the DynamoDB or SQS SDK)."""
-    calls = "|".join(re.escape(c) for c in SDK_CALLS if "::" not in c)
+    statements = [c for c in SDK_CALLS if c.isupper() or c.startswith(("UPDATE", "INSERT", "DELETE", "SELECT"))]
+    calls = "|".join(re.escape(c) for c in SDK_CALLS if "::" not in c and c not in statements)
     builders = "|".join(re.escape(c) for c in SDK_CALLS if "::" in c)
     pattern = re.compile(rf"\.\s*({calls})\(\)|\b({builders})\b")
+    partiql = re.compile("|".join(re.escape(c) for c in statements))
     found: dict[str, set[str]] = {}
     for path in sorted([*(ROOT / "shared" / "src").rglob("*.rs"), *(ROOT / "functions").rglob("*.rs")]):
         code = path.read_text()
@@ -205,6 +212,10 @@ def actions_the_code_calls() -> dict[str, set[str]]:
         for m in pattern.finditer(code):
             line = code.count("\n", 0, m.start()) + 1
             found.setdefault(SDK_CALLS[m.group(1) or m.group(2)], set()).add(f"{path.relative_to(ROOT)}:{line}")
+        if ".batch_execute_statement()" in code:
+            for m in partiql.finditer(code):
+                line = code.count("\n", 0, m.start()) + 1
+                found.setdefault(SDK_CALLS[m.group(0)], set()).add(f"{path.relative_to(ROOT)}:{line}")
     return found
 
 
