@@ -918,13 +918,15 @@ class _Expr:
 
 
 def _split_top(tokens: list[tuple[str, Any]], separator: str) -> list[list[tuple[str, Any]]]:
+    """Split at `separator` (a keyword such as AND or SET, or "," between values) outside brackets."""
     parts, depth, current = [], 0, []
     for t in tokens:
-        if t == ("op", "("):
+        if t in (("op", "("), ("op", "{"), ("op", "[")):
             depth += 1
-        elif t == ("op", ")"):
+        elif t in (("op", ")"), ("op", "}"), ("op", "]")):
             depth -= 1
-        if depth == 0 and t[0] == "word" and t[1].upper() == separator:
+        at_separator = t == ("op", ",") if separator == "," else t[0] == "word" and t[1].upper() == separator
+        if depth == 0 and at_separator:
             parts.append(current)
             current = []
         else:
@@ -948,7 +950,7 @@ def partiql_write(backend: Any, statement: str, parameters: list[dict]) -> tuple
         if body[0] != ("op", "{") or body[-1] != ("op", "}"):
             raise PartiqlError("INSERT expects VALUE {...}")
         item = {}
-        for pair in _split_top_commas(body[1:-1]):
+        for pair in _split_top(body[1:-1], ","):
             if len(pair) != 3 or pair[0][0] != "value" or "S" not in pair[0][1] or pair[1] != ("op", ":") \
                     or pair[2][0] != "value":
                 raise PartiqlError("INSERT VALUE expects 'name': value pairs")
@@ -993,22 +995,6 @@ def partiql_write(backend: Any, statement: str, parameters: list[dict]) -> tuple
             body["ExpressionAttributeValues"] = expr.values
         return "Update", body
     raise PartiqlError("the emulator translates INSERT and UPDATE statements only")
-
-
-def _split_top_commas(tokens: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
-    parts, depth, current = [], 0, []
-    for t in tokens:
-        if t in (("op", "("), ("op", "{"), ("op", "[")):
-            depth += 1
-        elif t in (("op", ")"), ("op", "}"), ("op", "]")):
-            depth -= 1
-        if depth == 0 and t == ("op", ","):
-            parts.append(current)
-            current = []
-        else:
-            current.append(t)
-    parts.append(current)
-    return parts
 
 
 _BATCH_CODES = {

@@ -134,11 +134,9 @@ struct Inner {
     client: Client,
     claims: Lane,
     finishes: Lane,
-    /// Claims won and not yet given up (an [`OpenClaim`] alive): when every one of them waits
-    /// for its finish, no other finish can come, and the queue goes at once.
+    /// Claims won and not yet given up (a [`Counted`] from [`ClaimBatches::open`] alive).
     open: AtomicUsize,
-    /// Jobs whose claim is still to come or unanswered (an [`Approaching`] alive): when every one
-    /// of them is queued, no other claim can come.
+    /// Jobs whose claim is still to come or unanswered (from [`ClaimBatches::approaching`]).
     approaching: AtomicUsize,
 }
 
@@ -157,13 +155,17 @@ impl Inner {
     }
 
     /// Queue a statement; send what is ready.
-    /// Whether no other statement can join the queue now.
-    fn complete(&self, which: Which, queued: usize) -> bool {
-        let expected = match which {
+    /// The jobs that may still queue a statement of this kind.
+    fn counter(&self, which: Which) -> &AtomicUsize {
+        match which {
             Which::Claims => &self.approaching,
             Which::Finishes => &self.open,
-        };
-        queued >= expected.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Whether no other statement can join the queue now.
+    fn complete(&self, which: Which, queued: usize) -> bool {
+        queued >= self.counter(which).load(Ordering::SeqCst)
     }
 
     /// `urgent`: something waits on this statement now (a send slot is idle), so the queue goes
@@ -285,29 +287,19 @@ impl Inner {
     }
 }
 
-/// A won claim not yet finished or given up. While every open claim's job waits for its finish,
-/// the finishes are written at once; drop it when the job ends.
-pub struct OpenClaim {
+/// A job counted while a statement of its may still join a queue: an open claim (won, not yet
+/// finished or given up: while every open claim's job waits for its finish, the finishes are
+/// written at once) or an approaching one (its claim still to come or unanswered: while every such
+/// job's claim is queued, the claims are written at once). Dropping it may send the queue.
+pub struct Counted {
     inner: Arc<Inner>,
+    which: Which,
 }
 
-impl Drop for OpenClaim {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.inner.open.fetch_sub(1, Ordering::SeqCst);
-        self.inner.left(Which::Finishes);
-    }
-}
-
-/// A job whose claim is still to come or unanswered. While every such job's claim is queued, the
-/// claims are written at once; drop it when the claim is answered or the job ends without one.
-pub struct Approaching {
-    inner: Arc<Inner>,
-}
-
-impl Drop for Approaching {
-    fn drop(&mut self) {
-        self.inner.approaching.fetch_sub(1, Ordering::SeqCst);
-        self.inner.left(Which::Claims);
+        self.inner.counter(self.which).fetch_sub(1, Ordering::SeqCst);
+        self.inner.left(self.which);
     }
 }
 
@@ -372,20 +364,22 @@ impl ClaimBatches {
         &self.single
     }
 
-    /// Count a job among those whose claim is still to come, until the returned guard is dropped.
-    pub fn approaching(&self) -> Approaching {
-        self.inner.approaching.fetch_add(1, Ordering::SeqCst);
-        Approaching {
+    fn count(&self, which: Which) -> Counted {
+        self.inner.counter(which).fetch_add(1, Ordering::SeqCst);
+        Counted {
             inner: Arc::clone(&self.inner),
+            which,
         }
     }
 
+    /// Count a job among those whose claim is still to come, until the returned guard is dropped.
+    pub fn approaching(&self) -> Counted {
+        self.count(Which::Claims)
+    }
+
     /// Count a won claim as open until the returned guard is dropped.
-    pub fn open(&self) -> OpenClaim {
-        self.inner.open.fetch_add(1, Ordering::SeqCst);
-        OpenClaim {
-            inner: Arc::clone(&self.inner),
-        }
+    pub fn open(&self) -> Counted {
+        self.count(Which::Finishes)
     }
 
     fn statement(&self, text: String, parameters: Vec<AttributeValue>) -> BatchStatementRequest {
