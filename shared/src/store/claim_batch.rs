@@ -154,7 +154,6 @@ impl Inner {
         }
     }
 
-    /// Queue a statement; send what is ready.
     /// The jobs that may still queue a statement of this kind.
     fn counter(&self, which: Which) -> &AtomicUsize {
         match which {
@@ -168,8 +167,9 @@ impl Inner {
         queued >= self.counter(which).load(Ordering::SeqCst)
     }
 
-    /// `urgent`: something waits on this statement now (a send slot is idle), so the queue goes
-    /// once the jobs runnable at this moment have had their turn to join it, without lingering.
+    /// Queue a statement and send what is ready. `urgent`: something waits on this statement now
+    /// (a send slot is idle), so the queue goes once the jobs runnable at this moment have had
+    /// their turn to join it, without lingering.
     fn submit(self: &Arc<Self>, which: Which, entry: Entry, urgent: bool) {
         let lane = self.lane(which);
         let mut queue = lane.lock();
