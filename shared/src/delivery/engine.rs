@@ -241,8 +241,8 @@ pub struct Engine {
     /// Bounds sends per subscription, taken after the claim.
     lanes: Lanes,
     /// Bounds the webhooks between their claim and the end of their send (twice the send slots
-    /// and one claim request's worth, shared fairly between accounts), so a claim never holds a
-    /// send slot, the next claim request fills while the sends go on, and an account whose
+    /// and two claim requests' worth, shared fairly between accounts), so a claim never holds a
+    /// send slot, the next claim requests fill while the sends go on, and an account whose
     /// receivers hang claims no further ahead than its share.
     pipeline: Arc<FairSlots>,
     /// Bounds concurrent HTTP requests across a batch, shared fairly between accounts.
@@ -283,8 +283,8 @@ impl Engine {
             windows: Lanes::new(WINDOW_LANES * config.subscription_concurrency),
             lanes: Lanes::new(config.subscription_concurrency),
             pipeline: FairSlots::new(
-                2 * config.delivery_concurrency + STATEMENTS_PER_REQUEST,
-                (2 * config.delivery_concurrency + STATEMENTS_PER_REQUEST) / FAIR_RESERVE_SHARE,
+                2 * config.delivery_concurrency + 2 * STATEMENTS_PER_REQUEST,
+                (2 * config.delivery_concurrency + 2 * STATEMENTS_PER_REQUEST) / FAIR_RESERVE_SHARE,
             ),
             sending: FairSlots::new(
                 config.delivery_concurrency,
