@@ -421,7 +421,7 @@ impl ClaimBatches {
             // Not returned for an INSERT; read as the single-item claim would.
             Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, true, meta.webhook_id)),
             Reply::Other(why) => {
-                tracing::debug!(webhook_id = %meta.webhook_id, %why, "claim settled on its own");
+                settled_alone(meta.webhook_id, "claim", &why);
                 self.single.claim_first(meta, now, lease_seconds, token).await
             }
         }
@@ -456,7 +456,7 @@ impl ClaimBatches {
             Reply::Applied => Ok(Claim::Won),
             Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, false, meta.webhook_id)),
             Reply::Other(why) => {
-                tracing::debug!(webhook_id = %meta.webhook_id, %why, "claim settled on its own");
+                settled_alone(meta.webhook_id, "claim", &why);
                 self.single.claim_retry(meta, previous, now, lease_seconds, token).await
             }
         }
@@ -486,16 +486,45 @@ impl ClaimBatches {
             Reply::Applied => Ok(Finished::Recorded),
             Reply::ConditionFailed(old) => Ok(finish_refused(old.as_ref(), token, state, log.number, webhook_id)),
             Reply::Other(why) => {
-                tracing::debug!(webhook_id = %webhook_id, %why, "finish settled on its own");
+                settled_alone(webhook_id, "finish", &why);
                 self.single.finish(webhook_id, log, state, token).await
             }
         }
     }
 }
 
+/// Whether a statement's answer says the batched path itself is refused (the statement's form, or
+/// the role lacking `dynamodb:PartiQLInsert`/`PartiQLUpdate`), not this one item: every webhook then
+/// costs its single writes again, which an operator must hear about. Pure.
+pub fn refuses_the_path(why: &str) -> bool {
+    why.starts_with("ValidationError") || why.starts_with("AccessDenied")
+}
+
+/// A statement the batch did not settle goes down the single-item path; say why.
+fn settled_alone(webhook_id: &WebhookId, what: &str, why: &str) {
+    if refuses_the_path(why) {
+        tracing::warn!(webhook_id = %webhook_id, %why, "{what} refused in a PartiQL batch, written on its own instead (check the statement and the role's PartiQL permissions)");
+    } else {
+        tracing::debug!(webhook_id = %webhook_id, %why, "{what} settled on its own");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refused_form_or_permission_is_news_to_an_operator() {
+        assert!(refuses_the_path("ValidationError: Unexpected from source"));
+        assert!(refuses_the_path(
+            "AccessDenied: not authorized to perform dynamodb:PartiQLInsert"
+        ));
+        assert!(!refuses_the_path(
+            "DuplicateItem: Duplicate primary key exists in table"
+        ));
+        assert!(!refuses_the_path("ProvisionedThroughputExceeded: refused"));
+        assert!(!refuses_the_path("service error: throttled"));
+    }
 
     #[test]
     fn a_batch_takes_25_statements_one_per_item_in_order() {
