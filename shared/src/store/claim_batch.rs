@@ -36,8 +36,8 @@ use tokio::sync::oneshot;
 
 use crate::store::attributes::{n, s};
 use crate::store::claims::{
-    claim_refused, finish_refused, AttemptLog, Claim, ClaimError, ClaimMeta, ClaimStatus, ClaimToken, Claims, Finished,
-    CLAIM_TTL_SECONDS,
+    claim_pk, claim_refused, finish_refused, AttemptLog, Claim, ClaimError, ClaimMeta, ClaimStatus, ClaimToken, Claims,
+    Finished, CLAIM_TTL_SECONDS,
 };
 use crate::webhook::WebhookId;
 
@@ -403,7 +403,7 @@ impl ClaimBatches {
         token: &ClaimToken,
         urgent: bool,
     ) -> Result<Claim, ClaimError> {
-        let pk = format!("webhook#{}", meta.webhook_id);
+        let pk = claim_pk(meta.webhook_id);
         let parameters = vec![
             s(pk.clone()),
             n(now + lease_seconds),
@@ -414,16 +414,10 @@ impl ClaimBatches {
             s(meta.trigger.as_str()),
             s(token.as_str()),
         ];
-        let text = self.texts.first.clone();
-        let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Claims, pk, request, urgent).await {
-            Reply::Applied => Ok(Claim::Won),
-            // Not returned for an INSERT; read as the single-item claim would.
-            Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, true, meta.webhook_id)),
-            Reply::Other(why) => {
-                settled_alone(meta.webhook_id, "claim", &why);
-                self.single.claim_first(meta, now, lease_seconds, token).await
-            }
+        let statement = (self.texts.first.clone(), parameters);
+        match self.claim(meta, pk, statement, now, token, true, urgent).await {
+            Some(claim) => Ok(claim),
+            None => self.single.claim_first(meta, now, lease_seconds, token).await,
         }
     }
 
@@ -437,7 +431,7 @@ impl ClaimBatches {
         token: &ClaimToken,
         urgent: bool,
     ) -> Result<Claim, ClaimError> {
-        let pk = format!("webhook#{}", meta.webhook_id);
+        let pk = claim_pk(meta.webhook_id);
         let parameters = vec![
             n(now + lease_seconds),
             n(now + CLAIM_TTL_SECONDS),
@@ -450,14 +444,34 @@ impl ClaimBatches {
             n(previous),
             n(now),
         ];
-        let text = self.texts.retry.clone();
+        let statement = (self.texts.retry.clone(), parameters);
+        match self.claim(meta, pk, statement, now, token, false, urgent).await {
+            Some(claim) => Ok(claim),
+            None => self.single.claim_retry(meta, previous, now, lease_seconds, token).await,
+        }
+    }
+
+    /// A claim's statement through the batch, read as the single-item claim reads its answer
+    /// (`first`: an `INSERT`'s); `None`: the batch did not settle it, the single-item claim must.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim(
+        &self,
+        meta: &ClaimMeta<'_>,
+        pk: String,
+        (text, parameters): (String, Vec<AttributeValue>),
+        now: i64,
+        token: &ClaimToken,
+        first: bool,
+        urgent: bool,
+    ) -> Option<Claim> {
         let request = self.statement(text, parameters);
         match self.inner.ask(Which::Claims, pk, request, urgent).await {
-            Reply::Applied => Ok(Claim::Won),
-            Reply::ConditionFailed(old) => Ok(claim_refused(old.as_ref(), token, now, false, meta.webhook_id)),
+            Reply::Applied => Some(Claim::Won),
+            // Never returned for an INSERT; read as the single-item claim would.
+            Reply::ConditionFailed(old) => Some(claim_refused(old.as_ref(), token, now, first, meta.webhook_id)),
             Reply::Other(why) => {
                 settled_alone(meta.webhook_id, "claim", &why);
-                self.single.claim_retry(meta, previous, now, lease_seconds, token).await
+                None
             }
         }
     }
@@ -471,7 +485,7 @@ impl ClaimBatches {
         state: ClaimStatus,
         token: &ClaimToken,
     ) -> Result<Finished, ClaimError> {
-        let pk = format!("webhook#{webhook_id}");
+        let pk = claim_pk(webhook_id);
         let parameters = vec![
             s(state.as_str()),
             n(log.number),

@@ -194,9 +194,14 @@ fn condition_failed(e: &UpdateFailure) -> Option<Option<&HashMap<String, Attribu
     }
 }
 
-pub(crate) fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {
+/// The partition key of a webhook's claim item.
+pub(crate) fn claim_pk(webhook_id: &WebhookId) -> String {
+    format!("webhook#{webhook_id}")
+}
+
+fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {
     HashMap::from([
-        ("pk".to_string(), s(format!("webhook#{webhook_id}"))),
+        ("pk".to_string(), s(claim_pk(webhook_id))),
         ("sk".to_string(), s("delivery")),
     ])
 }
