@@ -558,8 +558,8 @@ async fn send_test(t: &target::Target, account: &str, id: &str, trigger: Option<
     let sub = parse_record(&record, opts).map_err(|e| (Failure::Check(e.to_string()), Value::Null))?;
     let trigger = pick_trigger(&sub, trigger).map_err(|e| (Failure::Check(e), Value::Null))?;
     let mut example = catalogue::example(trigger);
-    example.event.account_id = sub.account_id.clone();
-    example.event.id = format!("evt_test_{:016x}", rand::random::<u64>());
+    example.account_id = sub.account_id.clone();
+    example.event_id = format!("evt_test_{:016x}", rand::random::<u64>());
     let webhook = example.webhook();
     let webhook_id = webhook.id_for(&sub.subscription_id);
     let client = build_client(t.local).map_err(env("building the HTTP client"))?;

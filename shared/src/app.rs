@@ -20,7 +20,7 @@ use crate::delivery::attempt::undeliverable;
 use crate::delivery::client::build_client_with_timeout;
 use crate::delivery::engine::{Engine, EngineConfig, EngineError, Handled, Job};
 use crate::delivery::queue::Queues;
-use crate::delivery::task::{parse_message, Message, RetryTask};
+use crate::delivery::task::{parse_message, Message, Notice, RetryTask};
 use crate::event::{InputEvent, ParseError};
 use crate::plan;
 use crate::rules::{check_consumed, Emit, RuleError};
@@ -32,6 +32,7 @@ use crate::store::state::{StateStore, StateStoreError};
 use crate::store::subscriptions::{AccountSubscriptions, SubscriptionQueryError, SubscriptionWriter};
 use crate::subscription::ParseOptions;
 use crate::trigger::{Category, Trigger};
+use crate::webhook::Webhook;
 
 pub struct App {
     pub settings: Settings,
@@ -350,6 +351,72 @@ impl App {
                 let task = RetryTask::redrive_of(letter, Utc::now().timestamp());
                 self.deliver_task(task, batch, true).await
             }
+            Message::Notice(notice) => self.deliver_notice(&notice, batch).await,
+        }
+    }
+
+    /// An operational webhook, to every other valid subscription of the account that names its
+    /// trigger (and whose filter takes it), as first attempts: signed, claimed, retried and
+    /// dead-lettered like any webhook. Never to the subscription it is about.
+    async fn deliver_notice(&self, notice: &Notice, batch: &Batch) -> Result<(), MessageFailure> {
+        let Some(trigger) = notice
+            .trigger
+            .parse::<Trigger>()
+            .ok()
+            .filter(|t| t.is_operational())
+        else {
+            // Sealed by this deployment, so written by a version that knew the trigger: nothing
+            // to send in this one. Said, not failed.
+            tracing::warn!(notice_id = %notice.notice_id, trigger = %notice.trigger, "operational webhook of an unknown trigger dropped");
+            return Ok(());
+        };
+        let subs = self.subscriptions(&batch.loaded, &notice.account_id)?;
+        let at = crate::event::Timestamp(chrono::DateTime::from_timestamp(notice.at, 0).unwrap_or_default());
+        let webhook = Webhook::from_parts(trigger, &notice.notice_id, &notice.account_id, at, &notice.data);
+        let emits = [Emit::all(trigger, notice.data.clone())];
+        let webhooks = [webhook];
+        let first_attempt_at = Utc::now().timestamp();
+        let jobs: Vec<Job> = plan::deliveries(&emits, &webhooks, &subs.valid)
+            .into_iter()
+            .filter(|d| d.subscription.subscription_id != notice.about)
+            .map(|d| Job {
+                subscription: d.subscription,
+                webhook_id: d.webhook_id,
+                trigger,
+                event_id: &notice.notice_id,
+                body: &webhooks[0].body,
+                attempt: 1,
+                first_attempt_at,
+                redrive: false,
+                deadline: batch.deadline,
+                held: None,
+            })
+            .collect();
+        self.run_jobs(&jobs, &notice.account_id, &notice.notice_id).await
+    }
+
+    /// One message's jobs, together; the first error fails the message (SQS redelivers it, and
+    /// the claims keep the webhooks already sent from going twice).
+    async fn run_jobs(&self, jobs: &[Job<'_>], account_id: &str, event_id: &str) -> Result<(), MessageFailure> {
+        let total = jobs.len();
+        let results = join_all(jobs.iter().map(|job| self.engine.run(job))).await;
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(Handled::Disabled { .. }) => self.subscriptions.invalidate(account_id),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        let failed = errors.len();
+        match errors.into_iter().next() {
+            None => Ok(()),
+            Some(first) => Err(MessageFailure::Delivery {
+                event_id: event_id.to_string(),
+                failed,
+                total,
+                first: Box::new(first),
+            }),
         }
     }
 
@@ -427,26 +494,7 @@ impl App {
                 held: None,
             })
             .collect();
-        let total = jobs.len();
-        let results = join_all(jobs.iter().map(|job| self.engine.run(job))).await;
-        let mut errors = Vec::new();
-        for result in results {
-            match result {
-                Ok(Handled::Disabled { .. }) => self.subscriptions.invalidate(&event.account_id),
-                Ok(_) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        let failed = errors.len();
-        match errors.into_iter().next() {
-            None => Ok(()),
-            Some(first) => Err(MessageFailure::Delivery {
-                event_id: event.id.clone(),
-                failed,
-                total,
-                first: Box::new(first),
-            }),
-        }
+        self.run_jobs(&jobs, &event.account_id, &event.id).await
     }
 
     async fn deliver_task(&self, task: RetryTask, batch: &Batch, redrive: bool) -> Result<(), MessageFailure> {
@@ -494,6 +542,12 @@ impl App {
                 .await
                 .map_err(|e| MessageFailure::one(task.event_id.clone(), e.into()))?;
             self.engine.metrics().observe(crate::metrics::Observed::Undeliverable);
+            if crate::delivery::notice::reported(&task.trigger) {
+                let notice = crate::delivery::notice::dead_lettered(&letter, now);
+                if let Err(e) = self.engine.notify(&notice, batch.deadline).await {
+                    tracing::warn!(webhook_id = %task.webhook_id, error = %e, "could not queue webhook.dead_lettered");
+                }
+            }
             return Ok(());
         }
         let (Some(sub), Some(trigger)) = (record, trigger) else {

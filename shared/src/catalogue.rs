@@ -5,26 +5,30 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::Value;
 
-use crate::event::{parse_event, EventData, InputEvent};
+use crate::event::{parse_event, EventData, InputEvent, Timestamp};
 use crate::rules::state::{self as pure, Bucket};
 use crate::rules::{self, CampaignCounts};
 use crate::subscription::RateAlert;
 use crate::trigger::Trigger;
 use crate::webhook::Webhook;
 
-/// One trigger's example: when it fires, the input event, the webhook's data.
+/// One trigger's example: when it fires, what fires it, the webhook's envelope and data.
 #[derive(Debug, Clone)]
 pub struct Example {
     pub trigger: Trigger,
     pub when: &'static str,
-    pub event: InputEvent,
+    /// The input event type that fires it, or `delivery` for an operational webhook.
+    pub fired_by: String,
+    pub event_id: String,
+    pub account_id: String,
+    pub at: Timestamp,
     pub data: Value,
 }
 
 impl Example {
     /// The webhook this example sends.
     pub fn webhook(&self) -> Webhook {
-        Webhook::new(&self.event, self.trigger, &self.data)
+        Webhook::from_parts(self.trigger, &self.event_id, &self.account_id, self.at, &self.data)
     }
 }
 
@@ -242,12 +246,103 @@ pub fn examples() -> Vec<Example> {
         e.clone(),
         rules::sender_id_rejected(d),
     ));
-    out.into_iter()
+    let mut examples: Vec<Example> = out
+        .into_iter()
         .map(|(trigger, when, event, data)| Example {
             trigger,
             when,
-            event,
+            fired_by: event.event_type().as_str().to_string(),
+            event_id: event.id,
+            account_id: event.account_id,
+            at: event.occurred_at,
             data,
         })
-        .collect()
+        .collect();
+    examples.extend(operational_examples());
+    examples
+}
+
+/// The three operational webhooks, built by the same notice builders delivery uses, about a
+/// subscription `crm` of the sample account whose receiver fails.
+fn operational_examples() -> Vec<Example> {
+    use crate::delivery::attempt::Job;
+    use crate::delivery::notice::{self, DisableCause};
+    use crate::delivery::task::{DeadLetter, Notice};
+    use crate::store::claims::AttemptLog;
+    use crate::subscription::{parse_record, ParseOptions};
+
+    let record = serde_json::json!({"account_id": "acc_demo", "subscription_id": "crm",
+        "url": "https://crm.example.com/webhooks/dataflows", "triggers": ["contact.added"],
+        "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]});
+    let sub = parse_record(record.as_object().expect("an object"), ParseOptions::default())
+        .expect("a valid example record");
+    let since = 1_796_040_000; // 2026-11-30T12:00:00Z
+    let job = Job {
+        subscription: &sub,
+        webhook_id: "msg_2b1f0c5e9a7d4e3f8c6b5a4d3e2f1a0b".into(),
+        trigger: Trigger::ContactAdded,
+        event_id: "evt_contact_added_001",
+        body: b"{}",
+        attempt: 1,
+        first_attempt_at: since,
+        redrive: false,
+        deadline: None,
+        held: None,
+    };
+    let log = AttemptLog {
+        number: 1,
+        at: since,
+        status: 503,
+        latency_ms: 212,
+        error: Some("receiver answered 503".into()),
+    };
+    let five_days = std::time::Duration::from_secs(5 * 86_400);
+    let disabled_at = since + 5 * 86_400 + 120;
+    let letter = DeadLetter {
+        dataflows_dead_letter: 1,
+        reason: "retry schedule exhausted after 8 attempts".into(),
+        webhook_id: job.webhook_id.clone(),
+        trigger: "contact.added".into(),
+        account_id: "acc_demo".into(),
+        subscription_id: "crm".into(),
+        url: "https://crm.example.com".into(),
+        event_id: "evt_contact_added_001".into(),
+        attempts: 8,
+        first_attempt_at: since,
+        last_error: "receiver answered 503".into(),
+        payload: Value::Null,
+        bound: None,
+        seal: String::new(),
+    };
+    let example = |n: Notice, when: &'static str| Example {
+        trigger: n.trigger.parse().expect("an operational trigger"),
+        when,
+        fired_by: "delivery".into(),
+        event_id: n.notice_id,
+        account_id: n.account_id,
+        at: Timestamp(chrono::DateTime::from_timestamp(n.at, 0).unwrap_or_default()),
+        data: n.data,
+    };
+    vec![
+        example(
+            notice::failing(&job, &log, since, five_days),
+            "Operational. A subscription's failing streak begins: an attempt failed and none had since its last success. Once per streak. Sent to the account's other subscriptions that name it, never to the failing one.",
+        ),
+        example(
+            notice::disabled(
+                &sub,
+                DisableCause::Failing,
+                &format!(
+                    "every attempt failed since {} (auto-disable after 120 hours)",
+                    crate::delivery::attempt::rfc3339(since)
+                ),
+                disabled_at,
+            ),
+            "Operational. A subscription is disabled: every attempt failed for the auto-disable period (`cause: failing`), or its receiver answered 410 Gone (`cause: gone`). Once per disable; says how to enable it again.",
+        ),
+        example(
+            notice::dead_lettered(&letter, since + 26 * 3600),
+            "Operational. A webhook is given up on: its retry schedule ran out, the SSRF guard refused its target, or its subscription was disabled or changed before a retry. Carries the ids, never the payload.",
+        ),
+    ]
 }

@@ -38,7 +38,8 @@ pub enum Triggers {
 impl Triggers {
     pub fn contains(&self, t: Trigger) -> bool {
         match self {
-            Triggers::All => true,
+            // "*" is the 17 triggers; the operational webhooks are asked for by name.
+            Triggers::All => !t.is_operational(),
             Triggers::Only(list) => list.contains(&t),
         }
     }

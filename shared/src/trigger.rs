@@ -1,4 +1,5 @@
-//! The 17 webhook triggers (docs/design.md §4) and the six categories that emit them (§2).
+//! The 17 webhook triggers (docs/design.md §4), the three operational webhooks, and the six
+//! categories that emit them (§2).
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,26 +7,44 @@ use std::str::FromStr;
 use crate::event::EventType;
 
 macro_rules! triggers {
-    ($($variant:ident = $name:literal in $cat:ident),+ $(,)?) => {
-        /// A webhook type a subscriber can ask for.
+    (
+        $($variant:ident = $name:literal in $cat:ident),+ ;
+        $($op:ident = $op_name:literal),+ $(,)?
+    ) => {
+        /// A webhook type a subscriber can ask for: one of the 17 triggers the platform's events
+        /// fire, or one of the operational webhooks delivery itself fires.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Trigger { $($variant),+ }
+        pub enum Trigger { $($variant),+, $($op),+ }
 
         impl Trigger {
+            /// The 17 triggers the platform's events fire (what `"triggers": "*"` means).
             pub const ALL: &'static [Trigger] = &[$(Trigger::$variant),+];
+            /// The webhooks about delivery itself, sent to an account's other subscriptions
+            /// (docs/webhooks.md, "Operational webhooks"); a subscription names them to get them.
+            pub const OPERATIONAL: &'static [Trigger] = &[$(Trigger::$op),+];
+            /// Every webhook type, the operational ones last.
+            pub const EVERY: &'static [Trigger] = &[$(Trigger::$variant),+, $(Trigger::$op),+];
             pub fn as_str(self) -> &'static str {
-                match self { $(Trigger::$variant => $name),+ }
+                match self { $(Trigger::$variant => $name,)+ $(Trigger::$op => $op_name),+ }
             }
-            /// The category (function) that emits this trigger.
-            pub fn category(self) -> Category {
-                match self { $(Trigger::$variant => Category::$cat),+ }
+            /// The category (function) that emits this trigger; none for the operational
+            /// webhooks, which every category sends about its own deliveries.
+            pub fn category(self) -> Option<Category> {
+                match self { $(Trigger::$variant => Some(Category::$cat),)+ $(Trigger::$op => None),+ }
+            }
+            pub fn is_operational(self) -> bool {
+                self.category().is_none()
             }
         }
 
         impl FromStr for Trigger {
             type Err = UnknownTrigger;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s { $($name => Ok(Trigger::$variant),)+ _ => Err(UnknownTrigger(s.to_string())) }
+                match s {
+                    $($name => Ok(Trigger::$variant),)+
+                    $($op_name => Ok(Trigger::$op),)+
+                    _ => Err(UnknownTrigger(s.to_string())),
+                }
             }
         }
     };
@@ -48,7 +67,10 @@ triggers! {
     DeliveryRateLow = "delivery_rate.low" in Performance,
     BounceRateHigh = "bounce_rate.high" in Performance,
     SenderIdApproved = "sender_id.approved" in Admin,
-    SenderIdRejected = "sender_id.rejected" in Admin,
+    SenderIdRejected = "sender_id.rejected" in Admin;
+    SubscriptionFailing = "subscription.failing",
+    SubscriptionDisabled = "subscription.disabled",
+    WebhookDeadLettered = "webhook.dead_lettered",
 }
 
 impl fmt::Display for Trigger {
@@ -108,7 +130,7 @@ impl Category {
     }
 
     pub fn triggers(self) -> impl Iterator<Item = Trigger> {
-        Trigger::ALL.iter().copied().filter(move |t| t.category() == self)
+        Trigger::ALL.iter().copied().filter(move |t| t.category() == Some(self))
     }
 }
 
@@ -130,6 +152,12 @@ mod tests {
         }
         let total: usize = Category::ALL.iter().map(|c| c.triggers().count()).sum();
         assert_eq!(total, 17);
+        assert_eq!(Trigger::OPERATIONAL.len(), 3);
+        assert_eq!(Trigger::EVERY.len(), 20);
+        for t in Trigger::EVERY {
+            assert_eq!(t.as_str().parse::<Trigger>(), Ok(*t));
+            assert_eq!(t.is_operational(), Trigger::OPERATIONAL.contains(t));
+        }
         assert_eq!(
             "sms.exploded".parse::<Trigger>(),
             Err(UnknownTrigger("sms.exploded".into()))

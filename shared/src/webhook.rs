@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::InputEvent;
+use crate::event::{InputEvent, Timestamp};
 use crate::trigger::Trigger;
 
 /// A webhook's id: `msg_` and 32 hex digits ([`Webhook::id_for`]), the same on every attempt. On
@@ -52,18 +52,24 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(event: &InputEvent, trigger: Trigger, data: &Value) -> Self {
+        Self::from_parts(trigger, &event.id, &event.account_id, event.occurred_at, data)
+    }
+
+    /// The body of the envelope (schemas/webhooks/: `type`, `timestamp`, `account_id`,
+    /// `event_id`, `data`), for an input event's webhook or an operational one.
+    pub fn from_parts(trigger: Trigger, event_id: &str, account_id: &str, at: Timestamp, data: &Value) -> Self {
         let value = serde_json::json!({
             "type": trigger.as_str(),
-            "timestamp": event.occurred_at.to_rfc3339(),
-            "account_id": event.account_id,
-            "event_id": event.id,
+            "timestamp": at.to_rfc3339(),
+            "account_id": account_id,
+            "event_id": event_id,
             "data": data,
         });
         let body = serde_json::to_vec(&value).expect("a JSON value always serializes");
         Webhook {
             trigger,
-            event_id: event.id.clone(),
-            account_id: event.account_id.clone(),
+            event_id: event_id.to_string(),
+            account_id: account_id.to_string(),
             value,
             body,
         }

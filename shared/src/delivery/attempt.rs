@@ -16,7 +16,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::delivery::client::{Delivered, DeliveryError};
 use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
-use crate::delivery::task::{DeadLetter, Held, RetryTask};
+use crate::delivery::notice::{self, DisableCause};
+use crate::delivery::task::{DeadLetter, Held, Notice, RetryTask};
 use crate::store::claims::{AttemptLog, ClaimStatus};
 use crate::subscription::Subscription;
 use crate::trigger::Trigger;
@@ -79,10 +80,18 @@ pub enum Effect {
     DeadLetter(DeadLetter),
     /// The subscription's failing streak is over.
     ClearFailing,
-    /// The subscription's failing streak starts now (kept if another attempt started it first).
-    MarkFailing { since: i64 },
-    /// The subscription is disabled, with why.
-    Disable { reason: String, at: String },
+    /// The subscription's failing streak starts now (kept if another attempt started it first);
+    /// `notice` (subscription.failing) is sent only by the write that started it.
+    MarkFailing { since: i64, notice: Option<Notice> },
+    /// The subscription is disabled, with why; `notice` (subscription.disabled) is sent only by
+    /// the write that disabled it.
+    Disable {
+        reason: String,
+        at: String,
+        notice: Option<Notice>,
+    },
+    /// An operational webhook to fan out to the account's other subscriptions (best effort).
+    Notify(Notice),
 }
 
 impl Effect {
@@ -107,6 +116,7 @@ impl Effect {
             Effect::ClearFailing => "clear failing_since".into(),
             Effect::MarkFailing { .. } => "record failing_since".into(),
             Effect::Disable { reason, .. } => format!("disable: {reason}"),
+            Effect::Notify(notice) => format!("queue the operational webhook {}", notice.trigger),
         }
     }
 }
@@ -266,18 +276,29 @@ pub fn conclude(
         error: result.as_ref().err().map(|e| e.to_string()),
     };
     let t = now.timestamp();
+    // Operational webhooks are about the 17 triggers' deliveries only: one that fails reports
+    // nothing about itself (no loops).
+    let reports = !job.trigger.is_operational();
+    let disable = |cause: DisableCause, reason: String| Effect::Disable {
+        notice: reports.then(|| notice::disabled(job.subscription, cause, &reason, t)),
+        reason,
+        at: rfc3339(t),
+    };
     // After a failed attempt: start the failing streak, or disable a subscription whose every
     // attempt has failed for longer than `auto_disable_after`.
     let failing = || -> (Vec<Effect>, bool) {
         match failing_since {
-            None => (vec![Effect::MarkFailing { since: t }], false),
+            None => {
+                let notice = reports.then(|| notice::failing(job, &log, t, limits.auto_disable_after));
+                (vec![Effect::MarkFailing { since: t, notice }], false)
+            }
             Some(since) if t - since >= limits.auto_disable_after.as_secs() as i64 => {
                 let reason = format!(
                     "every attempt failed since {} (auto-disable after {} hours)",
                     rfc3339(since),
                     limits.auto_disable_after.as_secs() / 3600
                 );
-                (vec![Effect::Disable { reason, at: rfc3339(t) }], true)
+                (vec![disable(DisableCause::Failing, reason)], true)
             }
             Some(_) => (vec![], false),
         }
@@ -309,7 +330,10 @@ pub fn conclude(
                 _ => format!("retry schedule exhausted after {} attempts", job.attempt),
             };
             let letter = dead_letter(job, reason, log.error.clone().unwrap_or_default());
-            let (after, disabled) = failing();
+            let (mut after, disabled) = failing();
+            if reports {
+                after.push(Effect::Notify(notice::dead_lettered(&letter, t)));
+            }
             let handled = if disabled {
                 Handled::Disabled { dead_lettered: true }
             } else {
@@ -319,7 +343,7 @@ pub fn conclude(
         }
         Verdict::Gone => {
             let reason = format!("receiver answered 410 Gone at {}", rfc3339(t));
-            let after = vec![Effect::Disable { reason, at: rfc3339(t) }];
+            let after = vec![disable(DisableCause::Gone, reason)];
             (
                 vec![],
                 ClaimStatus::Gone,
@@ -469,9 +493,8 @@ mod tests {
         // And a streak this process ended is not revived by a stale record on the next failure.
         let stale = sub(Some(NOW - 6 * 86_400));
         let c = conclude(&job(&stale, 1), &status(500), &limits(), seen(None), now(), 0.5);
-        assert_eq!(
-            split(&c).3,
-            [&Effect::MarkFailing { since: NOW }],
+        assert!(
+            matches!(split(&c).3.as_slice(), [Effect::MarkFailing { since: NOW, notice: Some(_) }]),
             "a new streak, no disable"
         );
     }
@@ -491,7 +514,11 @@ mod tests {
             (2, NOW + 10, "msg_1")
         );
         assert_eq!(task.body, r#"{"type":"sms.received"}"#, "the same bytes");
-        assert_eq!(after, [&Effect::MarkFailing { since: NOW }]);
+        let [Effect::MarkFailing { since: NOW, notice: Some(notice) }] = after.as_slice() else {
+            panic!("the streak starts, with its subscription.failing: {after:?}")
+        };
+        assert_eq!((notice.trigger.as_str(), notice.about.as_str()), ("subscription.failing", "crm"));
+        assert_eq!(notice.data["first_failure"]["error"], json!("receiver answered 500"));
         assert!(!after[0].required(), "bookkeeping after the result is best effort");
         assert_eq!(c.handled, Handled::RetryScheduled { delay: *delay });
         assert_eq!((log.status, log.error.as_deref()), (500, Some("receiver answered 500")));
@@ -522,7 +549,12 @@ mod tests {
         );
         assert_eq!(letter.payload, json!({"type": "sms.received"}));
         assert_eq!(letter.last_error, "receiver answered 503");
-        assert!(after.is_empty(), "the streak is already running and not yet too long");
+        let [Effect::Notify(notice)] = after.as_slice() else {
+            panic!("the streak is already running and not yet too long; the dead letter is told: {after:?}")
+        };
+        assert_eq!(notice.trigger, "webhook.dead_lettered");
+        assert!(!after[0].required(), "an operational webhook never fails the record");
+        assert!(!notice.data.to_string().contains("sms.received\"}"), "not the payload");
     }
 
     #[test]
@@ -590,7 +622,30 @@ mod tests {
             (ClaimStatus::Gone, &Handled::Disabled { dead_lettered: false })
         );
         assert!(before.is_empty());
-        assert!(matches!(after.as_slice(), [Effect::Disable { reason, .. }] if reason.contains("410 Gone")));
+        let [Effect::Disable { reason, notice: Some(notice), .. }] = after.as_slice() else {
+            panic!("{after:?}")
+        };
+        assert!(reason.contains("410 Gone"));
+        assert_eq!(notice.trigger, "subscription.disabled");
+        assert_eq!(notice.data["cause"], json!("gone"));
+    }
+
+    #[test]
+    fn an_operational_webhook_that_fails_reports_nothing_about_itself() {
+        let s = sub(None);
+        let mut ops = job(&s, 1);
+        ops.trigger = Trigger::SubscriptionFailing;
+        let c = conclude(&ops, &status(500), &limits(), seen(None), now(), 0.5);
+        assert!(matches!(split(&c).3.as_slice(), [Effect::MarkFailing { notice: None, .. }]));
+        let c = conclude(&ops, &status(410), &limits(), seen(None), now(), 0.5);
+        assert!(matches!(split(&c).3.as_slice(), [Effect::Disable { notice: None, .. }]));
+        ops.attempt = 3;
+        let c = conclude(&ops, &status(500), &limits(), seen(Some(NOW - 60)), now(), 0.5);
+        assert!(
+            !c.effects.iter().any(|e| matches!(e, Effect::Notify(_))),
+            "its dead letter is not reported: {:?}",
+            c.effects
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::delivery::attempt::{classify, conclude, deferral, hold, Conclusion, E
 pub use crate::delivery::attempt::{Handled, Job};
 use crate::delivery::client::{send, Delivered, DeliveryError};
 use crate::delivery::fair::FairSlots;
+use crate::delivery::task::Notice;
 use crate::delivery::pace::{self, Circuit, Gate, PaceState, Plan, Reach};
 use crate::delivery::queue::{QueueError, Queues};
 use crate::delivery::retry::Outcome;
@@ -822,15 +823,36 @@ impl Engine {
                 self.subscriptions.clear_failing(&key).await?;
                 self.remember_failing(key, None);
             }
-            Effect::MarkFailing { since } => {
-                let since = self.subscriptions.mark_failing(&key, *since).await?;
+            Effect::MarkFailing { since, notice } => {
+                let (since, started) = self.subscriptions.mark_failing(&key, *since).await?;
                 self.remember_failing(key, Some(since));
+                if let (true, Some(notice)) = (started, notice) {
+                    self.notify(notice, deadline).await?;
+                }
             }
-            Effect::Disable { reason, at } => {
-                self.subscriptions.disable(&key, reason, at).await?;
+            Effect::Disable { reason, at, notice } => {
+                let disabled = self.subscriptions.disable(&key, reason, at).await?;
                 tracing::warn!(account_id = account, subscription_id = id, %reason, "subscription disabled");
+                if let (true, Some(notice)) = (disabled, notice) {
+                    self.notify(notice, deadline).await?;
+                }
             }
+            Effect::Notify(notice) => self.notify(notice, deadline).await?,
         }
+        Ok(())
+    }
+
+    /// An operational webhook on its way to the account's other subscriptions: the sealed notice
+    /// on the category queue, tried in place until `deadline`.
+    pub async fn notify(&self, notice: &Notice, deadline: Option<Instant>) -> Result<(), EngineError> {
+        persist(deadline, "queue an operational webhook", || self.queues.enqueue_notice(notice)).await?;
+        tracing::info!(
+            account_id = %notice.account_id,
+            about = %notice.about,
+            trigger = %notice.trigger,
+            notice_id = %notice.notice_id,
+            "operational webhook queued"
+        );
         Ok(())
     }
 

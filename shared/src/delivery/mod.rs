@@ -5,6 +5,7 @@ pub mod attempt;
 pub mod client;
 pub mod engine;
 pub mod fair;
+pub mod notice;
 pub mod pace;
 pub mod queue;
 pub mod retry;

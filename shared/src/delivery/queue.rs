@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::delivery::retry::sqs_delay;
-use crate::delivery::task::{sqs_text, to_sqs_json, DeadLetter, RetryTask};
+use crate::delivery::task::{sqs_text, to_sqs_json, DeadLetter, Notice, RetryTask};
 use crate::store::seal::{SealKeyError, SealKeys};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,21 @@ impl Queues {
             .queue_url(&self.queue_url)
             .message_body(body)
             .delay_seconds(sqs_delay(delay))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Self::failed(&self.queue_url, e))
+    }
+
+    /// An operational webhook to fan out, sealed, on the category queue (read back at once).
+    pub async fn enqueue_notice(&self, notice: &Notice) -> Result<(), QueueError> {
+        let key = self.seals.get().await?;
+        let now = chrono::Utc::now().timestamp();
+        let body = to_sqs_json(&notice.clone().sealed_for(key, self.queue_name(), now));
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
             .send()
             .await
             .map(|_| ())

@@ -342,6 +342,65 @@ impl DeadLetter {
     }
 }
 
+/// An operational webhook to fan out (crate::delivery::notice): what delivery observed about one
+/// of an account's subscriptions, to be sent to the account's other subscriptions that ask for
+/// its trigger. Written by the function on its own queue, sealed like a retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Format version; its presence marks the message as a notice.
+    pub dataflows_notice: u32,
+    /// The operational trigger (`subscription.failing`, ...).
+    pub trigger: String,
+    pub account_id: String,
+    /// The subscription it is about: never sent to it.
+    pub about: String,
+    /// The webhook's `event_id`: stable per fact, so a notice written twice is delivered once.
+    pub notice_id: String,
+    /// When delivery observed the fact (unix seconds): the webhook's `timestamp`.
+    pub at: i64,
+    pub data: Value,
+    /// The queue the seal was made for, and until when it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Binding>,
+    #[serde(default)]
+    pub seal: String,
+}
+
+impl Notice {
+    fn sealed_parts<R>(&self, with: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let numbers = [self.dataflows_notice.to_string(), self.at.to_string()];
+        let data = self.data.to_string();
+        let bound = self.bound.as_ref().map(Binding::part);
+        let mut parts: Vec<&[u8]> = vec![
+            numbers[0].as_bytes(),
+            self.trigger.as_bytes(),
+            self.account_id.as_bytes(),
+            self.about.as_bytes(),
+            self.notice_id.as_bytes(),
+            numbers[1].as_bytes(),
+            data.as_bytes(),
+        ];
+        if let Some(b) = &bound {
+            parts.push(b.as_bytes());
+        }
+        with(&parts)
+    }
+
+    /// This notice sealed and bound to `queue` until `now` + [`RETRY_SEAL_SECONDS`].
+    pub fn sealed_for(mut self, key: &SealKey, queue: &str, now: i64) -> Self {
+        self.bound = Some(Binding {
+            queue: queue.to_string(),
+            expires_at: now + RETRY_SEAL_SECONDS,
+        });
+        self.seal = self.sealed_parts(|parts| key.seal("notice", parts));
+        self
+    }
+
+    pub fn verify(&self, key: &SealKey) -> bool {
+        self.sealed_parts(|parts| key.verify("notice", parts, &self.seal))
+    }
+}
+
 /// What arrives on a category queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -349,6 +408,8 @@ pub enum Message {
     Retry(RetryTask),
     /// A dead letter moved back from the DLQ by an operator: try it again from the start.
     Redrive(DeadLetter),
+    /// An operational webhook to send to the account's other subscriptions.
+    Notice(Notice),
 }
 
 impl Message {
@@ -358,6 +419,7 @@ impl Message {
             Message::Event(_) => true,
             Message::Retry(t) => t.verify(key),
             Message::Redrive(d) => d.verify(key),
+            Message::Notice(n) => n.verify(key),
         }
     }
 
@@ -371,6 +433,7 @@ impl Message {
             Message::Event(_) => None,
             Message::Retry(t) => Binding::refusal(t.bound.as_ref(), queue, now),
             Message::Redrive(d) => Binding::refusal(d.bound.as_ref(), queue, now),
+            Message::Notice(n) => Binding::refusal(n.bound.as_ref(), queue, now),
         }
     }
 
@@ -379,6 +442,7 @@ impl Message {
             Message::Event(e) => &e.account_id,
             Message::Retry(t) => &t.account_id,
             Message::Redrive(d) => &d.account_id,
+            Message::Notice(n) => &n.account_id,
         }
     }
 }
@@ -406,6 +470,12 @@ pub fn parse_message(body: &str) -> Result<Message, ParseError> {
         } => serde_json::from_str(body)
             .map(Message::Redrive)
             .map_err(|e| internal("dataflows_dead_letter", e)),
+        Kind {
+            dataflows_notice: Some(_),
+            ..
+        } => serde_json::from_str(body)
+            .map(Message::Notice)
+            .map_err(|e| internal("dataflows_notice", e)),
         _ => parse_event(body).map(Message::Event),
     }
 }
@@ -419,6 +489,8 @@ struct Kind {
     dataflows_retry: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     dataflows_dead_letter: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    dataflows_notice: Option<serde::de::IgnoredAny>,
 }
 
 #[cfg(test)]

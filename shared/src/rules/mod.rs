@@ -5,9 +5,10 @@
 pub mod counting;
 pub mod state;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::event::*;
+use crate::payload::*;
 use crate::trigger::{Category, Trigger};
 
 /// One webhook to emit: its trigger, its `data`, and, for per-subscription triggers (balance.low,
@@ -76,22 +77,47 @@ pub fn stateless(category: Category, event: &InputEvent) -> Option<Vec<Emit>> {
 }
 
 pub fn sms_received(d: &SmsReceived, at: Timestamp) -> Value {
-    json!({"message_id": d.message_id, "from": d.from, "to": d.to, "body": d.body, "received_at": at})
+    to_data(SmsReceivedData {
+        message_id: d.message_id.clone(),
+        from: d.from.clone(),
+        to: d.to.clone(),
+        body: d.body.clone(),
+        received_at: at,
+    })
 }
 
 pub fn sms_status_changed(d: &SmsStatusChanged, previous: Option<Status>, at: Timestamp) -> Value {
-    json!({"message_id": d.message_id, "status": d.status, "previous_status": previous, "recipient": d.recipient,
-           "campaign_id": d.campaign_id, "error_code": d.error_code, "changed_at": at})
+    to_data(SmsStatusChangedData {
+        message_id: d.message_id.clone(),
+        status: d.status,
+        previous_status: previous,
+        recipient: d.recipient.clone(),
+        campaign_id: d.campaign_id.clone(),
+        error_code: d.error_code.clone(),
+        changed_at: at,
+    })
 }
 
 pub fn balance_low(d: &BalanceChanged, threshold: f64, account_id: &str) -> Value {
-    json!({"balance": d.balance, "threshold": threshold, "currency": d.currency,
-           "account": {"id": account_id, "name": d.account_name}})
+    to_data(BalanceLowData {
+        balance: d.balance,
+        threshold,
+        currency: d.currency.clone(),
+        account: AccountRef {
+            id: account_id.to_string(),
+            name: d.account_name.clone(),
+        },
+    })
 }
 
 pub fn campaign_started(d: &CampaignStarted, at: Timestamp) -> Value {
-    json!({"campaign_id": d.campaign_id, "name": d.name, "scheduled_at": d.scheduled_at, "started_at": at,
-           "recipient_count": d.recipient_count})
+    to_data(CampaignStartedData {
+        campaign_id: d.campaign_id.clone(),
+        name: d.name.clone(),
+        scheduled_at: d.scheduled_at,
+        started_at: at,
+        recipient_count: d.recipient_count,
+    })
 }
 
 /// Delivery figures of a finished campaign; counters fill what the platform left out.
@@ -106,57 +132,120 @@ pub fn campaign_completed(d: &CampaignCompleted, counted: CampaignCounts, at: Ti
     let total = d.total_sent.unwrap_or(counted.total);
     let delivered = d.delivered.unwrap_or(counted.delivered);
     let failed = d.failed.unwrap_or(counted.failed);
-    let rate = (total > 0).then(|| state::round_rate(delivered as f64 / total as f64));
-    json!({"campaign_id": d.campaign_id, "name": d.name, "total_sent": total, "delivered": delivered,
-           "failed": failed, "delivery_rate": rate, "completed_at": at})
+    to_data(CampaignCompletedData {
+        campaign_id: d.campaign_id.clone(),
+        name: d.name.clone(),
+        total_sent: total,
+        delivered,
+        failed,
+        delivery_rate: (total > 0).then(|| state::round_rate(delivered as f64 / total as f64)),
+        completed_at: at,
+    })
 }
 
 pub fn campaign_failed(d: &CampaignFailed) -> Value {
-    json!({"campaign_id": d.campaign_id, "name": d.name, "error": d.error, "affected_recipients": d.affected_recipients})
+    to_data(CampaignFailedData {
+        campaign_id: d.campaign_id.clone(),
+        name: d.name.clone(),
+        error: d.error.clone(),
+        affected_recipients: d.affected_recipients,
+    })
 }
 
 pub fn contact_added(d: &ContactAdded) -> Value {
-    json!({"contact_id": d.contact_id, "contact": d.contact, "group_ids": d.group_ids})
+    to_data(ContactAddedData {
+        contact_id: d.contact_id.clone(),
+        contact: d.contact.clone(),
+        group_ids: d.group_ids.clone(),
+    })
 }
 
 pub fn contact_updated(d: &ContactUpdated, previous: &Map<String, Value>) -> Value {
-    let (changed, old, new) = state::contact_diff(previous, &d.contact);
-    json!({"contact_id": d.contact_id, "changed_fields": changed, "previous": old, "current": new})
+    let (changed_fields, previous, current) = state::contact_diff(previous, &d.contact);
+    let object = |v: Value| match v {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    to_data(ContactUpdatedData {
+        contact_id: d.contact_id.clone(),
+        changed_fields,
+        previous: object(previous),
+        current: object(current),
+    })
 }
 
 pub fn contact_deleted(d: &ContactDeleted, last_known: Option<&Map<String, Value>>, at: Timestamp) -> Value {
-    json!({"contact_id": d.contact_id, "contact": last_known, "reason": d.reason, "deleted_at": at})
+    to_data(ContactDeletedData {
+        contact_id: d.contact_id.clone(),
+        contact: last_known.cloned(),
+        reason: d.reason.clone(),
+        deleted_at: at,
+    })
 }
 
 pub fn message_scheduled(d: &MessageScheduled) -> Value {
-    json!({"message_id": d.message_id, "send_at": d.send_at, "recipients": d.recipients, "body": d.body})
+    to_data(MessageScheduledData {
+        message_id: d.message_id.clone(),
+        send_at: d.send_at,
+        recipients: d.recipients.clone(),
+        body: d.body.clone(),
+    })
 }
 
 pub fn message_cancelled(d: &MessageCancelled, original: Option<&MessageScheduled>) -> Value {
-    let original = original.map(|o| json!({"send_at": o.send_at, "recipients": o.recipients, "body": o.body}));
-    json!({"message_id": d.message_id, "reason": d.reason, "original_schedule": original})
+    to_data(MessageCancelledData {
+        message_id: d.message_id.clone(),
+        reason: d.reason.clone(),
+        original_schedule: original.map(|o| OriginalSchedule {
+            send_at: o.send_at,
+            recipients: o.recipients.clone(),
+            body: o.body.clone(),
+        }),
+    })
 }
 
 pub fn keyword_matched(d: &SmsReceived, keyword: &str, match_type: &str, reserved: Option<&str>) -> Value {
-    json!({"keyword": keyword, "match_type": match_type, "reserved": reserved,
-           "message": {"message_id": d.message_id, "from": d.from, "to": d.to, "body": d.body}})
+    to_data(KeywordMatchedData {
+        keyword: keyword.to_string(),
+        match_type: match_type.to_string(),
+        reserved: reserved.map(str::to_string),
+        message: InboundMessage {
+            message_id: d.message_id.clone(),
+            from: d.from.clone(),
+            to: d.to.clone(),
+            body: d.body.clone(),
+        },
+    })
 }
 
 pub fn auto_reply_sent(d: &AutoReplySent) -> Value {
-    json!({"original_message": d.original_message, "reply": d.reply, "recipient": d.original_message.from})
+    to_data(AutoReplySentData {
+        original_message: d.original_message.clone(),
+        reply: d.reply.clone(),
+        recipient: d.original_message.from.clone(),
+    })
 }
 
 pub fn sender_id_approved(d: &SenderIdApproved, at: Timestamp) -> Value {
-    json!({"sender_id": d.sender_id, "approved_at": d.approved_at.unwrap_or(at), "restrictions": d.restrictions})
+    to_data(SenderIdApprovedData {
+        sender_id: d.sender_id.clone(),
+        approved_at: d.approved_at.unwrap_or(at),
+        restrictions: d.restrictions.clone(),
+    })
 }
 
 pub fn sender_id_rejected(d: &SenderIdRejected) -> Value {
-    json!({"sender_id": d.sender_id, "reason": d.reason, "resubmission_guidelines": d.resubmission_guidelines})
+    to_data(SenderIdRejectedData {
+        sender_id: d.sender_id.clone(),
+        reason: d.reason.clone(),
+        resubmission_guidelines: d.resubmission_guidelines.clone(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn event(ty: &str, data: Value) -> InputEvent {
         parse_event(

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::event::{Status, Timestamp};
+use crate::payload::{to_data, BounceRateHighData, CampaignRate, DeliveryRateLowData};
 use crate::subscription::{BalanceLow, KeywordRule, RateAlert};
 
 // ---------------------------------------------------------------- sms.status_changed
@@ -335,26 +336,40 @@ pub fn round_rate(r: f64) -> f64 {
 
 /// The data of delivery_rate.low.
 pub fn delivery_rate_data(rate: f64, cfg: &RateAlert, stats: &WindowStats) -> Value {
-    let campaigns: Vec<Value> = stats
+    let affected_campaigns = stats
         .campaigns
         .iter()
-        .map(|(id, (total, delivered))| {
-            json!({"campaign_id": id, "rate": round_rate(*delivered as f64 / (*total).max(1) as f64), "samples": total})
+        .map(|(id, (total, delivered))| CampaignRate {
+            campaign_id: id.clone(),
+            rate: round_rate(*delivered as f64 / (*total).max(1) as f64),
+            samples: *total,
         })
         .collect();
-    json!({"rate": round_rate(rate), "threshold": cfg.threshold, "window_minutes": cfg.window_minutes,
-           "samples": stats.samples, "affected_campaigns": campaigns})
+    to_data(DeliveryRateLowData {
+        rate: round_rate(rate),
+        threshold: cfg.threshold,
+        window_minutes: cfg.window_minutes,
+        samples: stats.samples,
+        affected_campaigns,
+    })
 }
 
 /// The data of bounce_rate.high.
 pub fn bounce_rate_data(rate: f64, cfg: &RateAlert, stats: &WindowStats) -> Value {
-    json!({"rate": round_rate(rate), "threshold": cfg.threshold, "window_minutes": cfg.window_minutes,
-           "samples": stats.samples, "affected_numbers": stats.bounced_numbers, "reasons": stats.bounce_codes})
+    to_data(BounceRateHighData {
+        rate: round_rate(rate),
+        threshold: cfg.threshold,
+        window_minutes: cfg.window_minutes,
+        samples: stats.samples,
+        affected_numbers: stats.bounced_numbers.clone(),
+        reasons: stats.bounce_codes.clone(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use crate::subscription::{parse_record, ParseOptions};
 
     fn ts(s: &str) -> Timestamp {

@@ -123,10 +123,12 @@ impl SubscriptionWriter {
         }
     }
 
-    /// `enabled = false` with the reason and time.
-    pub async fn disable(&self, key: &SubscriptionKey, reason: &str, now: &str) -> Result<(), UpdateError> {
+    /// `enabled = false` with the reason and time. `true` when this write disabled it: `false`
+    /// when it was disabled already (another attempt, the customer) or deleted meanwhile.
+    pub async fn disable(&self, key: &SubscriptionKey, reason: &str, now: &str) -> Result<bool, UpdateError> {
         let result = self
             .update(key)
+            .condition_expression("attribute_exists(account_id) AND (attribute_not_exists(enabled) OR enabled <> :f)")
             .update_expression("SET enabled = :f, disabled_reason = :r, updated_at = :now")
             .expression_attribute_values(":f", AttributeValue::Bool(false))
             .expression_attribute_values(":r", AttributeValue::S(reason.to_string()))
@@ -134,29 +136,33 @@ impl SubscriptionWriter {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()), // deleted meanwhile: nothing to disable
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false), // disabled or deleted meanwhile
             Err(e) => Err(self.error(key, e)),
         }
     }
 
-    /// Start the failing streak if none is running; returns when it started (unix seconds).
-    pub async fn mark_failing(&self, key: &SubscriptionKey, now: i64) -> Result<i64, UpdateError> {
+    /// Start the failing streak if none is running. Returns when the running streak started
+    /// (unix seconds) and whether this write started it: the old value, read in the same write,
+    /// says whether one was running.
+    pub async fn mark_failing(&self, key: &SubscriptionKey, now: i64) -> Result<(i64, bool), UpdateError> {
         let result = self
             .update(key)
             .update_expression("SET failing_since = if_not_exists(failing_since, :now)")
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
             .send()
             .await;
         match result {
-            Ok(out) => Ok(out
-                .attributes()
-                .and_then(|a| a.get("failing_since"))
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(now)),
-            Err(e) if is_conditional_failure(&e) => Ok(now),
+            Ok(out) => {
+                let running = out
+                    .attributes()
+                    .and_then(|a| a.get("failing_since"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok());
+                Ok(running.map_or((now, true), |since| (since, false)))
+            }
+            Err(e) if is_conditional_failure(&e) => Ok((now, false)), // deleted meanwhile
             Err(e) => Err(self.error(key, e)),
         }
     }

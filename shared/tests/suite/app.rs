@@ -21,7 +21,7 @@ use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use dataflows_shared::app::App;
 use dataflows_shared::config::Settings;
 use dataflows_shared::delivery::client::build_client;
-use dataflows_shared::delivery::task::{parse_message, Message, RetryTask, SealKey};
+use dataflows_shared::delivery::task::{parse_message, Message, Notice, RetryTask, SealKey};
 use dataflows_shared::signing::signature_header;
 use dataflows_shared::signing::Secret;
 use dataflows_shared::Category;
@@ -120,23 +120,34 @@ struct Harness {
 }
 
 fn subscription_item(url: &str) -> HashMap<String, AttributeValue> {
+    record("crm", &format!("{url}/hook"), &["sms.received"])
+}
+
+fn record(id: &str, url: &str, triggers: &[&str]) -> HashMap<String, AttributeValue> {
     let s = |v: &str| AttributeValue::S(v.to_string());
     HashMap::from([
         ("account_id".to_string(), s("acc_1")),
-        ("subscription_id".to_string(), s("crm")),
-        ("url".to_string(), s(&format!("{url}/hook"))),
+        ("subscription_id".to_string(), s(id)),
+        ("url".to_string(), s(url)),
         ("secrets".to_string(), AttributeValue::L(vec![s(SECRET)])),
-        ("triggers".to_string(), AttributeValue::L(vec![s("sms.received")])),
+        (
+            "triggers".to_string(),
+            AttributeValue::L(triggers.iter().map(|t| s(t)).collect()),
+        ),
     ])
 }
 
 /// An sms function whose account acc_1 has one subscription to `url`; retries 1 s apart, three
 /// attempts in all. `sqs_fails`: every SendMessage is refused.
 fn harness(url: &str, sqs_fails: bool) -> Harness {
+    harness_with(vec![subscription_item(url)], sqs_fails)
+}
+
+/// The same with the account's subscriptions as `items`.
+fn harness_with(items: Vec<HashMap<String, AttributeValue>>, sqs_fails: bool) -> Harness {
     let calls: Arc<Mutex<Calls>> = Arc::default();
-    let item = subscription_item(url);
     let query = mock!(aws_sdk_dynamodb::Client::query)
-        .then_output(move || QueryOutput::builder().set_items(Some(vec![item.clone()])).build());
+        .then_output(move || QueryOutput::builder().set_items(Some(items.clone())).build());
     let seen = calls.clone();
     let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |r| {
         let expression = r.update_expression().unwrap_or_default().to_string();
@@ -300,11 +311,21 @@ async fn a_failed_attempt_queues_a_sealed_retry_with_the_same_body() {
     let hits = rx.hits.lock().unwrap().clone();
     assert_eq!(hits.len(), 1);
     let calls = h.calls.lock().unwrap();
-    let [(queue, body, delay, _)] = calls.sent.as_slice() else {
+    let [(queue, body, delay, _), (notice_queue, notice, _, _)] = calls.sent.as_slice() else {
         panic!("{:?}", calls.sent)
     };
     assert_eq!(queue, QUEUE);
     assert!(matches!(delay, Some(0..=2)), "1 s ± 20 %: {delay:?}");
+    // The streak began with this write: subscription.failing goes out, sealed, on the same queue.
+    let Ok(Message::Notice(notice)) = parse_message(notice) else {
+        panic!("an operational notice: {notice}")
+    };
+    assert_eq!(notice_queue, QUEUE);
+    assert!(notice.verify(&SealKey::new(SEAL)));
+    assert_eq!(
+        (notice.trigger.as_str(), notice.about.as_str()),
+        ("subscription.failing", "crm")
+    );
     let Ok(Message::Retry(task)) = parse_message(body) else {
         panic!("a retry: {body}")
     };
@@ -355,9 +376,21 @@ async fn the_last_attempt_failing_dead_letters_the_webhook() {
     assert!(failed_ids(&response).is_empty());
     assert_eq!(rx.hits.lock().unwrap().len(), 1, "the third attempt was made");
     let calls = h.calls.lock().unwrap();
-    let [(queue, body, _, attributes)] = calls.sent.as_slice() else {
+    let [(queue, body, _, attributes), rest @ ..] = calls.sent.as_slice() else {
         panic!("{:?}", calls.sent)
     };
+    let notices: Vec<String> = rest
+        .iter()
+        .filter_map(|(_, b, _, _)| match parse_message(b) {
+            Ok(Message::Notice(n)) => Some(n.trigger),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notices,
+        ["subscription.failing", "webhook.dead_lettered"],
+        "the streak starts (the mock keeps no failing_since) and the dead letter is told"
+    );
     assert_eq!(queue, DLQ);
     assert_eq!(attributes["reason"], "retry schedule exhausted after 3 attempts");
     assert_eq!(attributes["webhook_id"], "msg_last");
@@ -478,4 +511,76 @@ async fn a_batch_too_close_to_its_deadline_defers_instead_of_sending() {
         panic!("{body}")
     };
     assert_eq!(task.attempt, 1, "a deferral is not an attempt");
+}
+
+fn notice(about: &str) -> Notice {
+    Notice {
+        dataflows_notice: 1,
+        trigger: "subscription.failing".into(),
+        account_id: "acc_1".into(),
+        about: about.into(),
+        notice_id: format!("ntc_{about}"),
+        at: 1_796_040_000,
+        data: json!({"subscription_id": about}),
+        bound: None,
+        seal: String::new(),
+    }
+    .sealed_for(&SealKey::new(SEAL), "sms", chrono::Utc::now().timestamp())
+}
+
+#[tokio::test]
+async fn an_operational_webhook_goes_to_the_accounts_other_subscriptions_that_name_it() {
+    let rx = receiver(&[]).await;
+    let h = harness_with(
+        vec![
+            record("crm", &format!("{}/crm", rx.url), &["sms.received"]),
+            record("ops", &format!("{}/ops", rx.url), &["subscription.failing", "sms.received"]),
+            record("all", &format!("{}/all", rx.url), &["*"]),
+        ],
+        false,
+    );
+    let about_crm = serde_json::to_string(&notice("crm")).unwrap();
+    let about_ops = serde_json::to_string(&notice("ops")).unwrap();
+    let forged = serde_json::to_string(&Notice {
+        seal: String::new(),
+        ..notice("all")
+    })
+    .unwrap();
+
+    let response = h
+        .app
+        .handle(sqs_event(&[&about_crm, &about_ops, &forged]), None)
+        .await
+        .unwrap();
+
+    assert!(failed_ids(&response).is_empty());
+    let hits = rx.hits.lock().unwrap().clone();
+    // Only `ops` names the trigger ("*" is the 17 triggers); the notice about `ops` itself is
+    // never sent to it; the unsealed one is dead-lettered, not sent.
+    let [hit] = hits.as_slice() else { panic!("{hits:?}") };
+    assert_eq!(hit.path, "/ops");
+    let body: Value = serde_json::from_slice(&hit.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"type": "subscription.failing", "timestamp": "2026-11-30T12:00:00Z", "account_id": "acc_1",
+               "event_id": "ntc_crm", "data": {"subscription_id": "crm"}})
+    );
+    let (id, ts) = (
+        &hit.headers["webhook-id"],
+        hit.headers["webhook-timestamp"].parse::<i64>().unwrap(),
+    );
+    assert_eq!(
+        hit.headers["webhook-signature"],
+        signature_header(&[Secret::parse(SECRET).unwrap()], id, ts, &hit.body)
+    );
+    let calls = h.calls.lock().unwrap();
+    assert!(
+        calls.state_updates.iter().any(|(pk, _)| pk == &format!("webhook#{id}")),
+        "claimed like any webhook"
+    );
+    let [(queue, _, _, attributes)] = calls.sent.as_slice() else {
+        panic!("{:?}", calls.sent)
+    };
+    assert_eq!(queue, DLQ);
+    assert!(attributes["reason"].contains("not authenticated"), "{attributes:?}");
 }

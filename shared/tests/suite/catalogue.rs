@@ -1,6 +1,6 @@
 //! docs/webhooks.md, the webhook catalogue, is generated here from the catalogue's examples
 //! (shared/src/catalogue.rs: the sample events in events/ run through the same rule functions the
-//! functions run), so its examples cannot drift. The test fails when the file is stale;
+//! functions run, and the operational webhooks built by delivery's own notice builders), so its examples cannot drift. The test fails when the file is stale;
 //! `UPDATE_DOCS=1 cargo test -p dataflows-shared --test suite catalogue::` rewrites it.
 
 use std::path::PathBuf;
@@ -19,16 +19,26 @@ fn render() -> String {
          Every webhook is a `POST` with `content-type: application/json`, signed per Standard Webhooks\n\
          (see [receivers.md](receivers.md)), with this body:\n\n\
          ```text\n{\"type\": \"<trigger>\", \"timestamp\": \"<when it happened>\", \"account_id\": \"...\", \"event_id\": \"<input event id>\", \"data\": {...}}\n```\n\n\
-         | trigger | category | input event |\n|---|---|---|\n",
+         Each has a JSON Schema, generated from the types that build its body, in\n\
+         [schemas/webhooks/](../schemas/webhooks/), and all of them are described by the AsyncAPI 3.0\n\
+         document [schemas/asyncapi.json](../schemas/asyncapi.json) (docs/receivers.md shows how to\n\
+         generate types from them). Every field is always present; an absent value is `null`.\n\n\
+         The last three are **operational webhooks**: delivery's news about the account's own\n\
+         subscriptions, sent to the account's *other* subscriptions that name them in `triggers`\n\
+         (`\"*\"` means the 17 triggers and does not include them). They are signed, retried and\n\
+         deduplicated like every webhook; they are never sent to the subscription they are about, an\n\
+         operational webhook that fails produces none about itself, `subscription.failing` is sent\n\
+         once per failing streak and `subscription.disabled` once per disable.\n\n\
+         | trigger | category | fired by | schema |\n|---|---|---|---|\n",
     );
     let examples = examples();
     for x in &examples {
-        let (t, e) = (&x.trigger, &x.event);
+        let t = &x.trigger;
         doc.push_str(&format!(
-            "| [{t}](#{}) | {} | {} |\n",
+            "| [{t}](#{}) | {} | {} | [schema](../schemas/webhooks/{t}.schema.json) |\n",
             t.as_str().replace(['.', '_'], ""),
-            t.category(),
-            e.event_type()
+            t.category().map_or("every (operational)", |c| c.as_str()),
+            x.fired_by
         ));
     }
     for x in &examples {
@@ -45,12 +55,12 @@ fn render() -> String {
 }
 
 #[test]
-fn catalogue_covers_all_17_triggers_and_is_current() {
+fn catalogue_covers_all_17_triggers_and_the_operational_webhooks_and_is_current() {
     let examples = examples();
     let mut triggers: Vec<Trigger> = examples.iter().map(|x| x.trigger).collect();
     triggers.sort();
     triggers.dedup();
-    assert_eq!(triggers.len(), 17);
+    assert_eq!(triggers, Trigger::EVERY.to_vec(), "one example per webhook type");
     let path = root().join("docs/webhooks.md");
     let text = render();
     if std::env::var_os("UPDATE_DOCS").is_some() {

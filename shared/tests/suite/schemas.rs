@@ -1,11 +1,15 @@
-//! The JSON Schemas in schemas/ are generated from the Rust types. This test fails when they are
-//! out of date; `UPDATE_SCHEMAS=1 make schemas` rewrites them.
+//! The JSON Schemas in schemas/ (the input events, every webhook) and the AsyncAPI document are
+//! generated from the Rust types. This test fails when they are out of date;
+//! `UPDATE_SCHEMAS=1 make schemas` rewrites them.
 
 use std::path::PathBuf;
 
+use dataflows_shared::catalogue::examples;
+use dataflows_shared::contract::{asyncapi, webhook_schema};
 use dataflows_shared::event::{envelope_schema, event_schema, EventType};
+use dataflows_shared::trigger::Trigger;
 
-fn check(path: PathBuf, schema: schemars::Schema, stale: &mut Vec<String>) {
+fn check(path: PathBuf, schema: impl serde::Serialize, stale: &mut Vec<String>) {
     let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
     if std::env::var_os("UPDATE_SCHEMAS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -27,6 +31,20 @@ fn schemas_are_current() {
             &mut stale,
         );
     }
+    let examples = examples();
+    for trigger in Trigger::EVERY {
+        let example = examples.iter().find(|x| x.trigger == *trigger).unwrap();
+        check(
+            root.join(format!("webhooks/{}.schema.json", trigger.as_str())),
+            webhook_schema(example),
+            &mut stale,
+        );
+    }
+    check(
+        root.join("asyncapi.json"),
+        asyncapi(&examples, env!("CARGO_PKG_VERSION")),
+        &mut stale,
+    );
     assert!(
         stale.is_empty(),
         "stale schemas (run UPDATE_SCHEMAS=1 make schemas): {stale:?}"
