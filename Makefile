@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export CARGO_TERM_COLOR := never
 
-.PHONY: tools build up demo invoke test lint unit infra-test emulator-test integration template sam-build deploy schemas redrive soak fuzz bench clean
+.PHONY: tools build up demo invoke test lint unit infra-test emulator-test contract integration template sam-build deploy schemas redrive soak fuzz bench clean
 
 tools:            ## the pinned Python tools, in .local/venv
 	@infra/bootstrap.sh
@@ -23,7 +23,7 @@ invoke: tools     ## `sam local invoke` without Docker, on the running `make up`
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=sms EVENT=events/sms.received.json"; exit 2; }
 	$(PY) infra/invoke.py $(FN) $(EVENT) $(INVOKE_ARGS)
 
-test: tools lint unit template infra-test emulator-test build integration ## everything, emulator included
+test: tools lint unit template infra-test emulator-test contract build integration ## everything, emulator included
 
 lint:
 	cargo fmt --all -- --check
@@ -42,6 +42,10 @@ infra-test: tools ## infra/'s Python tools without a stack: the charts of make s
 
 emulator-test: tools ## the emulator's DynamoDB behaviours (conflicts, throttling, size limit, accounting); no Rust
 	$(PY) -m pytest -q tests/emulator
+
+contract: tools    ## the receiver's contract: schemas/asyncapi.json through the AsyncAPI reference parser, every schema and example (tests/contract)
+	node infra/asyncapi/validate.cjs schemas/asyncapi.json
+	$(PY) -m pytest -q tests/contract
 
 integration: tools build
 	$(PY) -m pytest -q tests/integration

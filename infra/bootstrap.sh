@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
-# Installs the pinned local tools (infra/requirements.lock) into .local/venv. Idempotent: does
-# nothing when the lock file has not changed since the last install.
+# Installs the pinned local tools: the Python ones (infra/requirements.lock) into .local/venv, and
+# the AsyncAPI reference parser (infra/asyncapi/package-lock.json, npm) into .local/node.
+# Idempotent: each part does nothing when its lock file has not changed since its last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+node_dir=.local/node
+node_stamp=$node_dir/.installed-lock.sha256
+node_want=$(sha256sum infra/asyncapi/package-lock.json | cut -d' ' -f1)
+if ! { [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$node_want" ]; }; then
+  command -v npm >/dev/null || { echo "npm (Node.js 18+) is required for the AsyncAPI parser"; exit 1; }
+  mkdir -p "$node_dir"
+  cp infra/asyncapi/package.json infra/asyncapi/package-lock.json "$node_dir/"
+  # Exactly the locked versions; no install scripts run.
+  npm ci --prefix "$node_dir" --ignore-scripts --no-audit --no-fund --loglevel=error
+  echo "$node_want" > "$node_stamp"
+  echo "AsyncAPI parser installed into $node_dir"
+fi
+
 venv=.local/venv
 stamp=$venv/.installed-lock.sha256
 want=$(sha256sum infra/requirements.lock | cut -d' ' -f1)

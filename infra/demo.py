@@ -136,26 +136,31 @@ def main() -> int:
         time.sleep(1)  # a duplicate would arrive now
         hits = receiver.wait_for(ours, count=10**6, timeout=0)
         print(f"\n{len(hits)} webhook(s) received in {time.time() - started:.1f}s:")
-        print(f"  {'trigger':<22} {'subscription':<10} {'signature':<10} key fields")
+        print(f"  {'trigger':<22} {'subscription':<10} {'signature':<10} {'schema':<8} key fields")
         for h in hits:
             body = h.json
             fields = {k: body["data"].get(k) for k in KEY_FIELDS.get(body["type"], [])}
             print(f"  {body['type']:<22} {'sub_demo':<10} {'verified' if h.verified else 'INVALID':<10} "
+                  f"{'INVALID' if h.contract_error else 'valid':<8} "
                   f"{json.dumps(fields, ensure_ascii=False)}")
         got = {(h.json["type"], h.json["event_id"]) for h in hits if h.verified}
         missing = [e for e in expected if e not in got]
         invalid = [h for h in hits if not h.verified]
+        broken = [h for h in hits if h.contract_error]
         extra = len(hits) - len(expected)
-        if missing or invalid or extra:
+        if missing or invalid or extra or broken:
             if extra:
                 print(f"UNEXPECTED: {extra} webhook(s) more than the {len(expected)} expected")
             for t, ev in missing:
                 print(f"MISSING: {t} for {ev}")
             for h in invalid:
                 print(f"INVALID SIGNATURE: {h.json.get('type')}: {h.error}")
+            for h in broken:
+                print(f"BREAKS ITS SCHEMA: {h.contract_error}")
             print("see the function logs in .local/logs/")
             return 1
-        print(f"\nall {len(expected)} expected webhook(s) arrived, signatures verified")
+        print(f"\nall {len(expected)} expected webhook(s) arrived, signatures verified, "
+              f"each body valid against its schema in schemas/webhooks/")
         return 0
     finally:
         receiver.stop()

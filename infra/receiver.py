@@ -8,7 +8,10 @@ beyond answered at once with 429 and `Retry-After` (as SaaS CRMs do). A request 
 capacity is recorded like any other (status 429) and uses up neither the script of answers nor the
 capacity. A `retry_after` given explicitly is also sent with the script's own 429 and 503 answers.
 
-`peak_per_second` gives the most requests that arrived in any 1-second window."""
+`peak_per_second` gives the most requests that arrived in any 1-second window.
+
+Every body is also checked against its published JSON Schema (infra/contract.py): `contract_error`
+says why one breaks the contract, and `broken_contracts()` lists them all."""
 
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from contract import contract_error
+
 
 @dataclass
 class Received:
@@ -33,6 +38,7 @@ class Received:
     status: int
     verified: bool
     error: str | None = None
+    contract_error: str | None = None
 
     @property
     def json(self) -> Any:
@@ -178,9 +184,15 @@ class Receiver:
                     delay = ep.delay
                     if status in (429, 503) and ep.answers_retry_after is not None:
                         extra["retry-after"] = ep.answers_retry_after
-            self.received.append(Received(path, headers, body, now, status, verified, error))
+            self.received.append(Received(path, headers, body, now, status, verified, error,
+                                          contract_error(body)))
             self.lock.notify_all()
         return status, extra, delay
+
+    def broken_contracts(self) -> list[Received]:
+        """Every request received whose body does not validate against its published schema."""
+        with self.lock:
+            return [r for r in self.received if r.contract_error is not None]
 
     def wait_for(self, predicate, count: int = 1, timeout: float = 30.0) -> list[Received]:
         """Wait until at least `count` received requests satisfy `predicate`; return them."""

@@ -175,7 +175,6 @@ pub fn asyncapi(examples: &[Example], version: &str) -> Value {
         if let Some(Value::Object(defs)) = object.remove("$defs") {
             schemas.extend(defs);
         }
-        refs_to_components(&mut schema);
         let name = trigger.as_str();
         schemas.insert(name.to_string(), schema);
         let kind = if trigger.is_operational() {
@@ -214,6 +213,9 @@ pub fn asyncapi(examples: &[Example], version: &str) -> Value {
         operation_messages.push(json!({"$ref": format!("#/channels/subscriber/messages/{name}")}));
     }
     schemas.insert("WebhookHeaders".into(), headers_schema());
+    // The definitions now live under components: every reference follows them.
+    let mut schemas = Value::Object(schemas);
+    refs_to_components(&mut schemas);
     json!({
         "asyncapi": "3.0.0",
         "info": {

@@ -48,6 +48,17 @@ def receiver():
     r.stop()
 
 
+@pytest.fixture(autouse=True)
+def bodies_keep_their_contract(request):
+    """After each test, every webhook body the receiver got so far validates against its
+    published schema (schemas/webhooks/): no body drifts from the contract unnoticed."""
+    yield
+    if "receiver" in request.fixturenames:
+        r = request.getfixturevalue("receiver")
+        broken = r.broken_contracts()
+        assert not broken, f"{len(broken)} webhook(s) broke their schema, first: {broken[0].contract_error}"
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
