@@ -69,6 +69,9 @@ enum Command {
         #[arg(long)]
         trigger: Option<String>,
     },
+    /// The webhooks' contract: every trigger, its JSON Schema, the AsyncAPI document. Needs no stack.
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
     /// Input events.
     #[command(subcommand)]
     Event(EventCmd),
@@ -107,6 +110,63 @@ enum Command {
     ///
     /// Example: dataflows completions bash > /etc/bash_completion.d/dataflows
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// Every webhook type: what fires it, its category, its schema file.
+    ///
+    /// Example: dataflows webhooks list
+    List,
+    /// One webhook type's JSON Schema (as in schemas/webhooks/), with the catalogue's example.
+    ///
+    /// Example: dataflows webhooks schema sms.status_changed > sms.status_changed.schema.json
+    Schema { trigger: String },
+    /// The AsyncAPI 3.0 document of every webhook (as schemas/asyncapi.json).
+    ///
+    /// Example: dataflows webhooks asyncapi > asyncapi.json
+    Asyncapi,
+}
+
+/// The contract commands: from the catalogue and the types built into this binary.
+fn webhooks(cmd: &WebhooksCmd) -> Outcome {
+    let examples = catalogue::examples();
+    match cmd {
+        WebhooksCmd::List => {
+            let list: Vec<Value> = examples
+                .iter()
+                .map(|x| {
+                    json!({
+                        "trigger": x.trigger.as_str(),
+                        "category": x.trigger.category().map(|c| c.as_str()),
+                        "operational": x.trigger.is_operational(),
+                        "fired_by": x.fired_by,
+                        "when": x.when,
+                        "schema": format!("schemas/webhooks/{}.schema.json", x.trigger),
+                    })
+                })
+                .collect();
+            Ok(json!({"webhooks": list}))
+        }
+        WebhooksCmd::Schema { trigger } => {
+            let trigger = trigger.parse::<Trigger>().map_err(|_| {
+                let names: Vec<&str> = Trigger::EVERY.iter().map(|t| t.as_str()).collect();
+                (
+                    Failure::Check(format!("{trigger} is not a webhook type; one of: {}", names.join(", "))),
+                    Value::Null,
+                )
+            })?;
+            let example = examples
+                .iter()
+                .find(|x| x.trigger == trigger)
+                .expect("an example of every trigger");
+            Ok(Value::from(dataflows_shared::contract::webhook_schema(example)))
+        }
+        WebhooksCmd::Asyncapi => Ok(dataflows_shared::contract::asyncapi(
+            &examples,
+            env!("CARGO_PKG_VERSION"),
+        )),
+    }
 }
 
 /// A record given as flags instead of a file.
@@ -1129,6 +1189,27 @@ async fn redrive_one(
 
 fn print_human(command: &Command, out: &Value) {
     match command {
+        Command::Webhooks(WebhooksCmd::List) => {
+            println!("{:<24} {:<13} {:<25} schema", "webhook", "category", "fired by");
+            for w in out["webhooks"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<13} {:<25} {}",
+                    w["trigger"].as_str().unwrap_or(""),
+                    w["category"].as_str().unwrap_or("operational"),
+                    w["fired_by"].as_str().unwrap_or(""),
+                    w["schema"].as_str().unwrap_or("")
+                );
+                println!("    {}", w["when"].as_str().unwrap_or(""));
+            }
+        }
+        // A schema or a document: printed byte for byte as the published file, to be saved or
+        // piped (a closed pipe, as `| head` makes, is not an error).
+        Command::Webhooks(_) => {
+            use std::io::Write;
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(dataflows_shared::contract::canonical_text(out).as_bytes());
+        }
         Command::Subscription(SubscriptionCmd::Validate { .. }) => {
             for r in out["results"].as_array().into_iter().flatten() {
                 if r["valid"] == true {
@@ -1265,6 +1346,9 @@ async fn run(cli: &Cli) -> Outcome {
         clap_complete::generate(*shell, &mut Cli::command(), "dataflows", &mut std::io::stdout());
         return Ok(Value::Null);
     }
+    if let Command::Webhooks(cmd) = &cli.command {
+        return webhooks(cmd);
+    }
     if let Command::Subscription(SubscriptionCmd::Validate {
         files,
         allow_private_targets,
@@ -1332,7 +1416,7 @@ async fn run(cli: &Cli) -> Outcome {
         } => send_test(&t, account, subscription, trigger.as_deref()).await,
         Command::Event(EventCmd::Publish { file }) => publish(&t, file).await,
         Command::DeadLetters(cmd) => dead_letters(&t, cmd).await,
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Webhooks(_) => unreachable!("handled above"),
         Command::Deliveries {
             account,
             subscription,

@@ -63,7 +63,10 @@ fn require_every_property(v: &mut Value) {
     match v {
         Value::Object(map) => {
             if let Some(Value::Object(props)) = map.get("properties") {
-                let names: Vec<Value> = props.keys().cloned().map(Value::String).collect();
+                // Sorted: the same list whichever order the map keeps its keys in.
+                let mut names: Vec<String> = props.keys().cloned().collect();
+                names.sort();
+                let names: Vec<Value> = names.into_iter().map(Value::String).collect();
                 map.insert("required".into(), Value::Array(names));
             }
             for (key, child) in map.iter_mut() {
@@ -112,6 +115,24 @@ pub fn webhook_schema(example: &Example) -> schemars::Schema {
     let mut value = Value::Object(std::mem::take(schema.ensure_object()));
     require_every_property(&mut value);
     schemars::Schema::try_from(value).expect("an object is a schema")
+}
+
+/// `v` as the files of schemas/ hold it: pretty JSON, every object's keys sorted, a final newline.
+/// The same text whichever order serde_json keeps keys in (its `preserve_order` feature differs
+/// between builds), so `dataflows webhooks schema` prints exactly the published file.
+pub fn canonical_text(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string_pretty(&sorted(v)).expect("JSON always serializes") + "\n"
 }
 
 /// Every `"$ref": "#/$defs/X"` under `v` pointed at `#/components/schemas/X`.

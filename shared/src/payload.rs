@@ -272,8 +272,7 @@ pub struct SubscriptionDisabledData {
     pub cause: String,
     pub reason: String,
     pub disabled_at: Timestamp,
-    /// What to do: fix the receiver, then set `enabled` back to true on the record
-    /// (`dataflows subscription put ... --enabled`), and redrive the dead letters.
+    /// What to do: fix the receiver, enable the subscription again, redrive its dead letters.
     pub how_to_enable: String,
 }
 

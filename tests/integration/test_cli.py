@@ -197,9 +197,32 @@ def test_help_has_an_example_on_every_command():
     for args in (["subscription", "validate"], ["subscription", "put"], ["subscription", "list"],
                  ["subscription", "show"], ["subscription", "enable"], ["subscription", "disable"],
                  ["send-test"], ["event", "publish"], ["secret", "rotate"], ["dead-letters", "list"],
-                 ["dead-letters", "redrive"], ["deliveries"], ["completions"]):
+                 ["dead-letters", "redrive"], ["deliveries"], ["completions"], ["webhooks", "list"],
+                 ["webhooks", "schema"], ["webhooks", "asyncapi"]):
         out = subprocess.run([str(BINARY), *args, "--help"], capture_output=True, text=True, cwd=ROOT)
         assert out.returncode == 0 and "Example: dataflows" in out.stdout, args
+
+
+def test_webhooks_list_and_schema_print_the_published_contract():
+    """`dataflows webhooks` needs no stack: the triggers with what fires them, and each schema
+    byte for byte as published in schemas/webhooks/ (what a receiver generates types from)."""
+    listed = subprocess.run([str(BINARY), "--json", "webhooks", "list"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    hooks = json.loads(listed.stdout)["webhooks"]
+    assert len(hooks) == 20
+    by_name = {h["trigger"]: h for h in hooks}
+    assert by_name["keyword.matched"]["fired_by"] == "sms.received"
+    assert by_name["keyword.matched"]["category"] == "messaging"
+    assert [h["trigger"] for h in hooks if h["operational"]] == [
+        "subscription.failing", "subscription.disabled", "webhook.dead_lettered"]
+    for name in by_name:
+        shown = subprocess.run([str(BINARY), "webhooks", "schema", name], capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == (ROOT / f"schemas/webhooks/{name}.schema.json").read_text(), name
+    document = subprocess.run([str(BINARY), "webhooks", "asyncapi"], capture_output=True, text=True)
+    assert document.stdout == (ROOT / "schemas/asyncapi.json").read_text()
+    unknown = subprocess.run([str(BINARY), "webhooks", "schema", "sms.exploded"], capture_output=True, text=True)
+    assert unknown.returncode == 1 and "not a webhook type" in unknown.stderr
 
 
 ROTATED_FROM = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="

@@ -28,9 +28,10 @@ use crate::subscription::Subscription;
 use crate::trigger::Trigger;
 
 /// What a disabled subscription's owner is told to do.
-pub const HOW_TO_ENABLE: &str = "Fix the receiver, then set the record's `enabled` back to true \
-(`dataflows subscription put` with the record, or an UpdateItem of `enabled`), and redrive the \
-dead letters it left (`dataflows dead-letters redrive`).";
+pub const HOW_TO_ENABLE: &str = "Fix the receiver, then enable the subscription again \
+(`dataflows subscription enable --account <account_id> --id <subscription_id>`, or set the record's \
+`enabled` to true), and redrive the webhooks it dead-lettered meanwhile \
+(`dataflows dead-letters redrive --subscription <subscription_id>`).";
 
 fn timestamp(unix: i64) -> Timestamp {
     Timestamp(DateTime::from_timestamp(unix, 0).unwrap_or_default())
