@@ -44,7 +44,7 @@ emulator-test: tools ## the emulator's DynamoDB behaviours (conflicts, throttlin
 	$(PY) -m pytest -q tests/emulator
 
 contract: tools    ## the receiver's contract: schemas/asyncapi.json through the AsyncAPI reference parser, every schema and example (tests/contract)
-	node infra/asyncapi/validate.cjs schemas/asyncapi.json
+	$(VENV)/bin/node infra/asyncapi/validate.cjs schemas/asyncapi.json
 	$(PY) -m pytest -q tests/contract
 
 integration: tools build

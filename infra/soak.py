@@ -34,7 +34,8 @@ design; such receipts are reported as superseded, not lost (the final's webhook 
 Prints events in, webhooks expected, delivered, lost (must be 0), duplicates by webhook-id, DLQ
 entries and their reasons, restarts, conflicts and throttles met, the bulk campaign's count,
 p50/p99 end-to-end latency, the paced and capped endpoints' figures; exits 1 if anything was lost,
-the count is wrong or the paced endpoint saw more than its limit + 10 % in a second.
+the count is wrong, a delivered body broke its published schema (infra/contract.py) or the paced
+endpoint saw more than its limit + 10 % in a second.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
+from contract import contract_error  # noqa: E402
 from receiver import BacklogServer, SlidingWindow, peak_per_second  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -131,6 +133,7 @@ class FaultyReceiver:
         self.windows: dict[str, SlidingWindow] = {}  # path -> its capacity
         self.arrivals: dict[str, list[float]] = {}  # path with a capacity -> every request's arrival time
         self.over_capacity: Counter = Counter()  # path with a capacity -> 429s answered
+        self.broken: list[str] = []  # why delivered bodies broke their published schema
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -174,7 +177,10 @@ class FaultyReceiver:
                     self.close_connection = True
                 else:
                     doc = json.loads(body)
+                    broken = contract_error(body)
                     with receiver.lock:
+                        if broken:
+                            receiver.broken.append(broken)
                         receiver.delivered.setdefault(wid, []).append(time.time())
                         if doc.get("type") == "campaign.completed":
                             receiver.completed[doc["data"]["campaign_id"]] = doc["data"]
@@ -471,6 +477,7 @@ def main() -> int:
             "duplicates_by_webhook_id": len(dups),
             "extra_deliveries_from_duplicates": sum(n - 1 for n in dups.values()),
             "unexpected_webhooks": len(unexpected),
+            "bodies_breaking_their_schema": len(receiver.broken),
             "dead_lettered": len(dlq),
             "dead_letter_reasons": dict(Counter(dlq.values())),
             "receiver_requests": receiver.requests,
@@ -503,6 +510,8 @@ def main() -> int:
         write_charts(expected, receiver, dlq, kills, started, report)
         if lost:
             print(f"LOST {len(lost)}: e.g. {lost[:5]}")
+        if receiver.broken:
+            print(f"BODIES BREAKING THEIR SCHEMA {len(receiver.broken)}: e.g. {receiver.broken[:3]}")
         count_ok = args.bulk_messages == 0 or report["bulk_campaign_counted"] == report["bulk_campaign_expected"]
         if not count_ok:
             print(f"BULK COUNT WRONG: {report['bulk_campaign_counted']} != {report['bulk_campaign_expected']}")
@@ -531,7 +540,7 @@ def main() -> int:
             # timeout by design): p99 <= 60 s, max <= 120 s.
             latency_ok = report["unpaced_latency_p99_s"] <= 60 and (report["unpaced_latency_max_s"] or 0) <= 120
             print(f"AWS faults latency target (p99 <= 60 s, max <= 120 s): {'met' if latency_ok else 'MISSED'}")
-        return 1 if lost or unexpected or not count_ok or not limit_ok or not latency_ok else 0
+        return 1 if lost or unexpected or receiver.broken or not count_ok or not limit_ok or not latency_ok else 0
     finally:
         st.stop()
         receiver.server.shutdown()

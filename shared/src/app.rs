@@ -359,12 +359,7 @@ impl App {
     /// trigger (and whose filter takes it), as first attempts: signed, claimed, retried and
     /// dead-lettered like any webhook. Never to the subscription it is about.
     async fn deliver_notice(&self, notice: &Notice, batch: &Batch) -> Result<(), MessageFailure> {
-        let Some(trigger) = notice
-            .trigger
-            .parse::<Trigger>()
-            .ok()
-            .filter(|t| t.is_operational())
-        else {
+        let Some(trigger) = notice.trigger.parse::<Trigger>().ok().filter(|t| t.is_operational()) else {
             // Sealed by this deployment, so written by a version that knew the trigger: nothing
             // to send in this one. Said, not failed.
             tracing::warn!(notice_id = %notice.notice_id, trigger = %notice.trigger, "operational webhook of an unknown trigger dropped");

@@ -274,8 +274,8 @@ fn operational_examples() -> Vec<Example> {
     let record = serde_json::json!({"account_id": "acc_demo", "subscription_id": "crm",
         "url": "https://crm.example.com/webhooks/dataflows", "triggers": ["contact.added"],
         "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]});
-    let sub = parse_record(record.as_object().expect("an object"), ParseOptions::default())
-        .expect("a valid example record");
+    let sub =
+        parse_record(record.as_object().expect("an object"), ParseOptions::default()).expect("a valid example record");
     let since = 1_796_040_000; // 2026-11-30T12:00:00Z
     let job = Job {
         subscription: &sub,

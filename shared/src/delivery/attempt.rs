@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::delivery::client::{Delivered, DeliveryError};
-use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
 use crate::delivery::notice::{self, DisableCause};
+use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
 use crate::delivery::task::{DeadLetter, Held, Notice, RetryTask};
 use crate::store::claims::{AttemptLog, ClaimStatus};
 use crate::subscription::Subscription;
@@ -494,7 +494,13 @@ mod tests {
         let stale = sub(Some(NOW - 6 * 86_400));
         let c = conclude(&job(&stale, 1), &status(500), &limits(), seen(None), now(), 0.5);
         assert!(
-            matches!(split(&c).3.as_slice(), [Effect::MarkFailing { since: NOW, notice: Some(_) }]),
+            matches!(
+                split(&c).3.as_slice(),
+                [Effect::MarkFailing {
+                    since: NOW,
+                    notice: Some(_)
+                }]
+            ),
             "a new streak, no disable"
         );
     }
@@ -514,10 +520,17 @@ mod tests {
             (2, NOW + 10, "msg_1")
         );
         assert_eq!(task.body, r#"{"type":"sms.received"}"#, "the same bytes");
-        let [Effect::MarkFailing { since: NOW, notice: Some(notice) }] = after.as_slice() else {
+        let [Effect::MarkFailing {
+            since: NOW,
+            notice: Some(notice),
+        }] = after.as_slice()
+        else {
             panic!("the streak starts, with its subscription.failing: {after:?}")
         };
-        assert_eq!((notice.trigger.as_str(), notice.about.as_str()), ("subscription.failing", "crm"));
+        assert_eq!(
+            (notice.trigger.as_str(), notice.about.as_str()),
+            ("subscription.failing", "crm")
+        );
         assert_eq!(notice.data["first_failure"]["error"], json!("receiver answered 500"));
         assert!(!after[0].required(), "bookkeeping after the result is best effort");
         assert_eq!(c.handled, Handled::RetryScheduled { delay: *delay });
@@ -622,7 +635,12 @@ mod tests {
             (ClaimStatus::Gone, &Handled::Disabled { dead_lettered: false })
         );
         assert!(before.is_empty());
-        let [Effect::Disable { reason, notice: Some(notice), .. }] = after.as_slice() else {
+        let [Effect::Disable {
+            reason,
+            notice: Some(notice),
+            ..
+        }] = after.as_slice()
+        else {
             panic!("{after:?}")
         };
         assert!(reason.contains("410 Gone"));
@@ -636,7 +654,10 @@ mod tests {
         let mut ops = job(&s, 1);
         ops.trigger = Trigger::SubscriptionFailing;
         let c = conclude(&ops, &status(500), &limits(), seen(None), now(), 0.5);
-        assert!(matches!(split(&c).3.as_slice(), [Effect::MarkFailing { notice: None, .. }]));
+        assert!(matches!(
+            split(&c).3.as_slice(),
+            [Effect::MarkFailing { notice: None, .. }]
+        ));
         let c = conclude(&ops, &status(410), &limits(), seen(None), now(), 0.5);
         assert!(matches!(split(&c).3.as_slice(), [Effect::Disable { notice: None, .. }]));
         ops.attempt = 3;

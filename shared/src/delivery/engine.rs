@@ -26,11 +26,11 @@ use crate::delivery::attempt::{classify, conclude, deferral, hold, Conclusion, E
 pub use crate::delivery::attempt::{Handled, Job};
 use crate::delivery::client::{send, Delivered, DeliveryError};
 use crate::delivery::fair::FairSlots;
-use crate::delivery::task::Notice;
 use crate::delivery::pace::{self, Circuit, Gate, PaceState, Plan, Reach};
 use crate::delivery::queue::{QueueError, Queues};
 use crate::delivery::retry::Outcome;
 use crate::delivery::retry::{RetryPolicy, Verdict};
+use crate::delivery::task::Notice;
 use crate::metrics::{Metrics, Observed};
 use crate::store::claim_batch::{ClaimBatches, STATEMENTS_PER_REQUEST};
 use crate::store::claims::{Claim, ClaimError, ClaimMeta, ClaimToken, Claims, Finished};
@@ -845,7 +845,10 @@ impl Engine {
     /// An operational webhook on its way to the account's other subscriptions: the sealed notice
     /// on the category queue, tried in place until `deadline`.
     pub async fn notify(&self, notice: &Notice, deadline: Option<Instant>) -> Result<(), EngineError> {
-        persist(deadline, "queue an operational webhook", || self.queues.enqueue_notice(notice)).await?;
+        persist(deadline, "queue an operational webhook", || {
+            self.queues.enqueue_notice(notice)
+        })
+        .await?;
         tracing::info!(
             account_id = %notice.account_id,
             about = %notice.about,

@@ -221,7 +221,10 @@ mod tests {
             error: Some("receiver answered 503".into()),
         };
         let n = failing(&job(&s), &log, 1_764_500_000, Duration::from_secs(5 * 86_400));
-        assert_eq!((n.trigger.as_str(), n.about.as_str(), n.account_id.as_str()), ("subscription.failing", "crm", "acc_1"));
+        assert_eq!(
+            (n.trigger.as_str(), n.about.as_str(), n.account_id.as_str()),
+            ("subscription.failing", "crm", "acc_1")
+        );
         assert_eq!(
             n.data,
             json!({"subscription_id": "crm", "url": "https://crm.example.com",

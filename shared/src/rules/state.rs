@@ -369,8 +369,8 @@ pub fn bounce_rate_data(rate: f64, cfg: &RateAlert, stats: &WindowStats) -> Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::subscription::{parse_record, ParseOptions};
+    use serde_json::json;
 
     fn ts(s: &str) -> Timestamp {
         Timestamp::parse(s).unwrap()

@@ -534,7 +534,11 @@ async fn an_operational_webhook_goes_to_the_accounts_other_subscriptions_that_na
     let h = harness_with(
         vec![
             record("crm", &format!("{}/crm", rx.url), &["sms.received"]),
-            record("ops", &format!("{}/ops", rx.url), &["subscription.failing", "sms.received"]),
+            record(
+                "ops",
+                &format!("{}/ops", rx.url),
+                &["subscription.failing", "sms.received"],
+            ),
             record("all", &format!("{}/all", rx.url), &["*"]),
         ],
         false,
