@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::delivery::attempt::undeliverable;
 use crate::delivery::client::build_client_with_timeout;
 use crate::delivery::engine::{Engine, EngineConfig, EngineError, Handled, Job};
+use crate::delivery::notice::{self, Audience};
 use crate::delivery::queue::Queues;
 use crate::delivery::task::{parse_message, Message, Notice, RetryTask};
 use crate::event::{InputEvent, ParseError};
@@ -385,6 +386,8 @@ impl App {
                 redrive: false,
                 deadline: batch.deadline,
                 held: None,
+                // An operational webhook's own fate is told to nobody.
+                audience: Audience::default(),
             })
             .collect();
         self.run_jobs(&jobs, &notice.account_id, &notice.notice_id).await
@@ -487,6 +490,7 @@ impl App {
                 redrive: false,
                 deadline: batch.deadline,
                 held: None,
+                audience: Audience::of(&subs.valid, &d.subscription.subscription_id),
             })
             .collect();
         self.run_jobs(&jobs, &event.account_id, &event.id).await
@@ -537,8 +541,9 @@ impl App {
                 .await
                 .map_err(|e| MessageFailure::one(task.event_id.clone(), e.into()))?;
             self.engine.metrics().observe(crate::metrics::Observed::Undeliverable);
-            if crate::delivery::notice::reported(&task.trigger) {
-                let notice = crate::delivery::notice::dead_lettered(&letter, now);
+            let audience = Audience::of(&subs.valid, &task.subscription_id);
+            if notice::reported(&task.trigger) && audience.wants(Trigger::WebhookDeadLettered) {
+                let notice = notice::dead_lettered(&letter, now);
                 if let Err(e) = self.engine.notify(&notice, batch.deadline).await {
                     tracing::warn!(webhook_id = %task.webhook_id, error = %e, "could not queue webhook.dead_lettered");
                 }
@@ -559,6 +564,7 @@ impl App {
             redrive: redrive || task.held.is_some_and(|h| h.redrive),
             deadline: batch.deadline,
             held: task.held,
+            audience: Audience::of(&subs.valid, &sub.subscription_id),
         };
         match self.engine.run(&job).await {
             Ok(Handled::Disabled { .. }) => {

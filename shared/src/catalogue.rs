@@ -288,6 +288,7 @@ fn operational_examples() -> Vec<Example> {
         redrive: false,
         deadline: None,
         held: None,
+        audience: notice::Audience::ALL,
     };
     let log = AttemptLog {
         number: 1,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::delivery::client::{Delivered, DeliveryError};
-use crate::delivery::notice::{self, DisableCause};
+use crate::delivery::notice::{self, Audience, DisableCause};
 use crate::delivery::retry::{parse_retry_after, Outcome, RetryPolicy, Verdict};
 use crate::delivery::task::{DeadLetter, Held, Notice, RetryTask};
 use crate::store::claims::{AttemptLog, ClaimStatus};
@@ -41,6 +41,8 @@ pub struct Job<'a> {
     /// Held back by its subscription's pace before (unix ms of the first time), and the send
     /// slot reserved for it, if any.
     pub held: Option<Held>,
+    /// Which operational webhooks about its subscription the account's others would receive.
+    pub audience: Audience,
 }
 
 /// How a job ended, for the caller's bookkeeping.
@@ -277,10 +279,10 @@ pub fn conclude(
     };
     let t = now.timestamp();
     // Operational webhooks are about the 17 triggers' deliveries only: one that fails reports
-    // nothing about itself (no loops).
-    let reports = !job.trigger.is_operational();
+    // nothing about itself (no loops). And only those someone would receive are written.
+    let tells = |about: Trigger| !job.trigger.is_operational() && job.audience.wants(about);
     let disable = |cause: DisableCause, reason: String| Effect::Disable {
-        notice: reports.then(|| notice::disabled(job.subscription, cause, &reason, t)),
+        notice: tells(Trigger::SubscriptionDisabled).then(|| notice::disabled(job.subscription, cause, &reason, t)),
         reason,
         at: rfc3339(t),
     };
@@ -289,7 +291,8 @@ pub fn conclude(
     let failing = || -> (Vec<Effect>, bool) {
         match failing_since {
             None => {
-                let notice = reports.then(|| notice::failing(job, &log, t, limits.auto_disable_after));
+                let notice = tells(Trigger::SubscriptionFailing)
+                    .then(|| notice::failing(job, &log, t, limits.auto_disable_after));
                 (vec![Effect::MarkFailing { since: t, notice }], false)
             }
             Some(since) if t - since >= limits.auto_disable_after.as_secs() as i64 => {
@@ -331,7 +334,7 @@ pub fn conclude(
             };
             let letter = dead_letter(job, reason, log.error.clone().unwrap_or_default());
             let (mut after, disabled) = failing();
-            if reports {
+            if tells(Trigger::WebhookDeadLettered) {
                 after.push(Effect::Notify(notice::dead_lettered(&letter, t)));
             }
             let handled = if disabled {
@@ -414,6 +417,7 @@ mod tests {
             redrive: false,
             deadline: None,
             held: None,
+            audience: Audience::ALL,
         }
     }
 
@@ -646,6 +650,20 @@ mod tests {
         assert!(reason.contains("410 Gone"));
         assert_eq!(notice.trigger, "subscription.disabled");
         assert_eq!(notice.data["cause"], json!("gone"));
+    }
+
+    #[test]
+    fn no_notice_is_written_that_nobody_would_receive() {
+        let s = sub(None);
+        let mut quiet = job(&s, 3);
+        quiet.audience = Audience::default();
+        let c = conclude(&quiet, &status(500), &limits(), seen(None), now(), 0.5);
+        assert!(matches!(
+            split(&c).3.as_slice(),
+            [Effect::MarkFailing { notice: None, .. }]
+        ));
+        let c = conclude(&quiet, &status(410), &limits(), seen(None), now(), 0.5);
+        assert!(matches!(split(&c).3.as_slice(), [Effect::Disable { notice: None, .. }]));
     }
 
     #[test]

@@ -176,6 +176,44 @@ pub fn dead_lettered(letter: &DeadLetter, at: i64) -> Notice {
     )
 }
 
+/// Which operational webhooks about one subscription someone would receive: the account's other
+/// enabled, valid subscriptions that name them. Nothing is written for a notice nobody asked for
+/// (most accounts name none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Audience {
+    failing: bool,
+    disabled: bool,
+    dead_lettered: bool,
+}
+
+impl Audience {
+    /// Everyone wants everything (tests, examples).
+    pub const ALL: Audience = Audience {
+        failing: true,
+        disabled: true,
+        dead_lettered: true,
+    };
+
+    /// Who among `subscriptions` (the account's valid records) would hear about `about`.
+    pub fn of(subscriptions: &[Subscription], about: &str) -> Self {
+        let wants = |t: Trigger| subscriptions.iter().any(|s| s.subscription_id != about && s.wants(t));
+        Audience {
+            failing: wants(Trigger::SubscriptionFailing),
+            disabled: wants(Trigger::SubscriptionDisabled),
+            dead_lettered: wants(Trigger::WebhookDeadLettered),
+        }
+    }
+
+    pub fn wants(self, trigger: Trigger) -> bool {
+        match trigger {
+            Trigger::SubscriptionFailing => self.failing,
+            Trigger::SubscriptionDisabled => self.disabled,
+            Trigger::WebhookDeadLettered => self.dead_lettered,
+            _ => false,
+        }
+    }
+}
+
 /// Whether a webhook of `trigger` may cause an operational webhook: never an operational one.
 pub fn reported(trigger: &str) -> bool {
     trigger.parse::<Trigger>().is_ok_and(|t| !t.is_operational())
@@ -207,6 +245,7 @@ mod tests {
             redrive: false,
             deadline: None,
             held: None,
+            audience: Audience::ALL,
         }
     }
 
@@ -272,6 +311,38 @@ mod tests {
         };
         assert_ne!(n.notice_id, dead_lettered(&redriven, 1_764_800_000).notice_id);
         assert_eq!(n.notice_id, dead_lettered(&letter, 1_764_600_999).notice_id);
+    }
+
+    #[test]
+    fn the_audience_is_the_accounts_other_subscriptions_that_name_the_trigger() {
+        let record = |id: &str, triggers: serde_json::Value| {
+            let r = json!({"account_id": "acc_1", "subscription_id": id, "url": "https://x.example.com",
+                           "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "triggers": triggers});
+            parse_record(r.as_object().unwrap(), ParseOptions::default()).unwrap()
+        };
+        let subs = vec![
+            record("crm", json!(["sms.received", "subscription.failing"])),
+            record("all", json!("*")),
+            record("ops", json!(["webhook.dead_lettered"])),
+        ];
+        let about_crm = Audience::of(&subs, "crm");
+        assert!(about_crm.wants(Trigger::WebhookDeadLettered));
+        assert!(
+            !about_crm.wants(Trigger::SubscriptionFailing),
+            "crm is the only one naming it"
+        );
+        assert!(
+            !about_crm.wants(Trigger::SubscriptionDisabled),
+            "\"*\" is not the operational webhooks"
+        );
+        let about_ops = Audience::of(&subs, "ops");
+        assert!(about_ops.wants(Trigger::SubscriptionFailing));
+        assert!(
+            !about_ops.wants(Trigger::WebhookDeadLettered),
+            "never told about itself"
+        );
+        assert_eq!(Audience::of(&subs[1..2], "x"), Audience::default());
+        assert!(!Audience::ALL.wants(Trigger::SmsReceived));
     }
 
     #[test]

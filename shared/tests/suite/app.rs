@@ -303,7 +303,8 @@ async fn an_event_is_delivered_signed_and_its_claim_finished() {
 #[tokio::test]
 async fn a_failed_attempt_queues_a_sealed_retry_with_the_same_body() {
     let rx = receiver(&[500]).await;
-    let h = harness(&rx.url, false);
+    let ops = record("ops", &format!("{}/ops", rx.url), &["subscription.failing"]);
+    let h = harness_with(vec![subscription_item(&rx.url), ops], false);
 
     let response = h.app.handle(sqs_event(&[&sms("evt_2")]), None).await.unwrap();
 
@@ -349,7 +350,12 @@ async fn a_failed_attempt_queues_a_sealed_retry_with_the_same_body() {
 #[tokio::test]
 async fn the_last_attempt_failing_dead_letters_the_webhook() {
     let rx = receiver(&[503]).await;
-    let h = harness(&rx.url, false);
+    let ops = record(
+        "ops",
+        &format!("{}/ops", rx.url),
+        &["subscription.failing", "webhook.dead_lettered"],
+    );
+    let h = harness_with(vec![subscription_item(&rx.url), ops], false);
     let task = RetryTask {
         dataflows_retry: 1,
         webhook_id: "msg_last".into(),
@@ -511,6 +517,36 @@ async fn a_batch_too_close_to_its_deadline_defers_instead_of_sending() {
         panic!("{body}")
     };
     assert_eq!(task.attempt, 1, "a deferral is not an attempt");
+}
+
+#[tokio::test]
+async fn no_operational_notice_is_written_when_no_other_subscription_names_one() {
+    let (failing, healthy) = (receiver(&[500]).await, receiver(&[]).await);
+    // crm names subscription.failing itself: it is never told about itself; "*" is not the
+    // operational webhooks.
+    let crm = record(
+        "crm",
+        &format!("{}/hook", failing.url),
+        &["sms.received", "subscription.failing"],
+    );
+    let all = record("all", &format!("{}/all", healthy.url), &["*"]);
+    let h = harness_with(vec![crm, all], false);
+
+    let response = h.app.handle(sqs_event(&[&sms("evt_quiet")]), None).await.unwrap();
+
+    assert!(failed_ids(&response).is_empty());
+    let calls = h.calls.lock().unwrap();
+    let kinds: Vec<&str> = calls
+        .sent
+        .iter()
+        .map(|(_, body, _, _)| match parse_message(body) {
+            Ok(Message::Retry(_)) => "retry",
+            Ok(Message::Notice(_)) => "notice",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["retry"], "crm's retry only; the streak starts untold");
+    assert!(calls.subscription_updates.iter().any(|e| e.contains("failing_since")));
 }
 
 fn notice(about: &str) -> Notice {

@@ -120,6 +120,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
         // 10 s left, the budget is 17 s.
         deadline: Some(Instant::now() + Duration::from_secs(10)),
         held: None,
+        audience: dataflows_shared::delivery::notice::Audience::default(),
     };
 
     let handled = engine.run(&job).await.unwrap();
