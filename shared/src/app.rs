@@ -600,7 +600,14 @@ pub async fn run(category: Category) -> Result<(), lambda_runtime::Error> {
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = deadline_instant(event.context.deadline, Utc::now().timestamp_millis(), Instant::now());
-        app.handle(event.payload, deadline).await
+        // Every line of the invocation carries its request id and, when traced (Tracing Active, or
+        // sampled upstream), its X-Ray trace id: a log line leads to its trace.
+        let span = tracing::info_span!(
+            "invocation",
+            request_id = %event.context.request_id,
+            xray_trace_id = event.context.xray_trace_id.as_deref().unwrap_or(""),
+        );
+        tracing::Instrument::instrument(app.handle(event.payload, deadline), span).await
     }))
     .await
 }

@@ -1,4 +1,5 @@
-//! Structured JSON logs, one object per line, level from LOG_LEVEL (default info).
+//! Structured JSON logs, one object per line, level from LOG_LEVEL (default info). A line written
+//! during an invocation carries `span: {name: "invocation", request_id, xray_trace_id}`.
 //!
 //! LOG_LEVEL sets the level of this project's crates only; every other crate (the AWS SDK,
 //! hyper, reqwest, rustls) logs warnings and errors at most, whatever LOG_LEVEL says: at debug or
@@ -39,7 +40,7 @@ pub(crate) fn init() {
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
-        .with_current_span(false)
+        .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .with_env_filter(filter)

@@ -99,6 +99,24 @@ def test_metrics_are_embedded_in_the_logs(stack, receiver):
     assert sum(line["WebhooksDelivered"] for line in lines) >= 1
 
 
+def test_every_line_of_an_invocation_carries_its_request_id_and_trace_id(stack, receiver):
+    """A log line leads to its invocation and, with Tracing Active, to its X-Ray trace (the local
+    runtime emulator sends no trace header: the field is there, empty)."""
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/span", SECRET)
+    put_subscription(stack, account, "sub_span", url, triggers=["sms.received"])
+    publish(stack, envelope("sms.received", account, SMS))
+    receiver.wait_for(lambda r: r.path == f"/{account}/span")
+    stack.settle()
+    ours = [line for line in log_records(stack)
+            if line.get("account_id") == account and line.get("level") in ("INFO", "WARN", "ERROR")]
+    assert ours, "no log line about the delivery"
+    for line in ours:
+        span = line.get("span") or {}
+        assert span.get("name") == "invocation" and span.get("request_id"), line
+        assert "xray_trace_id" in span, line
+
+
 def test_the_same_event_twice_is_delivered_once(stack, receiver):
     account = unique("acc")
     url = receiver.endpoint(f"/{account}/once", SECRET)

@@ -224,8 +224,8 @@ def test_every_queue_that_holds_what_needs_reading_alarms(source, cfn):
         source["Resources"][fn]["Metadata"]["BuildProperties"]["Binary"] for fn in fns)
 
 
-def test_every_alarm_notifies_when_it_fires_and_when_it_is_ok_again(cfn):
-    alarms = of_type(cfn, "AWS::CloudWatch::Alarm")
+def test_every_alarm_notifies_when_it_fires_and_when_it_is_ok_again(transformed):
+    alarms = of_type(transformed, "AWS::CloudWatch::Alarm")
     assert len(alarms) == 2 + 6 * 5
     for lid, body in alarms.items():
         p = body["Properties"]
