@@ -6,7 +6,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::Value;
 
 use crate::event::{parse_event, EventData, InputEvent, Timestamp};
-use crate::rules::state::{self as pure, Bucket};
+use crate::rules::rates::{self, Bucket};
 use crate::rules::{self, CampaignCounts};
 use crate::subscription::RateAlert;
 use crate::trigger::Trigger;
@@ -111,20 +111,20 @@ pub fn examples() -> Vec<Example> {
         min_samples: 50,
         cooldown_minutes: 60,
     };
-    let stats = pure::window(&[bucket], minute, 60);
+    let stats = rates::window(&[bucket], minute, 60);
     let rate = stats.delivered as f64 / stats.samples as f64;
     out.push((
         Trigger::DeliveryRateLow,
         "The account's delivery rate (delivered / final outcomes) over `window_minutes` drops below `delivery_rate_low.threshold` with at least `min_samples` outcomes. Fires on the crossing, again only after the rate recovers, and never more often than `cooldown_minutes`. Per subscription.",
         e.clone(),
-        pure::delivery_rate_data(rate, &cfg, &stats),
+        rates::delivery_rate_data(rate, &cfg, &stats),
     ));
     let bcfg = RateAlert { threshold: 0.05, ..cfg };
     out.push((
         Trigger::BounceRateHigh,
         "The account's bounce rate (bounced / final outcomes) over the window rises above `bounce_rate_high.threshold`; same crossing, recovery and cooldown rules. Per subscription.",
         e.clone(),
-        pure::bounce_rate_data(stats.bounced as f64 / stats.samples as f64, &bcfg, &stats),
+        rates::bounce_rate_data(stats.bounced as f64 / stats.samples as f64, &bcfg, &stats),
     ));
 
     let e = sample("account.balance_changed");
@@ -265,7 +265,6 @@ pub fn examples() -> Vec<Example> {
 /// The three operational webhooks, built by the same notice builders delivery uses, about a
 /// subscription `crm` of the sample account whose receiver fails.
 fn operational_examples() -> Vec<Example> {
-    use crate::delivery::attempt::Job;
     use crate::delivery::notice::{self, DisableCause};
     use crate::delivery::task::{DeadLetter, Notice};
     use crate::store::claims::AttemptLog;
@@ -277,18 +276,11 @@ fn operational_examples() -> Vec<Example> {
     let sub =
         parse_record(record.as_object().expect("an object"), ParseOptions::default()).expect("a valid example record");
     let since = 1_796_040_000; // 2026-11-30T12:00:00Z
-    let job = Job {
+    let webhook_id: crate::webhook::WebhookId = "msg_2b1f0c5e9a7d4e3f8c6b5a4d3e2f1a0b".into();
+    let failed = notice::Failed {
         subscription: &sub,
-        webhook_id: "msg_2b1f0c5e9a7d4e3f8c6b5a4d3e2f1a0b".into(),
+        webhook_id: &webhook_id,
         trigger: Trigger::ContactAdded,
-        event_id: "evt_contact_added_001",
-        body: b"{}",
-        attempt: 1,
-        first_attempt_at: since,
-        redrive: false,
-        deadline: None,
-        held: None,
-        audience: notice::Audience::ALL,
     };
     let log = AttemptLog {
         number: 1,
@@ -302,7 +294,7 @@ fn operational_examples() -> Vec<Example> {
     let letter = DeadLetter {
         dataflows_dead_letter: 1,
         reason: "retry schedule exhausted after 8 attempts".into(),
-        webhook_id: job.webhook_id.clone(),
+        webhook_id: webhook_id.clone(),
         trigger: "contact.added".into(),
         account_id: "acc_demo".into(),
         subscription_id: "crm".into(),
@@ -326,7 +318,12 @@ fn operational_examples() -> Vec<Example> {
     };
     vec![
         example(
-            notice::failing(&job, &log, since, five_days),
+            notice::failing(
+                failed,
+                &log,
+                since,
+                five_days,
+            ),
             "Operational. A subscription's failing streak begins: an attempt failed and none had since its last success. Once per streak. Sent to the account's other subscriptions that name it, never to the failing one.",
         ),
         example(

@@ -291,8 +291,13 @@ pub fn conclude(
     let failing = || -> (Vec<Effect>, bool) {
         match failing_since {
             None => {
+                let failed = notice::Failed {
+                    subscription: job.subscription,
+                    webhook_id: &job.webhook_id,
+                    trigger: job.trigger,
+                };
                 let notice = tells(Trigger::SubscriptionFailing)
-                    .then(|| notice::failing(job, &log, t, limits.auto_disable_after));
+                    .then(|| notice::failing(failed, &log, t, limits.auto_disable_after));
                 (vec![Effect::MarkFailing { since: t, notice }], false)
             }
             Some(since) if t - since >= limits.auto_disable_after.as_secs() as i64 => {

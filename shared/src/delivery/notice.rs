@@ -17,7 +17,6 @@ use std::time::Duration;
 use chrono::DateTime;
 use sha2::{Digest, Sha256};
 
-use crate::delivery::attempt::Job;
 use crate::delivery::task::{DeadLetter, Notice};
 use crate::event::Timestamp;
 use crate::payload::{
@@ -26,6 +25,7 @@ use crate::payload::{
 use crate::store::claims::AttemptLog;
 use crate::subscription::Subscription;
 use crate::trigger::Trigger;
+use crate::webhook::WebhookId;
 
 /// What a disabled subscription's owner is told to do.
 pub const HOW_TO_ENABLE: &str = "Fix the receiver, then enable the subscription again \
@@ -72,9 +72,18 @@ fn origin(sub: &Subscription) -> String {
     sub.url.origin().ascii_serialization()
 }
 
+/// The attempt that started a failing streak: which webhook, of which trigger, to which
+/// subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct Failed<'a> {
+    pub subscription: &'a Subscription,
+    pub webhook_id: &'a WebhookId,
+    pub trigger: Trigger,
+}
+
 /// `subscription.failing`: the streak of `job`'s subscription started at `since` with the
 /// attempt `log`.
-pub fn failing(job: &Job<'_>, log: &AttemptLog, since: i64, auto_disable_after: Duration) -> Notice {
+pub fn failing(job: Failed<'_>, log: &AttemptLog, since: i64, auto_disable_after: Duration) -> Notice {
     let sub = job.subscription;
     let since_text = since.to_string();
     let data = SubscriptionFailingData {
@@ -223,7 +232,6 @@ pub fn reported(trigger: &str) -> bool {
 mod tests {
     use super::*;
     use crate::subscription::{parse_record, ParseOptions};
-    use crate::webhook::WebhookId;
     use serde_json::json;
 
     fn sub() -> Subscription {
@@ -233,19 +241,13 @@ mod tests {
         parse_record(record.as_object().unwrap(), ParseOptions::default()).unwrap()
     }
 
-    fn job(sub: &Subscription) -> Job<'_> {
-        Job {
+    const ID: &str = "msg_1";
+
+    fn job<'a>(sub: &'a Subscription, id: &'a WebhookId) -> Failed<'a> {
+        Failed {
             subscription: sub,
-            webhook_id: WebhookId::from("msg_1"),
+            webhook_id: id,
             trigger: Trigger::SmsReceived,
-            event_id: "evt_1",
-            body: b"{}",
-            attempt: 1,
-            first_attempt_at: 100,
-            redrive: false,
-            deadline: None,
-            held: None,
-            audience: Audience::ALL,
         }
     }
 
@@ -259,7 +261,12 @@ mod tests {
             latency_ms: 10,
             error: Some("receiver answered 503".into()),
         };
-        let n = failing(&job(&s), &log, 1_764_500_000, Duration::from_secs(5 * 86_400));
+        let n = failing(
+            job(&s, &WebhookId::from(ID)),
+            &log,
+            1_764_500_000,
+            Duration::from_secs(5 * 86_400),
+        );
         assert_eq!(
             (n.trigger.as_str(), n.about.as_str(), n.account_id.as_str()),
             ("subscription.failing", "crm", "acc_1")
@@ -273,12 +280,22 @@ mod tests {
                    "auto_disable_at": "2025-12-05T10:53:20Z"})
         );
         assert!(!n.data.to_string().contains("s3cret"), "never the URL's query");
-        let again = failing(&job(&s), &log, 1_764_500_000, Duration::from_secs(5 * 86_400));
+        let again = failing(
+            job(&s, &WebhookId::from(ID)),
+            &log,
+            1_764_500_000,
+            Duration::from_secs(5 * 86_400),
+        );
         assert_eq!(n.notice_id, again.notice_id, "one id per streak");
-        let later = failing(&job(&s), &log, 1_764_500_001, Duration::from_secs(5 * 86_400));
+        let later = failing(
+            job(&s, &WebhookId::from(ID)),
+            &log,
+            1_764_500_001,
+            Duration::from_secs(5 * 86_400),
+        );
         assert_ne!(n.notice_id, later.notice_id, "a new streak is a new fact");
         let no_answer = AttemptLog { status: 0, ..log };
-        let n = failing(&job(&s), &no_answer, 1, Duration::from_secs(60));
+        let n = failing(job(&s, &WebhookId::from(ID)), &no_answer, 1, Duration::from_secs(60));
         assert_eq!(n.data["first_failure"]["status"], json!(null));
     }
 

@@ -2,8 +2,11 @@
 //! state and `now`) to the webhooks to emit. No I/O and no clock in here; the shell that reads and
 //! writes state is `crate::categories`.
 
-pub mod counting;
-pub mod state;
+pub mod balance;
+pub mod contacts;
+pub mod keywords;
+pub mod rates;
+pub mod status;
 
 use serde_json::{Map, Value};
 
@@ -138,7 +141,7 @@ pub fn campaign_completed(d: &CampaignCompleted, counted: CampaignCounts, at: Ti
         total_sent: total,
         delivered,
         failed,
-        delivery_rate: (total > 0).then(|| state::round_rate(delivered as f64 / total as f64)),
+        delivery_rate: (total > 0).then(|| rates::round_rate(delivered as f64 / total as f64)),
         completed_at: at,
     })
 }
@@ -161,7 +164,7 @@ pub fn contact_added(d: &ContactAdded) -> Value {
 }
 
 pub fn contact_updated(d: &ContactUpdated, previous: &Map<String, Value>) -> Value {
-    let (changed_fields, previous, current) = state::contact_diff(previous, &d.contact);
+    let (changed_fields, previous, current) = contacts::contact_diff(previous, &d.contact);
     let object = |v: Value| match v {
         Value::Object(map) => map,
         _ => Map::new(),

@@ -1,5 +1,5 @@
 //! The State table adapter: versioned documents, the transaction that commits a decision with its
-//! state writes, and the counter operations of the outcome counts (rules::counting). Thin: it
+//! state writes, and the counter operations of the outcome counts (rules::rates::counting). Thin: it
 //! builds requests and sorts DynamoDB's answers into what the shell (crate::categories) acts on.
 //!
 //! How DynamoDB refuses a write, and what each refusal means here
@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::Client;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::rules::counting::Delta;
+use crate::rules::rates::counting::Delta;
 use crate::store::attributes::{item_to_json, n, s};
 use crate::store::keys::Key;
 
@@ -456,7 +456,7 @@ impl StateStore {
             values.insert(":bn".into(), AttributeValue::Ss(delta.bounced_numbers.clone()));
             values.insert(
                 ":room".into(),
-                n(crate::rules::counting::NUMBERS_PER_BUCKET - delta.bounced_numbers.len()),
+                n(crate::rules::rates::NUMBERS_PER_BUCKET - delta.bounced_numbers.len()),
             );
             condition.push_str(" AND (attribute_not_exists(bn) OR size(bn) <= :room)");
         }

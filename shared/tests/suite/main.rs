@@ -11,6 +11,7 @@ mod claim_batch;
 mod conformance;
 mod corpus;
 mod deadline;
+mod modules;
 mod record_examples;
 mod samples;
 mod schemas;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::event::{SmsStatusChanged, Status, Timestamp};
-use crate::rules::state::{Bucket, RateKind};
+use crate::rules::rates::{self, note_bounced, Bucket, RateKind};
 use crate::rules::CampaignCounts;
 use crate::store::keys::{self, Key};
 use crate::subscription::{RateAlert, Subscription};
@@ -29,8 +29,6 @@ use crate::trigger::Trigger;
 /// Counter shards per minute: the hottest counter item gets at most 1/SHARDS of an account's
 /// batches.
 pub const SHARDS: u32 = 16;
-/// Bounced numbers recorded per bucket item (the webhook lists at most this many).
-pub const NUMBERS_PER_BUCKET: usize = 100;
 /// Fired alerts remembered per alert state, to re-send their webhook on a redelivery.
 pub const FIRED_KEPT: usize = 4;
 
@@ -165,7 +163,7 @@ pub fn marker(account: &str, event_id: &str, o: &Outcome, roles: &[Role], token:
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Delta {
     pub numbers: BTreeMap<String, i64>,
-    /// Bounced recipients, distinct, at most NUMBERS_PER_BUCKET.
+    /// Bounced recipients, distinct, at most [`rates::NUMBERS_PER_BUCKET`].
     pub bounced_numbers: Vec<String>,
 }
 
@@ -193,9 +191,7 @@ impl Delta {
                 }
                 if let Some(code) = &o.code {
                     self.add(format!("e#{}", keys::part(code)), 1);
-                    if self.bounced_numbers.len() < NUMBERS_PER_BUCKET && !self.bounced_numbers.contains(&o.recipient) {
-                        self.bounced_numbers.push(o.recipient.clone());
-                    }
+                    note_bounced(&mut self.bounced_numbers, &o.recipient);
                 }
             }
             Role::Campaign => {
@@ -325,12 +321,12 @@ pub fn evaluate_alerts(
             continue;
         }
         let Some(carrier) = carrier else { continue };
-        let stats = crate::rules::state::window(buckets, now_minute, a.cfg.window_minutes);
-        let prev = crate::rules::state::AlertState {
+        let stats = rates::window(buckets, now_minute, a.cfg.window_minutes);
+        let prev = rates::AlertState {
             firing: doc.firing,
             last_fired: doc.last_fired,
         };
-        let (fired, next) = crate::rules::state::rate_alert(a.kind, &a.cfg, &stats, prev, now);
+        let (fired, next) = rates::rate_alert(a.kind, &a.cfg, &stats, prev, now);
         let mut next_doc = AlertDoc {
             firing: next.firing,
             last_fired: next.last_fired,
@@ -338,8 +334,8 @@ pub fn evaluate_alerts(
         };
         if let Some(rate) = fired {
             let data = match a.kind {
-                RateKind::DeliveryLow => crate::rules::state::delivery_rate_data(rate, &a.cfg, &stats),
-                RateKind::BounceHigh => crate::rules::state::bounce_rate_data(rate, &a.cfg, &stats),
+                RateKind::DeliveryLow => rates::delivery_rate_data(rate, &a.cfg, &stats),
+                RateKind::BounceHigh => rates::bounce_rate_data(rate, &a.cfg, &stats),
             };
             next_doc.fired.push(Fired {
                 event_id: events[carrier].to_string(),
@@ -449,7 +445,7 @@ mod tests {
             .collect();
         let key = keys::bucket("a", 1, 0);
         let d = aggregate(many.iter().map(|x| (&key, Role::Rates, x)));
-        assert_eq!(d[&key].bounced_numbers.len(), NUMBERS_PER_BUCKET);
+        assert_eq!(d[&key].bounced_numbers.len(), rates::NUMBERS_PER_BUCKET);
         assert_eq!(d[&key].numbers["bounced"], 250, "every bounce still counts");
     }
 
