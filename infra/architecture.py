@@ -47,9 +47,9 @@ def _overrides(value) -> dict[str, str]:
 
 def template_default(template: Path) -> str:
     sys.path.insert(0, str(ROOT / "infra"))
-    import stack  # the CloudFormation-aware YAML loader
+    import cfn  # the CloudFormation-aware YAML loader
 
-    return str(stack.load_template(template)["Parameters"]["Architecture"]["Default"])
+    return str(cfn.load_template(template)["Parameters"]["Architecture"]["Default"])
 
 
 def architecture(command: str, config: Path = ROOT / "samconfig.toml", template: Path = ROOT / "template.yaml",
@@ -95,13 +95,13 @@ def elf_machine(path: Path) -> str:
 def built_bootstraps(build_dir: Path) -> dict[str, Path]:
     """Function logical id -> its bootstrap, from the template `sam build` wrote."""
     sys.path.insert(0, str(ROOT / "infra"))
-    import stack
+    import cfn
 
     built = build_dir / "template.yaml"
     if not built.exists():
         raise FileNotFoundError(f"{built}: run `make sam-build` (sam build) first")
     out = {}
-    for lid, body in stack.load_template(built)["Resources"].items():
+    for lid, body in cfn.load_template(built)["Resources"].items():
         if body.get("Type") == "AWS::Serverless::Function":
             out[lid] = build_dir / str(body["Properties"]["CodeUri"]) / "bootstrap"
     return out

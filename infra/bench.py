@@ -72,11 +72,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import stack as local_stack  # noqa: E402
+import cfn  # noqa: E402
+import supervise  # noqa: E402
 from bench_pacing import bench_pacing  # noqa: E402
 from bench_state import bench_load, bench_state  # noqa: E402
 
-ROOT = local_stack.ROOT
+ROOT = cfn.ROOT
 FUNCTIONS = ["sms", "operations", "contacts", "messaging", "performance", "admin"]
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 RELEASE = TARGET_DIR / "release"
@@ -104,9 +105,9 @@ def function_env(name: str, endpoint: str, extra: dict[str, str] | None = None) 
     queue = f"https://sqs.us-east-1.amazonaws.com/123456789012/dataflows-{name}"
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        **local_stack.CREDENTIALS,
-        "AWS_REGION": local_stack.REGION,
-        "AWS_DEFAULT_REGION": local_stack.REGION,
+        **supervise.CREDENTIALS,
+        "AWS_REGION": cfn.REGION,
+        "AWS_DEFAULT_REGION": cfn.REGION,
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_LAMBDA_FUNCTION_NAME": f"dataflows-{name}",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
@@ -124,15 +125,15 @@ class Emulated:
     """One function: its bootstrap behind the runtime interface emulator, on free ports."""
 
     def __init__(self, binary: Path, env: dict[str, str], log: Path):
-        self.port = local_stack.free_port()
+        self.port = supervise.free_port()
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [str(local_stack.rie_path()), "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-             "--runtime-api-address", f"127.0.0.1:{local_stack.free_port()}", str(binary)],
+            [str(supervise.rie_path()), "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
+             "--runtime-api-address", f"127.0.0.1:{supervise.free_port()}", str(binary)],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
-        local_stack.wait_http(f"http://127.0.0.1:{self.port}/", timeout=10)
+        supervise.wait_http(f"http://127.0.0.1:{self.port}/", timeout=10)
 
     def invoke(self, event: dict) -> dict:
         req = urllib.request.Request(self.url, data=json.dumps(event).encode(),
@@ -154,7 +155,7 @@ class Emulated:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        local_stack._terminate(self.proc)
+        supervise._terminate(self.proc)
         self._log.close()
 
 
@@ -292,7 +293,7 @@ def bench_keywords(res: Results) -> None:
                          capture_output=True, text=True, check=True).stdout
     d = json.loads(out.strip().splitlines()[-1])
     res.data["keywords"] = d
-    memory = int(local_stack.load_template()["Globals"]["Function"]["MemorySize"])
+    memory = int(cfn.load_template()["Globals"]["Function"]["MemorySize"])
     half = memory * MB // 2
     res.add(f"keywords: peak RSS with 100 worst-case records ({d['valid']} kept, {d['refused']} refused over the "
             f"account's {d['budget_bytes'] // 1024} KiB budget)", f"{d['peak_rss_bytes'] / MB:.1f} MB",
@@ -321,7 +322,7 @@ def sms_batch(accounts: int, size: int = 10, single: bool = False) -> dict:
                           "body": "Hi, is my order #4821 shipped yet?"}}
         records.append({"messageId": str(uuid.uuid4()), "receiptHandle": "bench", "body": json.dumps(event),
                         "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
-                        "eventSource": "aws:sqs", "awsRegion": local_stack.REGION,
+                        "eventSource": "aws:sqs", "awsRegion": cfn.REGION,
                         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:dataflows-sms"})
     return {"Records": records}
 
@@ -444,7 +445,7 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
                 finally:
                     fn.stop()
         finally:
-            local_stack._terminate(serve)
+            supervise._terminate(serve)
         runs[delay] = run
 
     main = runs[receiver_delay]
@@ -606,13 +607,13 @@ def main() -> int:
     ap.add_argument("--webhooks", type=int, default=10000)
     ap.add_argument("--receiver-delay-ms", type=int, default=20)
     ap.add_argument("--aws-delay-ms", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=int(local_stack.load_template()["Parameters"]["BatchSize"]["Default"]),
+    ap.add_argument("--batch-size", type=int, default=int(cfn.load_template()["Parameters"]["BatchSize"]["Default"]),
                     help="events per invocation (default: the template's BatchSize)")
-    ap.add_argument("--json", type=Path, default=local_stack.LOCAL / "bench" / "results.json")
+    ap.add_argument("--json", type=Path, default=cfn.LOCAL / "bench" / "results.json")
     args = ap.parse_args()
     only = set(args.only.split(","))
     FUNCTIONS[:] = args.functions.split(",")
-    log_dir = local_stack.LOCAL / "bench"
+    log_dir = cfn.LOCAL / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
     res = Results()
     res.data["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -31,6 +31,9 @@ import uuid
 from pathlib import Path
 
 import stack as local_stack
+import cfn
+import provision
+import supervise
 from bench_state import PUBLISHED_AT, SECRET, dead_letters, publish_all, queues_empty
 from receiver import Receiver, peak_per_second
 
@@ -42,7 +45,7 @@ NEIGHBOUR_TIMEBOX_S = 120
 
 
 def template_retry_schedule() -> str:
-    return local_stack.load_template()["Parameters"]["RetrySchedule"]["Default"]
+    return cfn.load_template()["Parameters"]["RetrySchedule"]["Default"]
 
 
 def _stamp(at: float) -> str:
@@ -75,7 +78,7 @@ def subscribe(stack, receiver: Receiver, account: str, sid: str, triggers: list[
     if rate_limit is not None:
         item["rate_limit"] = rate_limit
     stack.client("dynamodb").put_item(TableName=stack.outputs["SubscriptionsTableName"],
-                                      Item={k: local_stack.to_ddb_value(v) for k, v in item.items()})
+                                      Item={k: provision.to_ddb_value(v) for k, v in item.items()})
     return path
 
 
@@ -127,7 +130,7 @@ def campaign_case(res, receiver: Receiver, log_dir: Path, n: int, environments: 
     """(a) with `rate_limit`, or (b) without; (d)'s units come with (a)."""
     name = "limited" if limited else "unlimited"
     budget = 1.2 * n / RATE + 30 if limited else 2 * n / RATE + 60
-    stack = local_stack.Stack(port=local_stack.free_port(), log_dir=log_dir / name, environments=environments,
+    stack = local_stack.Stack(port=supervise.free_port(), log_dir=log_dir / name, environments=environments,
                               env_overrides={"RETRY_SCHEDULE": template_retry_schedule()})
     try:
         tag = uuid.uuid4().hex[:6]
@@ -135,14 +138,14 @@ def campaign_case(res, receiver: Receiver, log_dir: Path, n: int, environments: 
         path = subscribe(stack, receiver, account, "crm", ["sms.status_changed"],
                          rate_limit=RATE if limited else None, capacity=RATE, retry_after="1")
         events = campaign(account, n, f"cmp_{name}_{tag}")
-        local_stack.reset_emulator_stats(stack.emulator.endpoint)
+        supervise.reset_emulator_stats(stack.emulator.endpoint)
         started, t0 = time.time(), time.monotonic()
         publish_rate = publish_all(stack, events)
         delivered = wait_delivered(receiver, path, n, t0 + budget + 30)
         took = (max(delivered.values()) - started) if len(delivered) >= n else None
         if took is not None:
             drain(stack)  # what follows the last 2xx (claims finished) is the run's too
-        stats = local_stack.emulator_stats(stack.emulator.endpoint)
+        stats = supervise.emulator_stats(stack.emulator.endpoint)
         state_table = stack.outputs["StateTableName"]
         got = requests_at(receiver, path)
         f = {
@@ -193,7 +196,7 @@ def campaign_case(res, receiver: Receiver, log_dir: Path, n: int, environments: 
 
 def neighbour_case(res, receiver: Receiver, log_dir: Path, environments: int) -> dict:
     """(c): E's hanging endpoints must not delay H."""
-    stack = local_stack.Stack(port=local_stack.free_port(), log_dir=log_dir / "neighbours", environments=environments,
+    stack = local_stack.Stack(port=supervise.free_port(), log_dir=log_dir / "neighbours", environments=environments,
                               env_overrides={"RETRY_SCHEDULE": template_retry_schedule()})
     try:
         tag = uuid.uuid4().hex[:6]
@@ -209,13 +212,13 @@ def neighbour_case(res, receiver: Receiver, log_dir: Path, environments: int) ->
                                "occurred_at": _stamp(now),
                                "data": {"contact_id": f"ct_{uuid.uuid4().hex[:12]}", "contact": {"name": f"C {i}"}}})
         h_ids = {e["id"] for e in events if e["account_id"] == healthy}
-        local_stack.reset_emulator_stats(stack.emulator.endpoint)
+        supervise.reset_emulator_stats(stack.emulator.endpoint)
         t0 = time.monotonic()
         publish_all(stack, events)
         published = {e: PUBLISHED_AT[e] for e in h_ids}
         wait_delivered(receiver, h_path, NEIGHBOUR_EVENTS, t0 + NEIGHBOUR_TIMEBOX_S)
         waited = time.monotonic() - t0
-        stats = local_stack.emulator_stats(stack.emulator.endpoint)
+        stats = supervise.emulator_stats(stack.emulator.endpoint)
         with receiver.lock:
             first: dict[str, float] = {}
             for r in receiver.received:
@@ -260,7 +263,7 @@ def _most_open(starts: list[float], length: float) -> int:
 def bench_pacing(res, log_dir: Path, webhooks: int) -> dict:
     """The receiver-capacity section; its figures (also in res.data["pacing"])."""
     os.environ.setdefault("LOCAL_PROFILE", "release")
-    environments = local_stack.environments_from_env(local_stack.UP_ENVIRONMENTS)  # as `make up`
+    environments = supervise.environments_from_env(supervise.UP_ENVIRONMENTS)  # as `make up`
     print(f"pacing: receivers that take {RATE:g} requests/s and answer 429 beyond, a {webhooks}-webhook campaign, "
           f"and a tenant beside hanging endpoints; local stack, {environments} environments per function, "
           f"{os.environ['LOCAL_PROFILE']} binaries, RETRY_SCHEDULE {template_retry_schedule()}", flush=True)

@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
+import provision  # noqa: E402
+import supervise  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -161,7 +163,7 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
     print(f"state: {messages} messages through the local stack ({os.environ['LOCAL_PROFILE']} binaries; request "
           f"counts do not depend on it), emulator throttling at {item_wcu:g} WCU/s per item", flush=True)
     receiver = Receiver()
-    stack = local_stack.Stack(port=local_stack.free_port(), log_dir=log_dir / "state",
+    stack = local_stack.Stack(port=supervise.free_port(), log_dir=log_dir / "state",
                               config={"item_wcu_per_second": item_wcu, "hold_ms": 30})
     data: dict = {"messages": messages, "item_wcu_per_second": item_wcu}
     try:
@@ -173,7 +175,7 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
             url = receiver.endpoint(path, SECRET)
             item = {"account_id": account, "subscription_id": sid, "url": url, "secrets": [SECRET],
                     "triggers": triggers, **extra}
-            ddb.put_item(TableName=subs_table, Item={k: local_stack.to_ddb_value(v) for k, v in item.items()})
+            ddb.put_item(TableName=subs_table, Item={k: provision.to_ddb_value(v) for k, v in item.items()})
             return path
 
         tag = uuid.uuid4().hex[:6]
@@ -190,10 +192,10 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
         data["unsubscribed_messages"] = quiet
         events = mix(none, quiet, "cmp_a") + mix(other, quiet, "cmp_b")
         status_events = sum(e["type"] == "sms.status_changed" for e in events)
-        local_stack.reset_emulator_stats(stack.emulator.endpoint)
+        supervise.reset_emulator_stats(stack.emulator.endpoint)
         rate = publish_all(stack, events)
         took = wait_processed(stack, timeout=900)
-        f = state_figures(local_stack.emulator_stats(stack.emulator.endpoint), state_table, status_events)
+        f = state_figures(supervise.emulator_stats(stack.emulator.endpoint), state_table, status_events)
         f.update(published_per_second=rate, seconds=took, status_events=status_events)
         data["unsubscribed"] = f
         res.add("state, no subscription needing it: write units / 1,000 receipts", f"{f['write_units_per_1000']:.1f}",
@@ -203,11 +205,11 @@ def bench_state(res, log_dir: Path, messages: int, prices: dict, item_wcu: float
         # Phase 2: the bulk sender, subscribed to everything.
         events = mix(bulk, messages, "cmp_bulk")
         status_events = sum(e["type"] == "sms.status_changed" for e in events)
-        local_stack.reset_emulator_stats(stack.emulator.endpoint)
+        supervise.reset_emulator_stats(stack.emulator.endpoint)
         receiver.received.clear()
         rate = publish_all(stack, events)
         took = wait_processed(stack, timeout=1800)
-        stats = local_stack.emulator_stats(stack.emulator.endpoint)
+        stats = supervise.emulator_stats(stack.emulator.endpoint)
         f = state_figures(stats, state_table, status_events)
         f.update(published_per_second=rate, seconds=took, status_events=status_events)
 
@@ -282,7 +284,7 @@ def bench_load(res, log_dir: Path, status_events: int) -> None:
     print(f"load: {status_events} status events over three accounts through the local stack", flush=True)
     PUBLISHED_AT.clear()
     receiver = Receiver()
-    stack = local_stack.Stack(port=local_stack.free_port(), log_dir=log_dir / "load")
+    stack = local_stack.Stack(port=supervise.free_port(), log_dir=log_dir / "load")
     data: dict = {"status_events": status_events}
     try:
         ddb = stack.client("dynamodb")
@@ -299,7 +301,7 @@ def bench_load(res, log_dir: Path, status_events: int) -> None:
                         "secrets": [SECRET], "triggers": triggers,
                         "delivery_rate_low": {"threshold": 0.9, "window_minutes": 60, "min_samples": 50,
                                               "cooldown_minutes": 60}}
-                ddb.put_item(TableName=subs_table, Item={k: local_stack.to_ddb_value(v) for k, v in item.items()})
+                ddb.put_item(TableName=subs_table, Item={k: provision.to_ddb_value(v) for k, v in item.items()})
                 expected[account] = 2 * messages
             events += mix(account, messages, f"cmp_{n}", seed=n)
         receipts = sum(e["type"] == "sms.status_changed" for e in events)
@@ -312,7 +314,7 @@ def bench_load(res, log_dir: Path, status_events: int) -> None:
         delivered = {a: len(got.get(paths[a], ())) for a in expected}
         failed = sum(r.failed_invocations for r in stack.runners)
         resets = sum(r.restarts for r in stack.runners)
-        stats = local_stack.emulator_stats(stack.emulator.endpoint)
+        stats = supervise.emulator_stats(stack.emulator.endpoint)
         data.update(receipts=receipts, inputs=len(events), published_per_second=rate, seconds=took,
                     processed_per_second=len(events) / took, failed_invocations=failed, runtime_resets=resets,
                     dead_letters=dead_letters(stack), delivered=delivered, expected=expected,

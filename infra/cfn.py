@@ -18,6 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
+LOCAL = ROOT / ".local"  # what the local stack writes: outputs, logs, charts
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 STACK = "dataflows-local"

@@ -17,9 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
+import cfn  # noqa: E402
+import provision  # noqa: E402
+import supervise  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
-ROOT = local_stack.ROOT
+ROOT = cfn.ROOT
 SECRET = "whsec_" + "ZGVtby1zZWNyZXQtZm9yLWxvY2FsLXVzZS1vbmx5IQ=="  # "demo-secret-for-local-use-only!"
 
 # Published in three phases: contact.updated, message.cancelled and contact.deleted need the state
@@ -74,13 +77,13 @@ KEY_FIELDS = {
 
 def running_stack() -> dict | None:
     """The outputs of a `make up` that is still running, if any."""
-    pid_file, outputs_file = local_stack.LOCAL / "stack.pid", local_stack.LOCAL / "outputs.json"
+    pid_file, outputs_file = cfn.LOCAL / "stack.pid", cfn.LOCAL / "outputs.json"
     if not (pid_file.exists() and outputs_file.exists()):
         return None
     try:
         os.kill(int(pid_file.read_text()), 0)
         outputs = json.loads(outputs_file.read_text())
-        local_stack.wait_http(f"{outputs['EndpointUrl']}/moto-api/", timeout=2)
+        supervise.wait_http(f"{outputs['EndpointUrl']}/moto-api/", timeout=2)
         return outputs
     except (OSError, ValueError, KeyError, TimeoutError):
         return None
@@ -98,14 +101,14 @@ def main() -> int:
         print(f"using the stack of `make up` at {outputs['EndpointUrl']}")
     else:
         print("starting the local stack (emulator, resources from template.yaml, six functions)...")
-        own_stack = local_stack.Stack(port=local_stack.free_port())
+        own_stack = local_stack.Stack(port=supervise.free_port())
         outputs = own_stack.outputs
     endpoint = outputs["EndpointUrl"]
     receiver = Receiver()
     try:
         account = f"acc_demo_{uuid.uuid4().hex[:8]}"
         url = receiver.endpoint("/webhooks", SECRET)
-        ddb = local_stack.client("dynamodb", endpoint)
+        ddb = provision.client("dynamodb", endpoint)
         ddb.put_item(TableName=outputs["SubscriptionsTableName"], Item={
             "account_id": {"S": account}, "subscription_id": {"S": "sub_demo"}, "url": {"S": url},
             "secrets": {"L": [{"S": SECRET}]}, "triggers": {"S": "*"},
@@ -115,7 +118,7 @@ def main() -> int:
             "keywords": {"L": [{"M": {"keyword": {"S": "order"}, "match": {"S": "contains"}}}]},
             "description": {"S": "make demo"}})
         print(f"subscription {account}/sub_demo -> {url} (all triggers)")
-        sns = local_stack.client("sns", endpoint)
+        sns = provision.client("sns", endpoint)
 
         def ours(r):
             return r.path == "/webhooks" and r.json.get("account_id") == account

@@ -32,22 +32,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import stack as local_stack  # noqa: E402
+import cfn  # noqa: E402
+import provision  # noqa: E402
+import supervise  # noqa: E402
 
 
-def load_functions(outputs: dict, functions_file: Path) -> list[local_stack.LocalFunction]:
+def load_functions(outputs: dict, functions_file: Path) -> list[provision.LocalFunction]:
     """The running stack's functions as `make up` wrote them; if that file is missing or belongs to
     another emulator, resolved again from template.yaml (provisioning is idempotent)."""
     if functions_file.exists():
         doc = json.loads(functions_file.read_text())
         if doc.get("endpoint") == outputs["EndpointUrl"]:
-            return [local_stack.LocalFunction(**{**f, "sources": [local_stack.EventSource(**s) for s in f["sources"]]})
+            return [provision.LocalFunction(**{**f, "sources": [provision.EventSource(**s) for s in f["sources"]]})
                     for f in doc["functions"]]
     print(f"({functions_file.name} not written by this stack: resolving template.yaml against it)", file=sys.stderr)
-    return local_stack.provision(outputs["EndpointUrl"]).functions
+    return provision.provision(outputs["EndpointUrl"]).functions
 
 
-def find_function(functions: list[local_stack.LocalFunction], name: str) -> local_stack.LocalFunction:
+def find_function(functions: list[provision.LocalFunction], name: str) -> provision.LocalFunction:
     for f in functions:
         if name in (f.binary, f.logical_id, f.name):
             return f
@@ -63,14 +65,14 @@ def stack_answers(endpoint: str) -> bool:
         return False
 
 
-def invoke(fn: local_stack.LocalFunction, endpoint: str, event: dict, log_dir: Path) -> tuple[bool, object, list[str]]:
+def invoke(fn: provision.LocalFunction, endpoint: str, event: dict, log_dir: Path) -> tuple[bool, object, list[str]]:
     """(succeeded, response payload, the function's log lines)."""
     log = log_dir / f"{fn.binary}.log"
     log.unlink(missing_ok=True)
     # No event source: nothing is polled, the one event is given directly.
-    runner = local_stack.Runner(replace(fn, sources=[]), endpoint, local_stack.function_overrides(), log_dir)
+    runner = supervise.Runner(replace(fn, sources=[]), endpoint, supervise.function_overrides(), log_dir)
     try:
-        local_stack.wait_http(f"http://127.0.0.1:{runner.port}/", timeout=10)
+        supervise.wait_http(f"http://127.0.0.1:{runner.port}/", timeout=10)
         ok, payload = runner.invoke(event)
         # The emulator writes REPORT once the runtime is done with the invocation.
         deadline = time.monotonic() + 3
@@ -86,7 +88,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("function", help="sms, operations, contacts, messaging, performance, admin (or SmsFunction, ...)")
     ap.add_argument("event", help="an SQS event file (events/), or - for stdin")
-    ap.add_argument("--outputs", type=Path, default=local_stack.LOCAL / "outputs.json",
+    ap.add_argument("--outputs", type=Path, default=cfn.LOCAL / "outputs.json",
                     help="the running stack's outputs (default: what `make up` wrote)")
     ap.add_argument("--log-dir", type=Path, help="where the invocation's log is kept (default: a temporary directory)")
     args = ap.parse_args()
@@ -106,7 +108,7 @@ def main() -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix=f"invoke-{fn.binary}-"))
     ok, payload, lines = invoke(fn, endpoint, event, log_dir)
     records = len(event.get("Records", [])) if isinstance(event, dict) else 0
-    print(f"# {fn.logical_id} ({local_stack.binary_dir() / fn.binary}), {records} record(s), against {endpoint}")
+    print(f"# {fn.logical_id} ({supervise.binary_dir() / fn.binary}), {records} record(s), against {endpoint}")
     print("# response")
     print(json.dumps(payload, indent=2))
     if ok and isinstance(payload, dict):

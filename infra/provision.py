@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import boto3
 
-from cfn import ACCOUNT, REGION, STACK, TEMPLATE, Resolver, TemplateError, creation_order, load_template
+from cfn import ACCOUNT, LOCAL, REGION, STACK, TEMPLATE, Resolver, TemplateError, creation_order, load_template
 
 
 @dataclass
@@ -342,3 +342,51 @@ def provision(endpoint: str, parameters: dict[str, str] | None = None, template_
     outputs = {k: str(r.resolve(v["Value"])) for k, v in template.get("Outputs", {}).items()}
     outputs["EndpointUrl"] = endpoint
     return Provisioned(endpoint, outputs, ctx.functions)
+
+
+def to_ddb_value(v):
+    """A plain JSON value as a DynamoDB attribute value, the way a customer writes a record."""
+    if isinstance(v, bool):
+        return {"BOOL": v}
+    if isinstance(v, (int, float)):
+        return {"N": str(v)}
+    if isinstance(v, str):
+        return {"S": v}
+    if isinstance(v, list):
+        return {"L": [to_ddb_value(x) for x in v]}
+    if isinstance(v, dict):
+        return {"M": {k: to_ddb_value(x) for k, x in v.items()}}
+    if v is None:
+        return {"NULL": True}
+    raise TypeError(v)
+
+
+def peek_queue(sqs, url: str) -> list[dict]:
+    """Every message on a queue, without consuming it: received hidden, then made visible again."""
+    seen: list[dict] = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                   MessageAttributeNames=["All"]).get("Messages", [])
+        if not msgs:
+            break
+        seen += msgs
+    for i in range(0, len(seen), 10):
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for n, m in enumerate(seen[i:i + 10])])
+    return seen
+
+
+def write_outputs(outputs: dict[str, str], path: Path = LOCAL / "outputs.json") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(outputs, indent=2) + "\n")
+
+
+def write_functions(provisioned: Provisioned, path: Path = LOCAL / "functions.json") -> None:
+    """The functions as provisioned (binary, environment, timeout, event sources), for `make
+    invoke` (infra/invoke.py) to run one of them against this stack."""
+    from dataclasses import asdict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"endpoint": provisioned.endpoint, "functions": [asdict(f) for f in provisioned.functions]}
+    path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -59,6 +59,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stack as local_stack  # noqa: E402
+import cfn  # noqa: E402
+import provision  # noqa: E402
+import supervise  # noqa: E402
 from contract import contract_error  # noqa: E402
 from receiver import BacklogServer, SlidingWindow, peak_per_second  # noqa: E402
 
@@ -233,7 +236,7 @@ def write_charts(expected: dict, receiver: FaultyReceiver, dlq: dict, kills: lis
         charts.CHARTS.mkdir(parents=True, exist_ok=True)
         (charts.CHARTS / "soak-samples.json").write_text(json.dumps(samples))
         for path in charts.soak_charts(samples):
-            print(f"chart: {os.path.relpath(path, local_stack.ROOT)}")
+            print(f"chart: {os.path.relpath(path, cfn.ROOT)}")
     except Exception as e:  # noqa: BLE001
         print(f"charts not written: {e!r}", file=sys.stderr)
 
@@ -266,7 +269,7 @@ def main() -> int:
     started = time.time()
 
     receiver = FaultyReceiver(args.fail, args.seed, args.receiver_capacity, fail_first=args.scenario == "aws-faults")
-    st = local_stack.Stack(port=local_stack.free_port(), log_dir=local_stack.LOCAL / "soak-logs",
+    st = local_stack.Stack(port=supervise.free_port(), log_dir=cfn.LOCAL / "soak-logs",
                            env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "HTTP_TIMEOUT": f"{HTTP_TIMEOUT_S}s",
                                           "LOG_LEVEL": os.environ.get("SOAK_LOG_LEVEL", "warn")},
                            config={"item_wcu_per_second": args.item_wcu, "hold_ms": 30},
@@ -388,7 +391,7 @@ def main() -> int:
             sqs = st.client("sqs")
             for cat in ["Sms", "Operations", "Contacts", "Messaging", "Performance", "Admin"]:
                 url = st.outputs[f"{cat}DeadLetterQueueUrl"]
-                seen = local_stack.peek_queue(sqs, url)
+                seen = provision.peek_queue(sqs, url)
                 for m in seen:
                     try:
                         body = json.loads(m["Body"])
@@ -506,7 +509,7 @@ def main() -> int:
             "wall_seconds": round(time.time() - started),
         }
         print(json.dumps(report, indent=2))
-        (local_stack.LOCAL / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
+        (cfn.LOCAL / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
         write_charts(expected, receiver, dlq, kills, started, report)
         if lost:
             print(f"LOST {len(lost)}: e.g. {lost[:5]}")

@@ -11,9 +11,8 @@ stack, and holds the `make up` entry point:
                       policies, redrive, TTL, alarms), one function per resource type
   infra/supervise.py  the emulator and the function processes, and the SQS pollers
 
-It re-exports what the tools and tests use from those modules (`import stack as local_stack`;
-`local_stack.provision`, `local_stack.free_port`, ...). It is not where any of that is done: only
-Stack, the helpers the tools and tests share, and main() are here.
+Only Stack and main() are here: the tools and tests import every other name from the module that
+defines it (cfn, provision, supervise).
 
 CLI:  python infra/stack.py up [--port 4566]     the stack in the foreground until Ctrl-C
       python infra/stack.py provision [--port]  resources only, on an emulator already running
@@ -35,34 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Re-exported: the tools and tests reach these as stack.X.
-from cfn import (  # noqa: F401
-    ACCOUNT, REGION, ROOT, STACK, TEMPLATE, Resolver, TemplateError, creation_order, dependencies, load_template,
-)
-from provision import (  # noqa: F401
-    RESOURCE_TYPES, EventSource, LocalFunction, Provisioned, client, provision,
-)
-from supervise import (  # noqa: F401
-    CREDENTIALS, EMULATOR_ENV, Emulator, Runner, _terminate, binary_dir, configure_emulator, emulator_stats,
-    free_port, function_overrides, reset_emulator_stats, rie_path, wait_http,
-)
-
-LOCAL = ROOT / ".local"
-UP_ENVIRONMENTS = 3  # execution environments per function under `make up`
-
-
-def environments_from_env(default: int = 1) -> int:
-    """$LOCAL_ENVIRONMENTS (execution environments per function), else `default`."""
-    value = os.environ.get("LOCAL_ENVIRONMENTS", "").strip()
-    if not value:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"LOCAL_ENVIRONMENTS must be a whole number of execution environments, not {value!r}") from None
-    if n < 1:
-        raise ValueError(f"LOCAL_ENVIRONMENTS must be at least 1, not {n}")
-    return n
+from cfn import LOCAL, ROOT
+from provision import client, provision, write_outputs, write_functions
+from supervise import Emulator, Runner, function_overrides, UP_ENVIRONMENTS, environments_from_env
 
 
 class Stack:
@@ -141,54 +115,6 @@ class Stack:
         if self.faults is not None:
             self.faults.stop()
         self.emulator.stop()
-
-
-def to_ddb_value(v):
-    """A plain JSON value as a DynamoDB attribute value, the way a customer writes a record."""
-    if isinstance(v, bool):
-        return {"BOOL": v}
-    if isinstance(v, (int, float)):
-        return {"N": str(v)}
-    if isinstance(v, str):
-        return {"S": v}
-    if isinstance(v, list):
-        return {"L": [to_ddb_value(x) for x in v]}
-    if isinstance(v, dict):
-        return {"M": {k: to_ddb_value(x) for k, x in v.items()}}
-    if v is None:
-        return {"NULL": True}
-    raise TypeError(v)
-
-
-def peek_queue(sqs, url: str) -> list[dict]:
-    """Every message on a queue, without consuming it: received hidden, then made visible again."""
-    seen: list[dict] = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
-                                   MessageAttributeNames=["All"]).get("Messages", [])
-        if not msgs:
-            break
-        seen += msgs
-    for i in range(0, len(seen), 10):
-        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
-            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-            for n, m in enumerate(seen[i:i + 10])])
-    return seen
-
-
-def write_outputs(outputs: dict[str, str], path: Path = LOCAL / "outputs.json") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(outputs, indent=2) + "\n")
-
-
-def write_functions(provisioned: Provisioned, path: Path = LOCAL / "functions.json") -> None:
-    """The functions as provisioned (binary, environment, timeout, event sources), for `make
-    invoke` (infra/invoke.py) to run one of them against this stack."""
-    from dataclasses import asdict
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"endpoint": provisioned.endpoint, "functions": [asdict(f) for f in provisioned.functions]}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def main() -> int:

@@ -388,3 +388,20 @@ def function_overrides(env_overrides: dict[str, str] | None = None) -> dict[str,
             overrides[var] = os.environ[var]
     overrides.update(env_overrides or {})
     return overrides
+
+
+UP_ENVIRONMENTS = 3  # execution environments per function under `make up`
+
+
+def environments_from_env(default: int = 1) -> int:
+    """$LOCAL_ENVIRONMENTS (execution environments per function), else `default`."""
+    value = os.environ.get("LOCAL_ENVIRONMENTS", "").strip()
+    if not value:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"LOCAL_ENVIRONMENTS must be a whole number of execution environments, not {value!r}") from None
+    if n < 1:
+        raise ValueError(f"LOCAL_ENVIRONMENTS must be at least 1, not {n}")
+    return n

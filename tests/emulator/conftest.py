@@ -16,7 +16,7 @@ from botocore.config import Config
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "infra"))
 
-import stack as local_stack  # noqa: E402
+import supervise  # noqa: E402
 
 DEFAULTS = {"hold_ms": 30, "item_wcu_per_second": 1000, "max_item_bytes": 409_600, "respond_after_hold": False}
 
@@ -24,15 +24,15 @@ DEFAULTS = {"hold_ms": 30, "item_wcu_per_second": 1000, "max_item_bytes": 409_60
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
     """The endpoint of an emulator on a free port."""
-    emu = local_stack.Emulator(local_stack.free_port(), tmp_path_factory.mktemp("logs") / "emulator.log")
+    emu = supervise.Emulator(supervise.free_port(), tmp_path_factory.mktemp("logs") / "emulator.log")
     yield emu.endpoint
     emu.stop()
 
 
 @pytest.fixture(autouse=True)
 def defaults(emulator):
-    local_stack.configure_emulator(emulator, **DEFAULTS)
-    local_stack.reset_emulator_stats(emulator)
+    supervise.configure_emulator(emulator, **DEFAULTS)
+    supervise.reset_emulator_stats(emulator)
     yield
 
 

@@ -17,7 +17,8 @@ import uuid
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import DEFAULTS, ROOT, local_stack, make_client
+from conftest import DEFAULTS, ROOT, make_client
+import supervise  # noqa: E402 (conftest put infra/ on the path)
 
 CONFLICT = {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
 NONE = {"Code": "None"}
@@ -50,7 +51,7 @@ def stored(ddb, table: str, pk: str, sk: str = "x") -> dict | None:
 
 
 def configure(endpoint: str, **config) -> dict:
-    return local_stack.configure_emulator(endpoint, **config)
+    return supervise.configure_emulator(endpoint, **config)
 
 
 # ---------------------------------------------------------------- 1. transactions touch only their items
@@ -170,7 +171,7 @@ def test_items_of_a_transaction_in_flight_conflict(emulator, ddb, table):
     ddb.transact_write_items(TransactItems=second)
     assert stored(ddb, table, "a")["v"] == {"N": "3"}
     assert stored(ddb, table, "c") is not None and stored(ddb, table, "d") is None
-    assert local_stack.emulator_stats(emulator)["refused"]["TransactionConflict"] == 4
+    assert supervise.emulator_stats(emulator)["refused"]["TransactionConflict"] == 4
 
 
 def test_concurrent_transactions_on_one_item_one_wins(emulator, table):
@@ -265,7 +266,7 @@ def test_writes_to_one_item_are_throttled_per_item(emulator, ddb, table):
     the bucket refills."""
     def scenario():
         configure(emulator, item_wcu_per_second=5)  # buckets full
-        local_stack.reset_emulator_stats(emulator)
+        supervise.reset_emulator_stats(emulator)
         pk = unique()  # 10 characters: 12 + 3 + 1,001 = 1,016 bytes, one unit
 
         def put(fill: str):
@@ -284,7 +285,7 @@ def test_writes_to_one_item_are_throttled_per_item(emulator, ddb, table):
     ddb.put_item(TableName=table, Item=item(unique(), v={"S": "a" * 1000}))  # another item
     time.sleep(0.25)  # > 1 unit refilled
     ddb.put_item(TableName=table, Item=item(pk, v={"S": "g" * 1000}))
-    assert local_stack.emulator_stats(emulator)["refused"]["Throttling"] == 2, local_stack.emulator_stats(emulator)
+    assert supervise.emulator_stats(emulator)["refused"]["Throttling"] == 2, supervise.emulator_stats(emulator)
 
     configure(emulator, item_wcu_per_second=0)  # off
     for _ in range(20):
@@ -357,7 +358,7 @@ def test_items_over_400_kb_are_refused(emulator, ddb, table):
     assert reasons == [NONE, {"Code": "ValidationError", "Message": SIZE_MSG}]
     assert stored(ddb, table, "fine") is None and stored(ddb, table, "huge") is None
     assert stored(ddb, table, "small") == item("small", v={"N": "1"})
-    assert local_stack.emulator_stats(emulator)["refused"]["Validation"] == 5
+    assert supervise.emulator_stats(emulator)["refused"]["Validation"] == 5
 
     configure(emulator, max_item_bytes=0)  # off
     ddb.put_item(TableName=table, Item=item("huge", payload=big))
@@ -398,7 +399,7 @@ def test_accounting_counts_units_as_dynamodb_bills_them(emulator, ddb, table):
     sizes as in https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html.
     Units are also split by partition key kind (the key up to its first '#')."""
     configure(emulator, hold_ms=0)
-    local_stack.reset_emulator_stats(emulator)
+    supervise.reset_emulator_stats(emulator)
     # A: pk "acc" 2+3, sk "a" 2+1, "s" 1 + 1,491 = 1,500 bytes; with n = 12345 (1 + 1 + 3) 1,505.
     ddb.put_item(TableName=table, Item=item("acc", "a", s={"S": "a" * 1491}))             # W 2
     ddb.update_item(TableName=table, Key=key("acc", "a"), UpdateExpression="SET n = :n",  # W 2
@@ -430,7 +431,7 @@ def test_accounting_counts_units_as_dynamodb_bills_them(emulator, ddb, table):
                                              "ConsistentRead": True}})
     ddb.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": key("acc", "a")}}])  # R 2
 
-    stats = local_stack.emulator_stats(emulator)
+    stats = supervise.emulator_stats(emulator)
     assert stats["requests"] == {"BatchGetItem": 1, "BatchWriteItem": 1, "DeleteItem": 1, "GetItem": 3,
                                  "PutItem": 2, "Query": 2, "Scan": 1, "TransactGetItems": 1,
                                  "TransactWriteItems": 1, "UpdateItem": 1}
@@ -448,8 +449,8 @@ def test_accounting_counts_units_as_dynamodb_bills_them(emulator, ddb, table):
     assert stats["refused"] == {"TransactionConflict": 0, "Throttling": 0, "ConditionalCheckFailed": 1,
                                 "Validation": 0}
 
-    local_stack.reset_emulator_stats(emulator)
-    assert local_stack.emulator_stats(emulator) == {
+    supervise.reset_emulator_stats(emulator)
+    assert supervise.emulator_stats(emulator) == {
         "requests": {}, "read_units": 0, "write_units": 0, "by_table": {}, "by_prefix": {}, "hottest_items": [],
         "refused": {"TransactionConflict": 0, "Throttling": 0, "ConditionalCheckFailed": 0, "Validation": 0},
         "sns_delivery_failures": {"dead_lettered": 0, "dropped": 0}}
@@ -458,7 +459,7 @@ def test_accounting_counts_units_as_dynamodb_bills_them(emulator, ddb, table):
 def test_config_routes(emulator):
     """GET and POST /_emulator/config: partial updates, the whole config in answer, errors on
     unknown keys and bad values; anything else under /_emulator/ is 404."""
-    assert local_stack.emulator_stats(emulator)["requests"] == {}
+    assert supervise.emulator_stats(emulator)["requests"] == {}
     with urllib.request.urlopen(f"{emulator}/_emulator/config") as resp:
         assert json.loads(resp.read()) == DEFAULTS
     assert configure(emulator, hold_ms=5) == {**DEFAULTS, "hold_ms": 5}
@@ -646,7 +647,7 @@ def test_sns_moves_what_a_queue_refuses_to_the_subscriptions_dlq(emulator):
     sns.publish(TopicArn=topic, Message='{"id": "evt_1"}')
     assert received_bodies(sqs, healthy) == ['{"id": "evt_1"}'], "the other subscriptions are delivered"
     assert received_bodies(sqs, dlq) == ['{"id": "evt_1"}'], "the raw message, on the DLQ"
-    assert local_stack.emulator_stats(emulator)["sns_delivery_failures"] == {"dead_lettered": 1, "dropped": 1}
+    assert supervise.emulator_stats(emulator)["sns_delivery_failures"] == {"dead_lettered": 1, "dropped": 1}
 
 
 # ---------------------------------------------------------------- behaviour 10: PartiQL batches
@@ -689,13 +690,13 @@ def test_a_partiql_batch_answers_each_statement_on_its_own(ddb, table, emulator)
     assert item["status"] == {"S": "delivered"} and item["attempts"] == {"L": [entry]}
     assert ddb.get_item(TableName=table, Key={"pk": {"S": "zzz"}, "sk": {"S": "delivery"}}).get("Item") is None
 
-    stats = local_stack.emulator_stats(emulator)
+    stats = supervise.emulator_stats(emulator)
     assert stats["requests"]["BatchExecuteStatement"] == 3, "one request per batch"
     assert stats["write_units"] >= 4, "each statement's write is counted"
 
 
 def test_a_partiql_statement_is_throttled_alone_and_refused_when_malformed(ddb, table, emulator):
-    local_stack.configure_emulator(emulator, item_wcu_per_second=1)
+    supervise.configure_emulator(emulator, item_wcu_per_second=1)
     hot = _insert(table, "hot", status={"S": "pending"})
     ddb.batch_execute_statement(Statements=[hot])  # spends the hot item's one unit
     update = {"Statement": f'UPDATE "{table}" SET lease_until = ? WHERE pk = ? AND sk = ?',

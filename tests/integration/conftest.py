@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "infra"))
 
 import stack as local_stack  # noqa: E402
+import provision  # noqa: E402
+import supervise  # noqa: E402
 from receiver import Receiver  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -35,7 +37,7 @@ def pytest_collection_modifyitems(session, config, items):
 def stack(tmp_path_factory):
     # A short retry schedule so the retry tests finish in seconds: 4 attempts in all. The most
     # verbose log level, so test_secrets.py searches everything that could ever be logged.
-    s = local_stack.Stack(port=local_stack.free_port(), log_dir=tmp_path_factory.mktemp("logs"),
+    s = local_stack.Stack(port=supervise.free_port(), log_dir=tmp_path_factory.mktemp("logs"),
                           env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "LOG_LEVEL": "trace"})
     yield s
     s.stop()
@@ -71,7 +73,7 @@ def put_subscription(stack, account_id: str, subscription_id: str, url: str, **a
                                       Item={k: to_ddb_value(v) for k, v in item.items()})
 
 
-to_ddb_value = local_stack.to_ddb_value
+to_ddb_value = provision.to_ddb_value
 
 
 def envelope(event_type: str, account_id: str, data: dict, event_id: str | None = None,
@@ -91,7 +93,7 @@ def get_item(stack, table_output: str, key: dict) -> dict:
 
 
 def peek_queue(stack, queue_output: str) -> list[dict]:
-    return local_stack.peek_queue(stack.client("sqs"), stack.outputs[queue_output])
+    return provision.peek_queue(stack.client("sqs"), stack.outputs[queue_output])
 
 
 def wait_until(probe, timeout: float = 10.0, every: float = 0.2):

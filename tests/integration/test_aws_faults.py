@@ -12,12 +12,14 @@ import time
 import pytest
 
 from conftest import RETRY_SCHEDULE, SECRET, envelope, get_item, local_stack, log_records, publish, put_subscription, unique
+import provision  # noqa: E402 (conftest put infra/ on the path)
+import supervise  # noqa: E402 (conftest put infra/ on the path)
 from soak import webhook_id  # the same derivation as shared/src/webhook.rs (conftest put infra/ on the path)
 
 
 @pytest.fixture(scope="module")
 def faulty_stack(tmp_path_factory):
-    s = local_stack.Stack(port=local_stack.free_port(), log_dir=tmp_path_factory.mktemp("faults-logs"),
+    s = local_stack.Stack(port=supervise.free_port(), log_dir=tmp_path_factory.mktemp("faults-logs"),
                           functions=["sms"], aws_faults={"share": 0.0},
                           env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "CLAIM_LEASE": "5s"})
     yield s
@@ -140,14 +142,14 @@ def test_an_event_sns_cannot_deliver_lands_on_its_dlq_and_is_redriven(faulty_sta
     deadline = time.monotonic() + 20
     held = []
     while not held and time.monotonic() < deadline:
-        held = [m for m in local_stack.peek_queue(sqs, dlq) if json.loads(m["Body"]).get("id") == event["id"]]
+        held = [m for m in provision.peek_queue(sqs, dlq) if json.loads(m["Body"]).get("id") == event["id"]]
         time.sleep(0.2)
     assert held, "the undeliverable event is on the events delivery DLQ"
     assert json.loads(held[0]["Body"]) == event, "the raw event, as the queue would have had it"
 
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps(stack.outputs))
-    binary = local_stack.binary_dir() / "dataflows"
+    binary = supervise.binary_dir() / "dataflows"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(binary), "--outputs", str(outputs), "--json", *args], capture_output=True,
@@ -161,6 +163,6 @@ def test_an_event_sns_cannot_deliver_lands_on_its_dlq_and_is_redriven(faulty_sta
     moved = cli("dead-letters", "redrive", "--category", "sns", "--account", account)
     assert moved.returncode == 0, moved.stderr
     assert json.loads(moved.stdout)["moved"] == 1
-    back = [m for m in local_stack.peek_queue(sqs, admin_url) if json.loads(m["Body"]).get("id") == event["id"]]
+    back = [m for m in provision.peek_queue(sqs, admin_url) if json.loads(m["Body"]).get("id") == event["id"]]
     assert len(back) == 1, "redriven to the admin queue, the one that consumes sender_id.approved"
-    assert not [m for m in local_stack.peek_queue(sqs, dlq) if json.loads(m["Body"]).get("id") == event["id"]]
+    assert not [m for m in provision.peek_queue(sqs, dlq) if json.loads(m["Body"]).get("id") == event["id"]]

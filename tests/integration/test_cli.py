@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from conftest import ROOT, SECRET, envelope, get_item, put_subscription, unique
 
-import stack as local_stack
+import supervise
 
-BINARY = local_stack.binary_dir() / "dataflows"
+BINARY = supervise.binary_dir() / "dataflows"
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ claims leased for 2 s, so a deferred webhook comes back 3 s later."""
 import pytest
 
 from conftest import SECRET, envelope, get_item, local_stack, log_records, publish, put_subscription, unique
+import supervise  # noqa: E402 (conftest put infra/ on the path)
 
 
 @pytest.fixture(scope="module")
 def tight_stack(tmp_path_factory):
-    s = local_stack.Stack(port=local_stack.free_port(), log_dir=tmp_path_factory.mktemp("deadline-logs"),
+    s = local_stack.Stack(port=supervise.free_port(), log_dir=tmp_path_factory.mktemp("deadline-logs"),
                           functions=["sms"],
                           env_overrides={"HTTP_TIMEOUT": "27s", "DELIVERY_CONCURRENCY": "1", "CLAIM_LEASE": "2s"})
     yield s

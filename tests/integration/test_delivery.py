@@ -8,7 +8,7 @@ import time
 from conftest import (SECRET, envelope, find_dead_letter, get_item, log_records, publish, put_subscription, unique,
                       wait_until)
 
-import stack as local_stack
+import supervise
 
 
 def disabled(stack, account, subscription):
@@ -70,7 +70,7 @@ def test_always_failing_ends_on_the_dead_letter_queue_and_redrive_restarts_it(st
     # The receiver is fixed; the operator redrives this subscription's dead letters.
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps(stack.outputs))
-    out = subprocess.run([str(local_stack.binary_dir() / "dataflows"), "--outputs", str(outputs), "--json",
+    out = subprocess.run([str(supervise.binary_dir() / "dataflows"), "--outputs", str(outputs), "--json",
                           "dead-letters", "redrive", "--category", "sms", "--account", account,
                           "--subscription", "sub_down"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == {"moved": 1, "matched": 1, "skipped": 0, "failed": 0}, out.stdout

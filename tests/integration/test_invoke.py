@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT, SECRET, put_subscription, unique
 
-import stack as local_stack
+import provision
+import supervise
 
 EVENTS = sorted((ROOT / "events").glob("*.json"))
 
@@ -29,8 +30,8 @@ def running(stack, receiver, tmp_path_factory):
     """The session's stack as `make up` leaves it: outputs.json and functions.json in a directory,
     and a subscription for the samples' account (every trigger) on the receiver."""
     d = tmp_path_factory.mktemp("local")
-    local_stack.write_outputs(stack.outputs, d / "outputs.json")
-    local_stack.write_functions(stack.provisioned, d / "functions.json")
+    provision.write_outputs(stack.outputs, d / "outputs.json")
+    provision.write_functions(stack.provisioned, d / "functions.json")
     put_subscription(stack, "acc_demo", "invoke-samples", receiver.endpoint("/invoke-samples", SECRET))
     return d
 
@@ -94,7 +95,7 @@ def test_a_function_error_is_reported(running):
 
 
 def test_without_a_running_stack_it_says_what_to_do(tmp_path):
-    (tmp_path / "outputs.json").write_text(json.dumps({"EndpointUrl": f"http://127.0.0.1:{local_stack.free_port()}"}))
+    (tmp_path / "outputs.json").write_text(json.dumps({"EndpointUrl": f"http://127.0.0.1:{supervise.free_port()}"}))
     out = subprocess.run([sys.executable, str(ROOT / "infra" / "invoke.py"), "sms", "events/sms.received.json",
                           "--outputs", str(tmp_path / "outputs.json")], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 1 and "make up" in out.stderr

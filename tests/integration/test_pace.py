@@ -10,7 +10,7 @@ import time
 from conftest import (SECRET, envelope, find_dead_letter, get_item, log_records, publish, put_subscription, unique,
                       wait_until)
 
-import stack as local_stack
+import supervise
 from receiver import peak_per_second
 
 
@@ -25,7 +25,7 @@ def contact(n: int) -> dict:
 def cli(stack, tmp_path, *args: str) -> dict:
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps(stack.outputs))
-    out = subprocess.run([str(local_stack.binary_dir() / "dataflows"), "--outputs", str(outputs), "--json", *args],
+    out = subprocess.run([str(supervise.binary_dir() / "dataflows"), "--outputs", str(outputs), "--json", *args],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

@@ -4,9 +4,9 @@ the claim gone and drops the webhook as "settled (missing)"."""
 
 import re
 
-import stack as local_stack
+import cfn
 
-ROOT = local_stack.ROOT
+ROOT = cfn.ROOT
 
 
 def rust_const(path: str, name: str) -> int:
@@ -17,7 +17,7 @@ def rust_const(path: str, name: str) -> int:
 
 
 def test_claims_and_decisions_outlive_every_dead_letter_queue():
-    resources = local_stack.load_template()["Resources"]
+    resources = cfn.load_template()["Resources"]
     dlqs = {name: r["Properties"].get("MessageRetentionPeriod", 345600) for name, r in resources.items()
             if r["Type"] == "AWS::SQS::Queue" and name.endswith("DeadLetterQueue")}
     assert dlqs, "the template declares dead-letter queues"

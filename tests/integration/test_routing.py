@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-import stack as local_stack
+import provision
+import supervise
 
 EXPECTED = {
     "sms.received": {"Sms", "Messaging"},
@@ -29,8 +30,8 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def provisioned(tmp_path_factory):
     """Resources only, no functions: the queues keep what SNS delivers so the test can read it."""
-    emulator = local_stack.Emulator(local_stack.free_port(), tmp_path_factory.mktemp("logs") / "moto.log")
-    yield local_stack.provision(emulator.endpoint)
+    emulator = supervise.Emulator(supervise.free_port(), tmp_path_factory.mktemp("logs") / "moto.log")
+    yield provision.provision(emulator.endpoint)
     emulator.stop()
 
 
@@ -46,8 +47,8 @@ def drain(sqs, url):
 
 
 def test_each_type_reaches_exactly_its_queues(provisioned):
-    sns = local_stack.client("sns", provisioned.endpoint)
-    sqs = local_stack.client("sqs", provisioned.endpoint)
+    sns = provision.client("sns", provisioned.endpoint)
+    sqs = provision.client("sqs", provisioned.endpoint)
     for event_type in EXPECTED:
         sns.publish(TopicArn=provisioned.outputs["EventsTopicArn"], Message=json.dumps(
             {"id": f"evt_{event_type}", "type": event_type, "account_id": "acc", "occurred_at": "2026-11-30T10:00:00Z",
@@ -64,9 +65,9 @@ def test_each_type_reaches_exactly_its_queues(provisioned):
 
 
 def test_queues_tables_and_alarms_have_their_template_properties(provisioned):
-    sqs = local_stack.client("sqs", provisioned.endpoint)
-    ddb = local_stack.client("dynamodb", provisioned.endpoint)
-    cw = local_stack.client("cloudwatch", provisioned.endpoint)
+    sqs = provision.client("sqs", provisioned.endpoint)
+    ddb = provision.client("dynamodb", provisioned.endpoint)
+    cw = provision.client("cloudwatch", provisioned.endpoint)
     attrs = sqs.get_queue_attributes(QueueUrl=provisioned.outputs["SmsQueueUrl"], AttributeNames=["All"])["Attributes"]
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["maxReceiveCount"] == 5

@@ -17,7 +17,6 @@ TEMPLATE_UNDER_TEST=path runs the same checks on another template.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from test_iam import ROOT, as_list, functions, logical_ids
 
