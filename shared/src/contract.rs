@@ -90,25 +90,12 @@ fn require_every_property(v: &mut Value) {
 pub fn webhook_schema(example: &Example) -> schemars::Schema {
     let trigger = example.trigger;
     let body: Value = serde_json::from_slice(&example.webhook().body).expect("a JSON body");
-    let mut schema = schemars::schema_for!(WebhookEnvelope<Map<String, Value>>);
-    let mut data = data_schema(trigger).as_object().cloned().unwrap_or_default();
-    // Hoist the data schema's definitions so its $refs resolve from the root.
-    if let Some(Value::Object(defs)) = data.remove("$defs") {
-        let root = schema
-            .ensure_object()
-            .entry("$defs")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(root) = root.as_object_mut() {
-            root.extend(defs);
-        }
-    }
-    data.remove("$schema");
-    data.remove("title");
-    data.remove("description");
-    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-        props.insert("type".into(), serde_json::json!({"const": trigger.as_str()}));
-        props.insert("data".into(), Value::Object(data));
-    }
+    let mut schema = crate::event::with_typed_data(
+        schemars::schema_for!(WebhookEnvelope<Map<String, Value>>),
+        trigger.as_str(),
+        data_schema(trigger),
+        &["title", "description"],
+    );
     schema.insert("title".into(), trigger.as_str().into());
     schema.insert("description".into(), example.when.into());
     schema.insert("examples".into(), Value::Array(vec![body]));

@@ -507,10 +507,21 @@ pub fn envelope_schema() -> schemars::Schema {
 
 /// JSON Schema of one input type: the envelope with `type` fixed and `data` typed.
 pub fn event_schema(ty: EventType) -> schemars::Schema {
-    let mut schema = envelope_schema();
-    let data = ty.data_schema();
+    let mut schema = with_typed_data(envelope_schema(), ty.as_str(), ty.data_schema(), &[]);
+    schema.insert("title".into(), ty.as_str().into());
+    schema
+}
+
+/// An envelope's schema with `type` fixed to `name` and `data` replaced by `data`'s schema: its
+/// definitions hoisted to the root (so its `$ref`s resolve there), its `$schema` and the keys
+/// `strip` names dropped. Shared by the input events and the webhooks (crate::contract).
+pub(crate) fn with_typed_data(
+    mut schema: schemars::Schema,
+    name: &str,
+    data: schemars::Schema,
+    strip: &[&str],
+) -> schemars::Schema {
     let mut data = data.as_object().cloned().unwrap_or_default();
-    // Hoist the data schema's definitions so its $refs resolve from the root.
     if let Some(Value::Object(defs)) = data.remove("$defs") {
         let root = schema
             .ensure_object()
@@ -521,11 +532,13 @@ pub fn event_schema(ty: EventType) -> schemars::Schema {
         }
     }
     data.remove("$schema");
+    for key in strip {
+        data.remove(*key);
+    }
     if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-        props.insert("type".into(), serde_json::json!({"const": ty.as_str()}));
+        props.insert("type".into(), serde_json::json!({"const": name}));
         props.insert("data".into(), Value::Object(data));
     }
-    schema.insert("title".into(), ty.as_str().into());
     schema
 }
 

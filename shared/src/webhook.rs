@@ -78,24 +78,33 @@ impl Webhook {
     /// `msg_` and 32 hex digits of SHA-256 over (event id, trigger, account, subscription): the
     /// same on every attempt and redelivery, different for every subscriber.
     pub fn id_for(&self, subscription_id: &str) -> WebhookId {
-        let mut h = Sha256::new();
-        for part in [
-            self.event_id.as_str(),
-            self.trigger.as_str(),
-            self.account_id.as_str(),
-            subscription_id,
-        ] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        let digest = h.finalize();
-        let mut id = String::with_capacity(36);
-        id.push_str("msg_");
-        for b in &digest[..16] {
-            id.push_str(&format!("{b:02x}"));
-        }
-        WebhookId(id)
+        WebhookId(hashed_id(
+            "msg_",
+            &[
+                self.event_id.as_str(),
+                self.trigger.as_str(),
+                self.account_id.as_str(),
+                subscription_id,
+            ],
+        ))
     }
+}
+
+/// `prefix` and 32 hex digits of SHA-256 over `parts`, each length-prefixed (so no two lists of
+/// parts hash alike): the ids of webhooks and of operational notices.
+pub(crate) fn hashed_id(prefix: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut id = String::with_capacity(prefix.len() + 32);
+    id.push_str(prefix);
+    for b in &digest[..16] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
 }
 
 #[cfg(test)]

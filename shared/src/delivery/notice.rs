@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use chrono::DateTime;
-use sha2::{Digest, Sha256};
 
 use crate::delivery::task::{DeadLetter, Notice};
 use crate::event::Timestamp;
@@ -39,18 +38,8 @@ fn timestamp(unix: i64) -> Timestamp {
 
 /// `ntc_` and 32 hex digits of SHA-256 over the trigger and the parts that identify the fact.
 fn notice_id(trigger: Trigger, parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for part in std::iter::once(trigger.as_str()).chain(parts.iter().copied()) {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    let digest = h.finalize();
-    let mut id = String::with_capacity(36);
-    id.push_str("ntc_");
-    for b in &digest[..16] {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    let all: Vec<&str> = std::iter::once(trigger.as_str()).chain(parts.iter().copied()).collect();
+    crate::webhook::hashed_id("ntc_", &all)
 }
 
 fn notice(trigger: Trigger, account_id: &str, about: &str, id: String, at: i64, data: serde_json::Value) -> Notice {

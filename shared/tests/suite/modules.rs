@@ -143,12 +143,21 @@ fn every_file_is_a_room_not_a_hall() {
     files(&manifest.join("../cli/src"), &mut all);
     let mut big: Vec<(usize, String)> = all
         .iter()
-        .map(|f| (std::fs::read_to_string(f).unwrap().lines().count(), f.display().to_string()))
+        .map(|f| {
+            (
+                std::fs::read_to_string(f).unwrap().lines().count(),
+                f.display().to_string(),
+            )
+        })
         .filter(|(lines, _)| *lines > 700)
         .collect();
     big.sort();
     assert!(big.is_empty(), "files over 700 lines: {big:?}");
     let main = std::fs::read_to_string(manifest.join("../cli/src/main.rs")).unwrap();
-    assert!(main.lines().count() < 400, "cli/src/main.rs has {} lines", main.lines().count());
+    assert!(
+        main.lines().count() < 400,
+        "cli/src/main.rs has {} lines",
+        main.lines().count()
+    );
     assert!(all.len() > 60, "the tree was read: {} files", all.len());
 }
