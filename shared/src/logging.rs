@@ -6,6 +6,13 @@
 //! trace the SDK writes whole requests and responses, and a Query response holds every
 //! subscription's `secrets`.
 
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 /// The crates whose logs LOG_LEVEL governs: the library and the six functions.
@@ -38,18 +45,247 @@ pub(crate) fn init() {
     let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let filter = EnvFilter::try_new(directives(&level)).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(false)
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonLines)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// The JSON line of one event, written straight into the line buffer: the shape of
+/// tracing-subscriber's `json().flatten_event(true).with_current_span(true)` (timestamp, level, the
+/// event's fields, `span` with the invocation's fields and its name), without what makes that
+/// one slow on a line per webhook: every field through a `serde_json::Value` and the span's
+/// fields parsed back from their JSON text for every line (docs/performance.md, "Delivery close
+/// to the wire").
+pub(crate) struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut line = String::with_capacity(512);
+        line.push_str("{\"timestamp\":\"");
+        push_timestamp(&mut line, chrono::Utc::now());
+        line.push_str("\",\"level\":\"");
+        line.push_str(event.metadata().level().as_str());
+        line.push('"');
+        event.record(&mut FieldsVisitor(&mut line));
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            line.push_str(",\"span\":{");
+            let extensions = span.extensions();
+            // The span's fields as the JSON field formatter stored them: an object's text.
+            let fields = extensions
+                .get::<FormattedFields<N>>()
+                .map(|f| f.fields.as_str())
+                .unwrap_or_default();
+            let inner = fields
+                .trim()
+                .strip_prefix('{')
+                .and_then(|f| f.strip_suffix('}'))
+                .unwrap_or_default();
+            if !inner.trim().is_empty() {
+                line.push_str(inner);
+                line.push(',');
+            }
+            line.push_str("\"name\":");
+            push_json_str(&mut line, span.name());
+            line.push('}');
+        }
+        line.push_str("}\n");
+        writer.write_str(&line)
+    }
+}
+
+/// The event's fields as `,"name":value` pairs.
+struct FieldsVisitor<'a>(&'a mut String);
+
+impl FieldsVisitor<'_> {
+    fn key(&mut self, field: &Field) {
+        self.0.push(',');
+        push_json_str(self.0, field.name().strip_prefix("r#").unwrap_or(field.name()));
+        self.0.push(':');
+    }
+}
+
+impl Visit for FieldsVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(self.0, "{value}");
+        } else {
+            self.0.push_str("null");
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.0.push_str(if value { "true" } else { "false" });
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        push_json_str(self.0, value);
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.key(field);
+        // Display and Debug values are formatted once, into a scratch buffer, then escaped.
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        push_json_str(self.0, &text);
+    }
+}
+
+/// `text` as a JSON string.
+pub(crate) fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escaped);
+        }
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// RFC 3339 in UTC with microseconds, as tracing-subscriber's default timer writes it.
+fn push_timestamp(out: &mut String, now: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        now.year(),
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.nanosecond() % 1_000_000_000 / 1_000
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Lines written by a subscriber, to compare formats.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn emit() {
+        let span = tracing::info_span!(
+            "invocation",
+            request_id = "req-1",
+            xray_trace_id = tracing::field::Empty
+        );
+        span.record("xray_trace_id", "Root=1-abc");
+        let _entered = span.enter();
+        let error = std::io::Error::other("receiver said \"no\"\n\tat\u{1} once");
+        tracing::info!(
+            event_id = "evt_1",
+            account_id = %"acc \\ 1",
+            attempt = 2u32,
+            delta = -3i64,
+            rate = 0.25f64,
+            ok = true,
+            error = %error,
+            next = ?Some("retry"),
+            "webhook delivered to \"ünïcode\""
+        );
+        drop(_entered);
+        tracing::warn!(outside = "no span", "after");
+    }
+
+    fn parsed(bytes: &[u8]) -> Vec<serde_json::Value> {
+        std::str::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                let t = v.as_object_mut().unwrap().remove("timestamp").expect("a timestamp");
+                assert!(chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).is_ok(), "{t}");
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_the_json_formats_lines() {
+        let ours = Lines::default();
+        let theirs = Lines::default();
+        let subscriber = {
+            let w = ours.clone();
+            tracing_subscriber::fmt()
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonLines)
+                .with_writer(move || w.clone())
+                .finish()
+        };
+        tracing::subscriber::with_default(subscriber, emit);
+        let reference = {
+            let w = theirs.clone();
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_target(false)
+                .with_writer(move || w.clone())
+                .finish()
+        };
+        tracing::subscriber::with_default(reference, emit);
+        let (ours, theirs) = (parsed(&ours.0.lock().unwrap()), parsed(&theirs.0.lock().unwrap()));
+        assert_eq!(ours.len(), 2);
+        assert_eq!(ours, theirs);
+        assert_eq!(ours[0]["span"]["request_id"], "req-1");
+        assert_eq!(ours[0]["error"], "receiver said \"no\"\n\tat\u{1} once");
+        assert!(ours[1].get("span").is_none());
+    }
+
+    #[test]
+    fn strings_escape_as_serde_json_does() {
+        for text in ["plain", "quote \" back \\ slash", "ctl \u{0}\u{1f}\n\r\t", "ünï 😀", ""] {
+            let mut out = String::new();
+            push_json_str(&mut out, text);
+            assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
+    }
 
     #[test]
     fn the_level_reaches_only_our_crates() {

@@ -23,14 +23,13 @@ pub fn may_take(
         return false;
     }
     let mine = held.get(account).copied().unwrap_or(0);
-    let active = held
-        .iter()
-        .filter(|(_, &n)| n > 0)
-        .map(|(a, _)| a)
-        .chain(waiting.iter().filter(|(_, &n)| n > 0).map(|(a, _)| a))
-        .chain(std::iter::once(&account.to_string()))
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+    // The accounts holding or waiting for a slot, and this one; counted without allocating (this
+    // runs for every acquire and every hand-off).
+    let holds = |a: &str| held.get(a).is_some_and(|&n| n > 0);
+    let waits = |a: &str| waiting.get(a).is_some_and(|&n| n > 0);
+    let active = held.values().filter(|&&n| n > 0).count()
+        + waiting.iter().filter(|(a, &n)| n > 0 && !holds(a)).count()
+        + usize::from(!holds(account) && !waits(account));
     let fair = total.div_ceil(active);
     (active > 1 && mine < fair) || total - used > reserve
 }
@@ -59,21 +58,24 @@ impl Books {
         let mut refused: Vec<String> = Vec::new();
         let mut i = 0;
         while i < self.queue.len() && self.held.values().sum::<usize>() < total {
-            let account = self.queue[i].account.clone();
-            if refused.contains(&account) {
+            let account = self.queue[i].account.as_str();
+            if refused.iter().any(|r| r == account) {
                 i += 1;
                 continue;
             }
-            dec(&mut self.waiting, &account);
-            if !may_take(&account, &self.held, &self.waiting, total, reserve) {
-                *self.waiting.entry(account.clone()).or_default() += 1;
-                refused.push(account);
+            // Judged as if it no longer waited (it would not, holding the slot).
+            add(&mut self.waiting, account, -1);
+            let allowed = may_take(account, &self.held, &self.waiting, total, reserve);
+            add(&mut self.waiting, account, 1);
+            if !allowed {
+                refused.push(account.to_string());
                 i += 1;
                 continue;
             }
             let waiter = self.queue.remove(i).expect("in range");
+            add(&mut self.waiting, &waiter.account, -1);
             if waiter.handed.send(()).is_ok() {
-                *self.held.entry(account).or_default() += 1;
+                add(&mut self.held, &waiter.account, 1);
             }
             // else: its acquire was dropped meanwhile, which already stopped counting it.
         }
@@ -125,7 +127,7 @@ impl FairSlots {
 
     fn release(&self, account: &str) {
         let mut books = self.books();
-        dec(&mut books.held, account);
+        add(&mut books.held, account, -1);
         books.hand_off(self.total, self.reserve);
     }
 
@@ -133,13 +135,13 @@ impl FairSlots {
         let (id, handed) = {
             let mut books = self.books();
             if may_take(account, &books.held, &books.waiting, self.total, self.reserve) {
-                *books.held.entry(account.to_string()).or_default() += 1;
+                add(&mut books.held, account, 1);
                 return Slot {
                     slots: self.clone(),
                     account: account.to_string(),
                 };
             }
-            *books.waiting.entry(account.to_string()).or_default() += 1;
+            add(&mut books.waiting, account, 1);
             let (tx, rx) = oneshot::channel();
             books.next_id += 1;
             let id = books.next_id;
@@ -185,23 +187,29 @@ impl Drop for Waiting<'_> {
         let mut books = self.slots.books();
         if let Some(i) = books.queue.iter().position(|w| w.id == self.id) {
             books.queue.remove(i);
-            dec(&mut books.waiting, self.account);
+            add(&mut books.waiting, self.account, -1);
             // One account fewer waiting can make another's share larger.
             books.hand_off(self.slots.total, self.slots.reserve);
         } else if self.handed.try_recv().is_ok() {
             // Handed over as the wait was given up: the slot goes to the next waiter.
-            dec(&mut books.held, self.account);
+            add(&mut books.held, self.account, -1);
             books.hand_off(self.slots.total, self.slots.reserve);
         }
     }
 }
 
-fn dec(map: &mut HashMap<String, usize>, account: &str) {
-    if let Some(n) = map.get_mut(account) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(account);
+/// Count one more (`1`) or one fewer (`-1`) for an account. A count that reaches zero stays in
+/// the map (no key to allocate again on the next acquire) until the map holds many idle accounts.
+fn add(map: &mut HashMap<String, usize>, account: &str, delta: isize) {
+    match map.get_mut(account) {
+        Some(n) => *n = n.saturating_add_signed(delta),
+        None if delta > 0 => {
+            if map.len() >= 1024 {
+                map.retain(|_, n| *n > 0);
+            }
+            map.insert(account.to_string(), delta as usize);
         }
+        None => {}
     }
 }
 
