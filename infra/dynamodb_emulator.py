@@ -148,6 +148,20 @@ Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the env
    are applied; each statement's write units are counted as the single write's. The request
    counts once. SELECT batches stay moto's.
 
+11. Signatures, as DynamoDB checks them
+   (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-troubleshooting.html,
+   https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html):
+   every DynamoDB request must carry an `Authorization: AWS4-HMAC-SHA256` header whose signature
+   is the one botocore's SigV4 signer computes for the request as received (its method, path,
+   query, the headers it lists in SignedHeaders, its body's SHA-256), with the secret key of its
+   access key, at its X-Amz-Date. moto checks none of it, so a client that signs the wrong headers
+   or the wrong bytes would pass here and be refused by AWS. Refusals, HTTP 400 as DynamoDB
+   answers: no Authorization header, MissingAuthenticationTokenException; one that cannot be read
+   (or is not SigV4), IncompleteSignatureException; an unknown access key,
+   UnrecognizedClientException; a signature that does not match, or an X-Amz-Date more than 15
+   minutes from now, InvalidSignatureException. Known keys: the local stack's (testing/testing),
+   or DDB_EMULATOR_CREDENTIALS="KEY:SECRET,...". `verify_signatures: false` turns it off.
+
 HTTP, on the emulator's own port:
   GET  /_emulator/stats        {"requests": {op: n}, "read_units": x, "write_units": y,
                                 "by_table": {table: {"read_units": x, "write_units": y}},
@@ -156,10 +170,11 @@ HTTP, on the emulator's own port:
                                                    "write_units", "writes", "transactional_writes"},
                                                   ...top 20 by write units],
                                 "refused": {"TransactionConflict": n, "Throttling": n,
-                                            "ConditionalCheckFailed": n, "Validation": n}}
+                                            "ConditionalCheckFailed": n, "Validation": n,
+                                            "Signature": n}}
   POST /_emulator/stats/reset  zero everything above
   GET  /_emulator/config       {"hold_ms": 30, "item_wcu_per_second": 1000, "max_item_bytes": 409600,
-                                "respond_after_hold": false}
+                                "respond_after_hold": false, "verify_signatures": true}
   POST /_emulator/config       a JSON object with any of those keys; answers the whole config.
                                Applying a config also empties the token buckets (all full again)
                                and forgets the transactions in flight.
@@ -214,9 +229,10 @@ from moto.sqs.responses import SQSResponse
 # ---------------------------------------------------------------- configuration
 
 DEFAULTS: dict[str, Any] = {"hold_ms": 30, "item_wcu_per_second": 1000, "max_item_bytes": 409_600,
-                            "respond_after_hold": False}
+                            "respond_after_hold": False, "verify_signatures": True}
 _ENV = {"hold_ms": "DDB_EMULATOR_HOLD_MS", "item_wcu_per_second": "DDB_EMULATOR_ITEM_WCU",
-        "max_item_bytes": "DDB_EMULATOR_MAX_ITEM_BYTES", "respond_after_hold": "DDB_EMULATOR_RESPOND_AFTER_HOLD"}
+        "max_item_bytes": "DDB_EMULATOR_MAX_ITEM_BYTES", "respond_after_hold": "DDB_EMULATOR_RESPOND_AFTER_HOLD",
+        "verify_signatures": "DDB_EMULATOR_VERIFY_SIGNATURES"}
 
 
 def _validated(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +242,7 @@ def _validated(updates: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     for k, v in updates.items():
         if k not in DEFAULTS:
             raise ValueError(f"unknown config key {k!r}; known: {sorted(DEFAULTS)}")
-        if k == "respond_after_hold":
+        if k in ("respond_after_hold", "verify_signatures"):
             if not isinstance(v, bool):
                 raise ValueError(f"{k} must be true or false, not {v!r}")
             out[k] = v
@@ -243,7 +259,7 @@ def _initial_config() -> dict[str, Any]:
         raw = os.environ.get(var)
         if not raw:
             continue
-        if k == "respond_after_hold":
+        if k in ("respond_after_hold", "verify_signatures"):
             env[k] = raw.strip().lower() in ("1", "true", "yes")
         else:
             env[k] = float(raw) if k == "item_wcu_per_second" else int(raw)
@@ -545,7 +561,7 @@ BUCKETS = _Buckets()
 
 # ---------------------------------------------------------------- 6. accounting
 
-REFUSAL_KINDS = ("TransactionConflict", "Throttling", "ConditionalCheckFailed", "Validation")
+REFUSAL_KINDS = ("TransactionConflict", "Throttling", "ConditionalCheckFailed", "Validation", "Signature")
 MAX_TRACKED_ITEMS = 100_000
 MAX_PREFIXES = 1000  # per table; beyond, "(other)"
 
@@ -652,10 +668,71 @@ _original_call_action = DynamoHandler.call_action
 _REPLY = threading.local()  # .at: monotonic time before which this thread's answer is not sent
 
 
+_AUTHORIZATION = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/,]+)/(\d{8})/([^/,]+)/([^/,]+)/aws4_request,\s*"
+                            r"SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})")
+_MISMATCH = ("The request signature we calculated does not match the signature you provided. Check your AWS "
+             "Secret Access Key and signing method. Consult the service documentation for details.")
+
+
+def _known_keys() -> dict[str, str]:
+    pairs = os.environ.get("DDB_EMULATOR_CREDENTIALS", "testing:testing")
+    return dict(p.split(":", 1) for p in pairs.split(",") if ":" in p)
+
+
+KNOWN_KEYS = _known_keys()
+
+
+def signature_refusal(method: str, url: str, headers: Any, body: bytes, now: float | None = None) -> tuple[str, str] | None:
+    """Why DynamoDB would refuse this request's signature (error code, message), or None. The
+    expected signature is botocore's SigV4 over the request as received (behaviour 11)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {str(k).lower(): v for k, v in headers.items()}
+    authorization = headers.get("authorization")
+    if not authorization:
+        return "MissingAuthenticationTokenException", "Request is missing Authentication Token"
+    m = _AUTHORIZATION.fullmatch(authorization.strip())
+    if not m:
+        return "IncompleteSignatureException", f"Authorization header requires a SigV4 signature: {authorization[:40]}"
+    key, day, region, service, signed, signature = m.groups()
+    if key not in KNOWN_KEYS:
+        return "UnrecognizedClientException", "The security token included in the request is invalid."
+    stamp = headers.get("x-amz-date") or ""
+    try:
+        at = time.mktime(time.strptime(stamp, "%Y%m%dT%H%M%SZ")) - time.timezone
+    except ValueError:
+        return "IncompleteSignatureException", "X-Amz-Date is missing or not a date"
+    if abs((time.time() if now is None else now) - at) > 15 * 60:
+        return "InvalidSignatureException", f"Signature expired: {stamp} is now earlier or later than 15 minutes from now"
+    names = signed.split(";")
+    if "host" not in names or stamp[:8] != day:
+        return "InvalidSignatureException", _MISMATCH
+    # The host the client signed is the Host header it sent (botocore falls back on the URL's).
+    request = AWSRequest(method=method, url=url, data=body,
+                         headers={name: headers[name] for name in names if name in headers})
+    request.context["timestamp"] = stamp
+    signer = SigV4Auth(Credentials(key, KNOWN_KEYS[key], headers.get("x-amz-security-token")), service, region)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    return None if expected == signature else ("InvalidSignatureException", _MISMATCH)
+
+
 def call_action(self: DynamoHandler) -> Any:
     target = self.headers.get("X-Amz-Target") or self.headers.get("x-amz-target") or ""
     op = target.split(".", 1)[-1] if target else "Unknown"
     _REPLY.at = None
+    # Requests that came over HTTP (not moto's in-process mock, which intercepts before the wire).
+    if CONFIG["verify_signatures"] and getattr(self, "is_werkzeug_request", False):
+        raw = self.raw_body if isinstance(self.raw_body, bytes) else (self.raw_body or "").encode()
+        refusal = signature_refusal(self.method, self.uri, self.headers, raw)
+        if refusal:
+            with _LOCK:
+                STATS.request(op)
+                STATS.refuse("Signature")
+            code, message = refusal
+            return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(
+                {"__type": f"com.amazon.coral.service#{code}", "message": message})
     with _LOCK:
         STATS.request(op)
         status, headers, body = _original_call_action(self)

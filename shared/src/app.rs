@@ -109,13 +109,17 @@ impl App {
         let settings = Settings::from_env(category)?;
         let aws = AwsEnv::from_env()?;
         let (dynamodb, sqs) = (aws.dynamodb(), aws.sqs());
+        let batch = Arc::new(crate::store::partiql::DirectBatch::from_env(&aws).await?);
         let http = build_client_with_timeout(settings.allow_private_targets, settings.http_timeout)?;
-        Ok(Self::new(settings, dynamodb, sqs, http))
+        Ok(Self::new(settings, dynamodb, batch, sqs, http))
     }
 
+    /// `batch` sends the delivery's claims and results in PartiQL batches
+    /// ([`crate::store::partiql::DirectBatch`] in the functions).
     pub fn new(
         settings: Settings,
         dynamodb: aws_sdk_dynamodb::Client,
+        batch: Arc<dyn crate::store::partiql::PartiqlBatch>,
         sqs: aws_sdk_sqs::Client,
         http: reqwest::Client,
     ) -> Self {
@@ -125,6 +129,7 @@ impl App {
                 client: dynamodb.clone(),
                 table: settings.state_table.clone(),
             },
+            batch,
             SubscriptionWriter {
                 client: dynamodb.clone(),
                 table: settings.subscriptions_table.clone(),

@@ -189,7 +189,7 @@ impl AwsEnv {
         })
     }
 
-    fn credentials(&self) -> Credentials {
+    pub(crate) fn credentials(&self) -> Credentials {
         Credentials::new(
             &self.access_key_id,
             &self.secret_access_key,

@@ -72,14 +72,22 @@ impl HttpClient for Reqwest {
 pub(crate) fn http_client(connect_timeout: Duration) -> SharedHttpClient {
     static CLIENT: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
     CLIENT
+        .get_or_init(|| SharedHttpClient::new(Reqwest(reqwest_client(connect_timeout))))
+        .clone()
+}
+
+/// The reqwest client under [`http_client`], also used directly for the PartiQL batches
+/// (`store::partiql`): one connection pool for every AWS call of the process.
+pub(crate) fn reqwest_client(connect_timeout: Duration) -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
         .get_or_init(|| {
-            let client = reqwest::Client::builder()
+            reqwest::Client::builder()
                 .use_preconfigured_tls(crate::tls::client_config())
                 .connect_timeout(connect_timeout)
                 .no_proxy()
                 .build()
-                .expect("a client with a prebuilt TLS configuration builds");
-            SharedHttpClient::new(Reqwest(client))
+                .expect("a client with a prebuilt TLS configuration builds")
         })
         .clone()
 }

@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT / "infra"))
 
 import supervise  # noqa: E402
 
-DEFAULTS = {"hold_ms": 30, "item_wcu_per_second": 1000, "max_item_bytes": 409_600, "respond_after_hold": False}
+DEFAULTS = {"hold_ms": 30, "item_wcu_per_second": 1000, "max_item_bytes": 409_600, "respond_after_hold": False,
+            "verify_signatures": True}
 
 
 @pytest.fixture(scope="session")

@@ -23,15 +23,12 @@
 //! sends that one job down the single-item path of [`Claims`], with the same token: it decides
 //! as it always did. Redrive claims and releases are rare and always single.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, ReturnValuesOnConditionCheckFailure,
-};
-use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::oneshot;
 
 use crate::store::attributes::{n, s};
@@ -39,6 +36,7 @@ use crate::store::claims::{
     claim_pk, claim_refused, finish_refused, AttemptLog, Claim, ClaimError, ClaimMeta, ClaimStatus, ClaimToken, Claims,
     Finished, CLAIM_TTL_SECONDS,
 };
+use crate::store::partiql::{Answer, Item, PartiqlBatch, Statement};
 use crate::webhook::WebhookId;
 
 /// Most statements in one `BatchExecuteStatement` (DynamoDB's limit).
@@ -50,8 +48,6 @@ pub const CLAIM_LINGER: Duration = Duration::from_millis(20);
 /// Longest a finish waits for others to fill its request (the send is over; nothing waits on it
 /// but the invocation's end, which flushes at once).
 pub const FINISH_LINGER: Duration = Duration::from_millis(50);
-
-type Item = HashMap<String, AttributeValue>;
 
 /// One statement's answer.
 #[derive(Debug)]
@@ -66,7 +62,7 @@ enum Reply {
 
 struct Entry {
     pk: String,
-    request: BatchStatementRequest,
+    statement: Statement,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -131,7 +127,7 @@ impl Lane {
 }
 
 struct Inner {
-    client: Client,
+    batch: Arc<dyn PartiqlBatch>,
     claims: Lane,
     finishes: Lane,
     /// Claims won and not yet given up (a [`Counted`] from [`ClaimBatches::open`] alive).
@@ -228,39 +224,27 @@ impl Inner {
         if batch.is_empty() {
             return;
         }
-        let client = self.client.clone();
+        let client = Arc::clone(&self.batch);
         tokio::spawn(async move {
-            let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.request, e.reply)).unzip();
-            let count = requests.len();
-            let answers = match client
-                .batch_execute_statement()
-                .set_statements(Some(requests))
-                .send()
-                .await
-            {
-                Ok(out) if out.responses().len() == count => out
-                    .responses()
-                    .iter()
-                    .map(|r| match r.error() {
-                        None => Reply::Applied,
-                        Some(e) => match e.code() {
-                            Some(BatchStatementErrorCodeEnum::ConditionalCheckFailed) => {
-                                Reply::ConditionFailed(e.item().cloned())
-                            }
-                            code => Reply::Other(format!(
-                                "{}: {}",
-                                code.map_or("no code", |c| c.as_str()),
-                                e.message().unwrap_or("")
-                            )),
-                        },
+            let (statements, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.statement, e.reply)).unzip();
+            let count = statements.len();
+            let answers = match client.execute(statements).await {
+                Ok(answers) if answers.len() == count => answers
+                    .into_iter()
+                    .map(|answer| match answer {
+                        Answer::Applied => Reply::Applied,
+                        Answer::Refused { code, item, .. } if code == "ConditionalCheckFailed" => {
+                            Reply::ConditionFailed(item)
+                        }
+                        Answer::Refused { code, message, .. } => Reply::Other(format!("{code}: {message}")),
                     })
                     .collect(),
-                Ok(out) => {
-                    let why = format!("{} answers to {count} statements", out.responses().len());
+                Ok(answers) => {
+                    let why = format!("{} answers to {count} statements", answers.len());
                     (0..count).map(|_| Reply::Other(why.clone())).collect()
                 }
                 Err(e) => {
-                    let why = aws_sdk_dynamodb::Error::from(e).to_string();
+                    let why = e.to_string();
                     (0..count).map(|_| Reply::Other(why.clone())).collect::<Vec<_>>()
                 }
             };
@@ -278,9 +262,9 @@ impl Inner {
         }
     }
 
-    async fn ask(self: &Arc<Self>, which: Which, pk: String, request: BatchStatementRequest, urgent: bool) -> Reply {
+    async fn ask(self: &Arc<Self>, which: Which, pk: String, statement: Statement, urgent: bool) -> Reply {
         let (reply, answer) = oneshot::channel();
-        self.submit(which, Entry { pk, request, reply }, urgent);
+        self.submit(which, Entry { pk, statement, reply }, urgent);
         answer
             .await
             .unwrap_or_else(|_| Reply::Other("the batch was dropped before it was answered".into()))
@@ -306,9 +290,9 @@ impl Drop for Counted {
 /// The statements' text for one table, built once (constants inline: fewer parameters to build,
 /// serialize and sign for every webhook).
 struct Texts {
-    first: String,
-    retry: String,
-    finish: String,
+    first: Arc<str>,
+    retry: Arc<str>,
+    finish: Arc<str>,
 }
 
 impl Texts {
@@ -319,18 +303,21 @@ impl Texts {
                 "INSERT INTO \"{table}\" VALUE {{'pk': ?, 'sk': 'delivery', 'status': '{pending}', 'lease_until': ?, \
                  'expires_at': ?, 'account_id': ?, 'subscription_id': ?, 'event_id': ?, 'trigger': ?, 'owner': ?, \
                  'attempts_made': 0, 'attempts': []}}"
-            ),
+            )
+            .into(),
             retry: format!(
                 "UPDATE \"{table}\" SET \"status\" = '{pending}' SET lease_until = ? SET expires_at = ? \
                  SET account_id = ? SET subscription_id = ? SET event_id = ? SET \"trigger\" = ? SET \"owner\" = ? \
                  WHERE pk = ? AND sk = 'delivery' AND attempts_made <= ? \
                  AND (\"status\" = '{retrying}' OR (\"status\" = '{pending}' AND lease_until < ?))"
-            ),
+            )
+            .into(),
             finish: format!(
                 "UPDATE \"{table}\" SET \"status\" = ? SET attempts_made = ? SET lease_until = 0 SET updated_at = ? \
                  SET attempts = list_append(attempts, ?) \
                  WHERE pk = ? AND sk = 'delivery' AND \"owner\" = ? AND \"status\" = '{pending}'"
-            ),
+            )
+            .into(),
         }
     }
 }
@@ -344,10 +331,11 @@ pub struct ClaimBatches {
 }
 
 impl ClaimBatches {
-    pub fn new(single: Claims) -> Self {
+    /// `batch` sends the statements: [`crate::store::partiql::DirectBatch`] in the functions.
+    pub fn new(single: Claims, batch: Arc<dyn PartiqlBatch>) -> Self {
         ClaimBatches {
             inner: Arc::new(Inner {
-                client: single.client.clone(),
+                batch,
                 claims: Lane::new(CLAIM_LINGER),
                 finishes: Lane::new(FINISH_LINGER),
                 open: AtomicUsize::new(0),
@@ -382,15 +370,6 @@ impl ClaimBatches {
         self.count(Which::Finishes)
     }
 
-    fn statement(&self, text: String, parameters: Vec<AttributeValue>) -> BatchStatementRequest {
-        BatchStatementRequest::builder()
-            .statement(text)
-            .set_parameters(Some(parameters))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .expect("a statement is set")
-    }
-
     /// A first attempt's claim, as [`Claims::claim_first`]: an `INSERT` (the item is new in
     /// nearly every case); an item that exists already goes to the single-item claim, whose
     /// condition also takes over an expired lease. `urgent`: a send waits for it (see
@@ -414,7 +393,10 @@ impl ClaimBatches {
             s(meta.trigger.as_str()),
             s(token.as_str()),
         ];
-        let statement = (self.texts.first.clone(), parameters);
+        let statement = Statement {
+            text: Arc::clone(&self.texts.first),
+            parameters,
+        };
         match self.claim(meta, pk, statement, now, token, true, urgent).await {
             Some(claim) => Ok(claim),
             None => self.single.claim_first(meta, now, lease_seconds, token).await,
@@ -444,7 +426,10 @@ impl ClaimBatches {
             n(previous),
             n(now),
         ];
-        let statement = (self.texts.retry.clone(), parameters);
+        let statement = Statement {
+            text: Arc::clone(&self.texts.retry),
+            parameters,
+        };
         match self.claim(meta, pk, statement, now, token, false, urgent).await {
             Some(claim) => Ok(claim),
             None => self.single.claim_retry(meta, previous, now, lease_seconds, token).await,
@@ -458,14 +443,13 @@ impl ClaimBatches {
         &self,
         meta: &ClaimMeta<'_>,
         pk: String,
-        (text, parameters): (String, Vec<AttributeValue>),
+        statement: Statement,
         now: i64,
         token: &ClaimToken,
         first: bool,
         urgent: bool,
     ) -> Option<Claim> {
-        let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Claims, pk, request, urgent).await {
+        match self.inner.ask(Which::Claims, pk, statement, urgent).await {
             Reply::Applied => Some(Claim::Won),
             // Never returned for an INSERT; read as the single-item claim would.
             Reply::ConditionFailed(old) => Some(claim_refused(old.as_ref(), token, now, first, meta.webhook_id)),
@@ -494,9 +478,11 @@ impl ClaimBatches {
             s(pk.clone()),
             s(token.as_str()),
         ];
-        let text = self.texts.finish.clone();
-        let request = self.statement(text, parameters);
-        match self.inner.ask(Which::Finishes, pk, request, false).await {
+        let statement = Statement {
+            text: Arc::clone(&self.texts.finish),
+            parameters,
+        };
+        match self.inner.ask(Which::Finishes, pk, statement, false).await {
             Reply::Applied => Ok(Finished::Recorded),
             Reply::ConditionFailed(old) => Ok(finish_refused(old.as_ref(), token, state, log.number, webhook_id)),
             Reply::Other(why) => {

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod keys;
 pub mod loader;
 pub mod pace;
+pub mod partiql;
 pub mod seal;
 pub mod state;
 pub mod subscriptions;

@@ -232,7 +232,13 @@ fn harness_with(items: Vec<HashMap<String, AttributeValue>>, sqs_fails: bool) ->
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let settings = Settings::from_vars(Category::Sms, &vars).unwrap();
-    let app = App::new(settings, dynamodb, sqs, build_client(true).unwrap());
+    let app = App::new(
+        settings,
+        dynamodb.clone(),
+        crate::sdk_batch::SdkBatch::of(&dynamodb),
+        sqs,
+        build_client(true).unwrap(),
+    );
     Harness { app, calls }
 }
 

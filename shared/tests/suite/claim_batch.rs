@@ -43,10 +43,14 @@ fn log(number: u32) -> AttemptLog {
 }
 
 fn batches(client: aws_sdk_dynamodb::Client) -> ClaimBatches {
-    ClaimBatches::new(Claims {
-        client,
-        table: "state".into(),
-    })
+    let batch = crate::sdk_batch::SdkBatch::of(&client);
+    ClaimBatches::new(
+        Claims {
+            client,
+            table: "state".into(),
+        },
+        batch,
+    )
 }
 
 fn failed(code: BatchStatementErrorCodeEnum, item: Option<HashMap<String, AttributeValue>>) -> BatchStatementResponse {

@@ -69,6 +69,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
             client: dynamodb.clone(),
             table: "state".into(),
         },
+        crate::sdk_batch::SdkBatch::of(&dynamodb),
         SubscriptionWriter {
             client: dynamodb.clone(),
             table: "subscriptions".into(),

@@ -15,4 +15,5 @@ mod modules;
 mod record_examples;
 mod samples;
 mod schemas;
+mod sdk_batch;
 mod ssrf;

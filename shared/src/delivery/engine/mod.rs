@@ -33,6 +33,7 @@ use crate::metrics::{Metrics, Observed};
 use crate::store::claim_batch::{ClaimBatches, STATEMENTS_PER_REQUEST};
 use crate::store::claims::{Claim, ClaimError, ClaimMeta, ClaimToken, Claims};
 use crate::store::pace::{PaceError, PaceStore};
+use crate::store::partiql::PartiqlBatch;
 use crate::store::subscriptions::{SubscriptionWriter, UpdateError};
 use crate::subscription::SubscriptionKey;
 use crate::webhook::WebhookId;
@@ -209,9 +210,12 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// `batch` carries the claims and results written together ([`ClaimBatches`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         http: reqwest::Client,
         claims: Claims,
+        batch: Arc<dyn PartiqlBatch>,
         subscriptions: SubscriptionWriter,
         queues: Queues,
         pace: PaceStore,
@@ -222,7 +226,7 @@ impl Engine {
             pacers: Mutex::default(),
             failing: Mutex::default(),
             http,
-            claims: ClaimBatches::new(claims),
+            claims: ClaimBatches::new(claims, batch),
             subscriptions,
             queues,
             limits: Limits {

@@ -1,0 +1,648 @@
+//! DynamoDB's `BatchExecuteStatement`, the request that carries the delivery's claims and results
+//! ([`super::claim_batch`]), sent without the SDK's orchestrator: the body written directly, signed
+//! with the SDK's own SigV4 signer (`aws-sigv4`), POSTed on the same reqwest client the SDK uses
+//! here, and its answers read directly. Every other DynamoDB call still goes through the SDK.
+//!
+//! Why: at 25 statements a request, the SDK spent about 20 % of the function's CPU per webhook on
+//! this one operation: its per-request runtime plugins, interceptors and config layers, a
+//! serializer that escapes the statements' text byte by byte at the size-optimised level, and a
+//! second parse of the URL (docs/performance.md, "Delivery close to the wire"). What the SDK gave
+//! this call and what replaces it:
+//! - **the wire format**, DynamoDB's JSON 1.0 protocol: `POST /` with `X-Amz-Target:
+//!   DynamoDB_20120810.BatchExecuteStatement` and `Content-Type: application/x-amz-json-1.0`
+//!   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.LowLevelAPI.html),
+//!   the request and response shapes of
+//!   https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchExecuteStatement.html;
+//! - **the signature**: `aws_sigv4::http_request::sign`, the function the SDK's own signer calls,
+//!   over the same headers; the local stack's emulator checks every request's signature the way
+//!   DynamoDB does (infra/dynamodb_emulator.py), so a mistake here fails the integration tests;
+//! - **the endpoint**: resolved once, at start, by the SDK's own endpoint rules for the region, or
+//!   `AWS_ENDPOINT_URL(_DYNAMODB)`;
+//! - **retries**: the SDK's standard mode as the other clients are configured ([`MAX_ATTEMPTS`]
+//!   attempts, backoff from [`INITIAL_BACKOFF`] doubling with full jitter, each attempt bounded by
+//!   [`ATTEMPT_TIMEOUT`]) for throttling, 5xx answers and failed connections. A request that still
+//!   fails fails each of its statements, which then go down the single-item path, as before.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::aws::{transient_code, AwsEnv, ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, INITIAL_BACKOFF, MAX_ATTEMPTS};
+use crate::config::ConfigError;
+use crate::logging::push_json_str;
+
+/// An item as DynamoDB returns it.
+pub type Item = HashMap<String, AttributeValue>;
+
+const TARGET: &str = "DynamoDB_20120810.BatchExecuteStatement";
+const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+
+/// One statement: its text (shared by every statement of its kind) and its parameters. Every
+/// statement asks for the item as it was when its condition fails (`ALL_OLD`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub text: Arc<str>,
+    pub parameters: Vec<AttributeValue>,
+}
+
+/// DynamoDB's answer to one statement of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Applied,
+    /// The statement's error: `code` is DynamoDB's (`ConditionalCheckFailed`, `DuplicateItem`,
+    /// `ProvisionedThroughputExceeded`, ...); `item` the item as it was, on a failed condition.
+    Refused {
+        code: String,
+        message: String,
+        item: Option<Item>,
+    },
+}
+
+/// A request that got no answer per statement.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    /// DynamoDB refused the request as a whole (throttled, a 5xx, access denied, invalid).
+    #[error("{code}: {message} (HTTP {status})")]
+    Service { status: u16, code: String, message: String },
+    /// No answer: the connection failed, or the attempt timed out (the request may have been
+    /// applied; the statements' conditions and owner tokens recognise their own writes).
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// An answer this client cannot read, or not one answer per statement.
+    #[error("unreadable answer: {0}")]
+    Unreadable(String),
+}
+
+impl BatchError {
+    /// Whether sending the same request again may succeed (the SDK's standard retry conditions).
+    pub fn transient(&self) -> bool {
+        match self {
+            BatchError::Service { status, code, .. } => *status >= 500 || transient_code(Some(code)),
+            BatchError::Transport(_) => true,
+            BatchError::Unreadable(_) => false,
+        }
+    }
+}
+
+/// Sends up to 25 statements in one request; one answer per statement, in order.
+pub trait PartiqlBatch: Send + Sync {
+    fn execute(&self, statements: Vec<Statement>) -> BoxFuture<'_, Result<Vec<Answer>, BatchError>>;
+}
+
+/// The request body. Pure.
+pub fn request_body(statements: &[Statement]) -> Vec<u8> {
+    let mut out = String::with_capacity(64 + statements.len() * 512);
+    out.push_str("{\"Statements\":[");
+    for (i, statement) in statements.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"Statement\":");
+        push_json_str(&mut out, &statement.text);
+        out.push_str(",\"Parameters\":[");
+        for (j, parameter) in statement.parameters.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            push_attribute(&mut out, parameter);
+        }
+        out.push_str("],\"ReturnValuesOnConditionCheckFailure\":\"ALL_OLD\"}");
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+/// One attribute value in DynamoDB's JSON (`{"S":"..."}`, `{"N":"..."}`, ...).
+fn push_attribute(out: &mut String, value: &AttributeValue) {
+    let strings = |out: &mut String, tag: &str, items: &mut dyn Iterator<Item = &str>| {
+        out.push_str("{\"");
+        out.push_str(tag);
+        out.push_str("\":[");
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(out, item);
+        }
+        out.push_str("]}");
+    };
+    match value {
+        AttributeValue::S(s) => {
+            out.push_str("{\"S\":");
+            push_json_str(out, s);
+            out.push('}');
+        }
+        AttributeValue::N(n) => {
+            out.push_str("{\"N\":");
+            push_json_str(out, n);
+            out.push('}');
+        }
+        AttributeValue::Bool(b) => out.push_str(if *b { "{\"BOOL\":true}" } else { "{\"BOOL\":false}" }),
+        AttributeValue::Null(_) => out.push_str("{\"NULL\":true}"),
+        AttributeValue::B(b) => {
+            out.push_str("{\"B\":");
+            push_json_str(out, &STANDARD.encode(b.as_ref()));
+            out.push('}');
+        }
+        AttributeValue::L(list) => {
+            out.push_str("{\"L\":[");
+            for (i, item) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_attribute(out, item);
+            }
+            out.push_str("]}");
+        }
+        AttributeValue::M(map) => {
+            out.push_str("{\"M\":{");
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(out, key);
+                out.push(':');
+                push_attribute(out, item);
+            }
+            out.push_str("}}");
+        }
+        AttributeValue::Ss(set) => strings(out, "SS", &mut set.iter().map(String::as_str)),
+        AttributeValue::Ns(set) => strings(out, "NS", &mut set.iter().map(String::as_str)),
+        AttributeValue::Bs(set) => {
+            let encoded: Vec<String> = set.iter().map(|b| STANDARD.encode(b.as_ref())).collect();
+            strings(out, "BS", &mut encoded.iter().map(String::as_str))
+        }
+        // A variant added to the SDK after this was written: never built by this crate.
+        _ => out.push_str("{\"NULL\":true}"),
+    }
+}
+
+#[derive(Deserialize)]
+struct Output {
+    #[serde(rename = "Responses")]
+    responses: Vec<Response>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    #[serde(rename = "Error")]
+    error: Option<ResponseError>,
+}
+
+#[derive(Deserialize)]
+struct ResponseError {
+    #[serde(rename = "Code")]
+    code: Option<String>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+    #[serde(rename = "Item")]
+    item: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct ServiceError {
+    #[serde(rename = "__type")]
+    kind: Option<String>,
+    #[serde(alias = "Message")]
+    message: Option<String>,
+}
+
+/// The answers of a response (`status`, the `x-amzn-errortype` header if any, the body), one per
+/// statement of a request of `count`. Pure.
+pub fn read_answers(
+    status: u16,
+    error_type: Option<&str>,
+    body: &[u8],
+    count: usize,
+) -> Result<Vec<Answer>, BatchError> {
+    if status != 200 {
+        let parsed: Option<ServiceError> = serde_json::from_slice(body).ok();
+        // `com.amazonaws.dynamodb.v20120810#ThrottlingException`, or the header's `Code:...`.
+        let code = error_type
+            .map(|t| t.split(':').next().unwrap_or(t).to_string())
+            .or_else(|| parsed.as_ref().and_then(|p| p.kind.clone()))
+            .map(|t| t.rsplit('#').next().unwrap_or(&t).to_string())
+            .unwrap_or_else(|| format!("HTTP{status}"));
+        let message = parsed.and_then(|p| p.message).unwrap_or_default();
+        return Err(BatchError::Service { status, code, message });
+    }
+    let output: Output = serde_json::from_slice(body)
+        .map_err(|e| BatchError::Unreadable(format!("a BatchExecuteStatement output: {e}")))?;
+    if output.responses.len() != count {
+        return Err(BatchError::Unreadable(format!(
+            "{} answers to {count} statements",
+            output.responses.len()
+        )));
+    }
+    output
+        .responses
+        .into_iter()
+        .map(|r| match r.error {
+            None => Ok(Answer::Applied),
+            Some(e) => Ok(Answer::Refused {
+                code: e.code.unwrap_or_default(),
+                message: e.message.unwrap_or_default(),
+                item: e
+                    .item
+                    .map(|item| read_item(&item))
+                    .transpose()
+                    .map_err(BatchError::Unreadable)?,
+            }),
+        })
+        .collect()
+}
+
+fn read_item(item: &Map<String, Value>) -> Result<Item, String> {
+    item.iter()
+        .map(|(k, v)| {
+            read_attribute(v)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("attribute {k:?}: {e}"))
+        })
+        .collect()
+}
+
+/// One attribute value from DynamoDB's JSON.
+fn read_attribute(value: &Value) -> Result<AttributeValue, String> {
+    let Some((tag, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return Err(format!("not an attribute value: {value}"));
+    };
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{tag} is not a string"))
+    };
+    let texts = |v: &Value| -> Result<Vec<String>, String> {
+        v.as_array()
+            .ok_or_else(|| format!("{tag} is not a list"))?
+            .iter()
+            .map(text)
+            .collect()
+    };
+    let blob = |v: &Value| -> Result<Blob, String> {
+        STANDARD
+            .decode(text(v)?)
+            .map(Blob::new)
+            .map_err(|e| format!("{tag}: {e}"))
+    };
+    Ok(match tag.as_str() {
+        "S" => AttributeValue::S(text(inner)?),
+        "N" => AttributeValue::N(text(inner)?),
+        "BOOL" => AttributeValue::Bool(inner.as_bool().ok_or("BOOL is not a boolean")?),
+        "NULL" => AttributeValue::Null(true),
+        "B" => AttributeValue::B(blob(inner)?),
+        "SS" => AttributeValue::Ss(texts(inner)?),
+        "NS" => AttributeValue::Ns(texts(inner)?),
+        "BS" => AttributeValue::Bs(
+            inner
+                .as_array()
+                .ok_or("BS is not a list")?
+                .iter()
+                .map(blob)
+                .collect::<Result<_, _>>()?,
+        ),
+        "L" => AttributeValue::L(
+            inner
+                .as_array()
+                .ok_or("L is not a list")?
+                .iter()
+                .map(read_attribute)
+                .collect::<Result<_, _>>()?,
+        ),
+        "M" => AttributeValue::M(read_item(inner.as_object().ok_or("M is not a map")?)?),
+        other => return Err(format!("unknown attribute type {other:?}")),
+    })
+}
+
+/// The wait before attempt `attempt + 1` (`attempt` from 0): [`INITIAL_BACKOFF`] doubling, full
+/// jitter (`jitter` in [0, 1)), capped at 20 s as the SDK's standard mode is.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    INITIAL_BACKOFF
+        .saturating_mul(1 << attempt.min(10))
+        .min(Duration::from_secs(20))
+        .mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// `BatchExecuteStatement` over the functions' AWS HTTP client. No `Debug`: it holds the secret key.
+#[derive(Clone)]
+pub struct DirectBatch {
+    http: reqwest::Client,
+    /// The endpoint's URL, `https://dynamodb.<region>.amazonaws.com/` or the configured one.
+    url: String,
+    region: String,
+    identity: Identity,
+}
+
+impl DirectBatch {
+    pub fn new(http: reqwest::Client, url: &str, region: &str, credentials: Credentials) -> Self {
+        DirectBatch {
+            http,
+            url: if url.ends_with('/') {
+                url.to_string()
+            } else {
+                format!("{url}/")
+            },
+            region: region.to_string(),
+            identity: credentials.into(),
+        }
+    }
+
+    /// The batches of the functions: the configured endpoint (`AWS_ENDPOINT_URL(_DYNAMODB)`), or
+    /// the one the SDK's endpoint rules give the region.
+    pub(crate) async fn from_env(env: &AwsEnv) -> Result<Self, ConfigError> {
+        let url = match &env.dynamodb_endpoint {
+            Some(url) => url.clone(),
+            None => {
+                use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+                let unresolved = |reason: String| ConfigError {
+                    var: "AWS_REGION",
+                    reason,
+                };
+                let params = Params::builder()
+                    .region(env.region.clone())
+                    .build()
+                    .map_err(|e| unresolved(format!("no DynamoDB endpoint: {e}")))?;
+                DefaultResolver::new()
+                    .resolve_endpoint(&params)
+                    .await
+                    .map_err(|e| unresolved(format!("no DynamoDB endpoint for {:?}: {e}", env.region)))?
+                    .url()
+                    .to_string()
+            }
+        };
+        Ok(DirectBatch::new(
+            crate::aws_http::reqwest_client(CONNECT_TIMEOUT),
+            &url,
+            &env.region,
+            env.credentials(),
+        ))
+    }
+
+    /// The headers that sign `body` at `now`: `x-amz-date`, `authorization` and, with temporary
+    /// credentials, `x-amz-security-token`.
+    pub fn signature(&self, body: &[u8], now: SystemTime) -> Result<Vec<(String, String)>, BatchError> {
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name("dynamodb")
+            .time(now)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| BatchError::Unreadable(format!("signing parameters: {e}")))?
+            .into();
+        let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
+        let signable = SignableRequest::new(
+            "POST",
+            self.url.as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| BatchError::Unreadable(format!("signing: {e}")))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| BatchError::Unreadable(format!("signing: {e}")))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    async fn attempt(&self, body: &[u8], count: usize) -> Result<Vec<Answer>, BatchError> {
+        let mut request = self
+            .http
+            .post(self.url.as_str())
+            .timeout(ATTEMPT_TIMEOUT)
+            .header("content-type", CONTENT_TYPE)
+            .header("x-amz-target", TARGET);
+        for (name, value) in self.signature(body, SystemTime::now())? {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| BatchError::Transport(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| BatchError::Transport(e.without_url().to_string()))?;
+        read_answers(status, error_type.as_deref(), &bytes, count)
+    }
+}
+
+impl PartiqlBatch for DirectBatch {
+    fn execute(&self, statements: Vec<Statement>) -> BoxFuture<'_, Result<Vec<Answer>, BatchError>> {
+        Box::pin(async move {
+            let body = request_body(&statements);
+            let mut attempt = 0;
+            loop {
+                match self.attempt(&body, statements.len()).await {
+                    Err(e) if e.transient() && attempt + 1 < MAX_ATTEMPTS => {
+                        tokio::time::sleep(backoff(attempt, rand::random::<f64>())).await;
+                        attempt += 1;
+                    }
+                    answer => return answer,
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement() -> Statement {
+        Statement {
+            text: "UPDATE \"t\" SET \"status\" = ? WHERE pk = ? AND note = 'a \"q\"'".into(),
+            parameters: vec![
+                AttributeValue::S("délivré \"x\"\n".into()),
+                AttributeValue::N("42".into()),
+                AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+                    ("at".to_string(), AttributeValue::N("1".into())),
+                    ("ok".to_string(), AttributeValue::Bool(true)),
+                    ("none".to_string(), AttributeValue::Null(true)),
+                    ("raw".to_string(), AttributeValue::B(Blob::new(b"\x00\xff".to_vec()))),
+                    ("tags".to_string(), AttributeValue::Ss(vec!["a".into(), "b".into()])),
+                ]))]),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_body_is_the_api_references_shape() {
+        let body: Value = serde_json::from_slice(&request_body(&[statement(), statement()])).unwrap();
+        let first = &body["Statements"][0];
+        assert_eq!(body["Statements"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            first["Statement"],
+            "UPDATE \"t\" SET \"status\" = ? WHERE pk = ? AND note = 'a \"q\"'"
+        );
+        assert_eq!(first["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+        assert_eq!(first["Parameters"][0], serde_json::json!({"S": "délivré \"x\"\n"}));
+        assert_eq!(first["Parameters"][1], serde_json::json!({"N": "42"}));
+        assert_eq!(
+            first["Parameters"][2],
+            serde_json::json!({"L": [{"M": {"at": {"N": "1"}, "ok": {"BOOL": true}, "none": {"NULL": true},
+                                             "raw": {"B": "AP8="}, "tags": {"SS": ["a", "b"]}}}]})
+        );
+    }
+
+    #[test]
+    fn attribute_values_read_back_as_written() {
+        for parameter in statement().parameters {
+            let mut text = String::new();
+            push_attribute(&mut text, &parameter);
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(read_attribute(&value).unwrap(), parameter, "{text}");
+        }
+        assert!(read_attribute(&serde_json::json!({"X": 1})).is_err());
+        assert!(read_attribute(&serde_json::json!("S")).is_err());
+    }
+
+    #[test]
+    fn each_statement_gets_its_own_answer() {
+        let body = br#"{"Responses":[{"TableName":"state"},
+            {"Error":{"Code":"ConditionalCheckFailed","Message":"The conditional request failed",
+                      "Item":{"status":{"S":"delivered"},"attempts_made":{"N":"1"}}},"TableName":"state"},
+            {"Error":{"Code":"DuplicateItem","Message":"Duplicate primary key exists in table"}}]}"#;
+        let answers = read_answers(200, None, body, 3).unwrap();
+        assert_eq!(answers[0], Answer::Applied);
+        match &answers[1] {
+            Answer::Refused {
+                code, item: Some(item), ..
+            } => {
+                assert_eq!(code, "ConditionalCheckFailed");
+                assert_eq!(item["status"], AttributeValue::S("delivered".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&answers[2], Answer::Refused { code, item: None, .. } if code == "DuplicateItem"));
+        assert!(matches!(
+            read_answers(200, None, body, 4),
+            Err(BatchError::Unreadable(_))
+        ));
+        assert!(matches!(
+            read_answers(200, None, b"<html>", 3),
+            Err(BatchError::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn refused_requests_say_why_and_whether_to_try_again() {
+        let throttled =
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}"#;
+        let e = read_answers(400, None, throttled, 1).unwrap_err();
+        assert_eq!(e.to_string(), "ThrottlingException: Rate exceeded (HTTP 400)");
+        assert!(e.transient());
+        let denied = br#"{"__type":"com.amazon.coral.service#AccessDeniedException","Message":"not authorized to perform: dynamodb:PartiQLInsert"}"#;
+        let e = read_answers(400, None, denied, 1).unwrap_err();
+        assert!(
+            e.to_string().starts_with("AccessDeniedException: not authorized"),
+            "{e}"
+        );
+        assert!(!e.transient());
+        let e = read_answers(
+            400,
+            Some("ValidationException:http://internal.amazon.com/coral/"),
+            b"{}",
+            1,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("ValidationException"), "{e}");
+        let e = read_answers(503, None, b"", 1).unwrap_err();
+        assert_eq!(e.to_string(), "HTTP503:  (HTTP 503)");
+        assert!(e.transient(), "a 5xx is tried again");
+        assert!(BatchError::Transport("reset".into()).transient());
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_is_the_configured_one_or_the_regions() {
+        let vars = |extra: &[(&str, &str)]| -> HashMap<String, String> {
+            [
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let regional = DirectBatch::from_env(&AwsEnv::from_vars(&vars(&[])).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(regional.url, "https://dynamodb.eu-west-1.amazonaws.com/");
+        let china = vars(&[("AWS_REGION", "cn-north-1")]);
+        let china = DirectBatch::from_env(&AwsEnv::from_vars(&china).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(china.url, "https://dynamodb.cn-north-1.amazonaws.com.cn/");
+        let local = vars(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")]);
+        let local = DirectBatch::from_env(&AwsEnv::from_vars(&local).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(local.url, "http://127.0.0.1:4566/");
+    }
+
+    #[test]
+    fn backoff_doubles_with_full_jitter() {
+        assert_eq!(backoff(0, 1.0), INITIAL_BACKOFF);
+        assert_eq!(backoff(2, 1.0), INITIAL_BACKOFF * 4);
+        assert_eq!(backoff(2, 0.0), Duration::ZERO);
+        assert_eq!(backoff(30, 1.0), Duration::from_secs(20), "capped");
+    }
+
+    #[test]
+    fn the_signature_covers_the_target_and_the_session_token() {
+        let batch = DirectBatch::new(
+            crate::aws_http::reqwest_client(Duration::from_secs(1)),
+            "https://dynamodb.eu-west-1.amazonaws.com",
+            "eu-west-1",
+            Credentials::new(
+                "AKIDEXAMPLE",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                Some("token".into()),
+                None,
+                "test",
+            ),
+        );
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_765_000_000);
+        let headers: HashMap<String, String> = batch.signature(b"{}", at).unwrap().into_iter().collect();
+        let auth = &headers["authorization"];
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20251206/eu-west-1/dynamodb/aws4_request"),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"),
+            "{auth}"
+        );
+        assert_eq!(headers["x-amz-date"], "20251206T054640Z");
+        assert_eq!(headers["x-amz-security-token"], "token");
+        assert!(!auth.contains("wJalrXUtnFEMI"), "the secret never leaves");
+        // The same request at the same time signs the same; another body does not.
+        let again: HashMap<String, String> = batch.signature(b"{}", at).unwrap().into_iter().collect();
+        assert_eq!(again["authorization"], *auth);
+        let other: HashMap<String, String> = batch.signature(b"{ }", at).unwrap().into_iter().collect();
+        assert_ne!(other["authorization"], *auth);
+    }
+}
