@@ -404,8 +404,23 @@ THROUGHPUT_AT_0MS = 0.50   # of the bare loop, receivers answering at once
 REQUESTS_PER_WEBHOOK = 0.1
 
 
+def best_of(rounds: list[tuple[dict, dict]], webhooks: int) -> dict:
+    """The figures of several rounds, each the bare loop then the function, alternating: each side's
+    best rate and least CPU per webhook. Another process on the machine can only slow a round or
+    add to its CPU time, never help it, so the best of each side is what the code costs; both
+    sides get the same number of tries in the same minutes. Pure."""
+    bare_rate = max(b["rate"] for b, _ in rounds)
+    bare_cpu = min(b["cpu_us_per_request"] for b, _ in rounds)
+    fn_rate = max(webhooks / run["seconds"] for _, run in rounds)
+    fn_cpu = min(run["cpu"] / webhooks * 1e6 for _, run in rounds)
+    return {"bare_rate": bare_rate, "bare_cpu_us": bare_cpu, "rate": fn_rate, "cpu_us": fn_cpu,
+            "ratio": fn_rate / bare_rate, "cpu_ratio": fn_cpu / bare_cpu,
+            "rounds": [{"bare_rate": b["rate"], "bare_cpu_us": b["cpu_us_per_request"],
+                        "rate": webhooks / run["seconds"], "cpu_us": run["cpu"] / webhooks * 1e6} for b, run in rounds]}
+
+
 def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: int, log_dir: Path,
-                   batch: int = 10) -> None:
+                   batch: int = 10, rounds: int = 3) -> None:
     subscriptions, accounts = 10, 2
     per_batch = batch * subscriptions
     batches = max(1, webhooks // per_batch)
@@ -417,11 +432,15 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
               f"{accounts} accounts); receiver answers after {delay} ms, AWS after {aws_delay} ms", flush=True)
         serve, receiver, aws = _serve(delay, aws_delay, subscriptions, log_dir)
         try:
-            bare = _bare(receiver, webhooks, concurrency)
-            run = _warm_run(receiver, aws, batches, batch, accounts, log_dir / f"delivery-sms-{delay}ms.log")
-            if run["stats"]["received"] != webhooks:
-                raise RuntimeError(f"{run['stats']['received']} webhooks arrived, {webhooks} expected")
+            tries = []
+            for _ in range(rounds):
+                bare = _bare(receiver, webhooks, concurrency)
+                run = _warm_run(receiver, aws, batches, batch, accounts, log_dir / f"delivery-sms-{delay}ms.log")
+                if run["stats"]["received"] != webhooks:
+                    raise RuntimeError(f"{run['stats']['received']} webhooks arrived, {webhooks} expected")
+                tries.append((bare, run))
             run["bare"] = bare
+            run["best"] = best_of(tries, webhooks)
             if delay == receiver_delay:
                 # The same without the subscription cache: one Query per account per batch at most.
                 fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true",
@@ -450,10 +469,9 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
 
     main = runs[receiver_delay]
     ops = main["stats"]["aws"]
-    rate = webhooks / main["seconds"]
-    ratio = rate / main["bare"]["rate"]
-    cpu_us = main["cpu"] / webhooks * 1e6
-    bare_cpu_us = main["bare"]["cpu_us_per_request"]
+    best = main["best"]
+    rate, ratio = best["rate"], best["ratio"]
+    cpu_us, bare_cpu_us = best["cpu_us"], best["bare_cpu_us"]
     requests = dynamodb_requests(ops)
     writes = dynamodb_writes(ops)
     queries = ops.get("DynamoDB_20120810.Query", 0)
@@ -470,26 +488,25 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
         "single_invocation_ms": {"mean": statistics.mean(single_ms), "median": statistics.median(single_ms)},
         "log_bytes_per_webhook": main["log_bytes"] / webhooks,
         "receiver_delay_ms": receiver_delay, "aws_delay_ms": aws_delay, "concurrency": concurrency,
-        "at_0ms": None,
+        "rounds": best["rounds"], "at_0ms": None,
     }
-    res.add(f"delivery at {receiver_delay} ms: bare client loop", f"{main['bare']['rate']:.0f} /s", "", None)
+    res.add(f"delivery: best of {rounds} rounds per side, bare loop and function alternating", "", "", None)
+    res.add(f"delivery at {receiver_delay} ms: bare client loop", f"{best['bare_rate']:.0f} /s", "", None)
     res.add(f"delivery at {receiver_delay} ms: warm sms function", f"{rate:.0f} /s", "", None)
     res.add(f"delivery at {receiver_delay} ms: function / bare", f"{ratio * 100:.0f} %",
             f">= {THROUGHPUT_AT_20MS * 100:.0f} %", ratio >= THROUGHPUT_AT_20MS)
     if 0 in runs and receiver_delay != 0:
         zero = runs[0]
-        zero_rate = webhooks / zero["seconds"]
-        zero_ratio = zero_rate / zero["bare"]["rate"]
-        zero_cpu = zero["cpu"] / webhooks * 1e6
+        zb = zero["best"]
+        zero_rate, zero_ratio, zero_cpu = zb["rate"], zb["ratio"], zb["cpu_us"]
         res.data["delivery"]["at_0ms"] = {
             "rate": zero_rate, "bare": zero["bare"], "ratio": zero_ratio, "cpu_us_per_webhook": zero_cpu,
-            "dynamodb_requests_per_webhook": dynamodb_requests(zero["stats"]["aws"]) / webhooks}
-        res.add("delivery at 0 ms: bare client loop", f"{zero['bare']['rate']:.0f} /s", "", None)
+            "rounds": zb["rounds"], "dynamodb_requests_per_webhook": dynamodb_requests(zero["stats"]["aws"]) / webhooks}
+        res.add("delivery at 0 ms: bare client loop", f"{zb['bare_rate']:.0f} /s", "", None)
         res.add("delivery at 0 ms: warm sms function", f"{zero_rate:.0f} /s", "", None)
         res.add("delivery at 0 ms: function / bare", f"{zero_ratio * 100:.0f} %",
                 f">= {THROUGHPUT_AT_0MS * 100:.0f} %", zero_ratio >= THROUGHPUT_AT_0MS)
-        res.add("  CPU per webhook at 0 ms / bare CPU per request",
-                f"{zero_cpu / zero['bare']['cpu_us_per_request']:.2f}x", "", None)
+        res.add("  CPU per webhook at 0 ms / bare CPU per request", f"{zb['cpu_ratio']:.2f}x", "", None)
     res.add("CPU per webhook / bare loop's CPU per request",
             f"{cpu_us / bare_cpu_us:.2f}x ({cpu_us:.0f} / {bare_cpu_us:.0f} us)", f"<= {CPU_OVER_BARE:.1f}x",
             cpu_us <= CPU_OVER_BARE * bare_cpu_us)
@@ -605,6 +622,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--functions", default=",".join(FUNCTIONS), help="size and cold: these functions only")
     ap.add_argument("--webhooks", type=int, default=10000)
+    ap.add_argument("--rounds", type=int, default=3, help="delivery: rounds of the bare loop and the function, "
+                                                            "alternating; the best of each side counts")
     ap.add_argument("--receiver-delay-ms", type=int, default=20)
     ap.add_argument("--aws-delay-ms", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=int(cfn.load_template()["Parameters"]["BatchSize"]["Default"]),
@@ -628,7 +647,8 @@ def main() -> int:
     if "keywords" in only:
         bench_keywords(res)
     if "delivery" in only:
-        bench_delivery(res, args.webhooks, args.receiver_delay_ms, args.aws_delay_ms, log_dir, args.batch_size)
+        bench_delivery(res, args.webhooks, args.receiver_delay_ms, args.aws_delay_ms, log_dir, args.batch_size,
+                       args.rounds)
     if "cost" in only:
         bench_cost(res)
     if "state" in only:

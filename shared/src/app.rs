@@ -108,9 +108,10 @@ impl App {
     pub async fn from_env(category: Category) -> Result<Self, lambda_runtime::Error> {
         let settings = Settings::from_env(category)?;
         let aws = AwsEnv::from_env()?;
-        let (dynamodb, sqs) = (aws.dynamodb(), aws.sqs());
+        let dynamodb = aws.dynamodb();
         let batch = Arc::new(crate::store::partiql::DirectBatch::from_env(&aws).await?);
         let http = build_client_with_timeout(settings.allow_private_targets, settings.http_timeout)?;
+        let sqs = crate::aws::Sqs::lazy(aws);
         Ok(Self::new(settings, dynamodb, batch, sqs, http))
     }
 
@@ -120,7 +121,7 @@ impl App {
         settings: Settings,
         dynamodb: aws_sdk_dynamodb::Client,
         batch: Arc<dyn crate::store::partiql::PartiqlBatch>,
-        sqs: aws_sdk_sqs::Client,
+        sqs: impl Into<crate::aws::Sqs>,
         http: reqwest::Client,
     ) -> Self {
         let engine = Engine::new(
@@ -135,7 +136,7 @@ impl App {
                 table: settings.subscriptions_table.clone(),
             },
             Queues {
-                sqs,
+                sqs: sqs.into(),
                 seals: SealKeys::new(dynamodb.clone(), settings.state_table.clone()),
                 queue_url: settings.queue_url.clone(),
                 dead_letter_url: settings.dead_letter_queue_url.clone(),

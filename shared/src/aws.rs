@@ -126,6 +126,52 @@ fn timeout_config() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
         .build()
 }
 
+/// The SQS client, built the first time it is needed. A webhook delivered on its first attempt
+/// never calls SQS (retries, dead letters and a failed record's visibility do), and building the
+/// client parses the SDK's endpoint partition table and compiles its regexes: work a cold start
+/// should not do for a call that may never come (docs/performance.md, "Cold start").
+#[derive(Clone)]
+pub struct Sqs(std::sync::Arc<SqsInner>);
+
+struct SqsInner {
+    env: Option<AwsEnv>,
+    client: std::sync::OnceLock<aws_sdk_sqs::Client>,
+}
+
+impl Sqs {
+    pub(crate) fn lazy(env: AwsEnv) -> Self {
+        Sqs(std::sync::Arc::new(SqsInner {
+            env: Some(env),
+            client: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The client, built now if it was not yet.
+    pub fn client(&self) -> &aws_sdk_sqs::Client {
+        self.0.client.get_or_init(|| {
+            self.0
+                .env
+                .as_ref()
+                .expect("an Sqs without a client has its environment")
+                .sqs()
+        })
+    }
+
+    /// Whether the client has been built.
+    pub fn built(&self) -> bool {
+        self.0.client.get().is_some()
+    }
+}
+
+impl From<aws_sdk_sqs::Client> for Sqs {
+    fn from(client: aws_sdk_sqs::Client) -> Self {
+        Sqs(std::sync::Arc::new(SqsInner {
+            env: None,
+            client: std::sync::OnceLock::from(client),
+        }))
+    }
+}
+
 /// Where and as whom the functions call AWS. No `Debug`: it holds the secret key.
 #[derive(Clone, PartialEq)]
 pub(crate) struct AwsEnv {
@@ -270,6 +316,17 @@ mod tests {
             Some(CONNECT_TIMEOUT)
         );
         assert_eq!(env.sqs().config().region().map(|r| r.as_ref()), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn the_sqs_client_is_built_when_first_needed() {
+        let sqs = Sqs::lazy(AwsEnv::from_vars(&vars(BASE)).unwrap());
+        assert!(!sqs.built(), "not at start");
+        let region = sqs.client().config().region().map(|r| r.to_string());
+        assert_eq!(region.as_deref(), Some("eu-west-1"));
+        assert!(sqs.built());
+        let given: Sqs = sqs.client().clone().into();
+        assert!(given.built(), "a client given is ready");
     }
 
     #[test]

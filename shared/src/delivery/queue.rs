@@ -35,7 +35,8 @@ impl crate::aws::Transient for QueueError {
 }
 
 pub struct Queues {
-    pub sqs: aws_sdk_sqs::Client,
+    /// Built on first use ([`crate::aws::Sqs`]).
+    pub sqs: crate::aws::Sqs,
     pub seals: SealKeys,
     /// The category queue (retries).
     pub queue_url: String,
@@ -73,6 +74,7 @@ impl Queues {
         let now = chrono::Utc::now().timestamp();
         let body = to_sqs_json(&task.clone().sealed_for(key, self.queue_name(), now));
         self.sqs
+            .client()
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
@@ -89,6 +91,7 @@ impl Queues {
         let now = chrono::Utc::now().timestamp();
         let body = to_sqs_json(&notice.clone().sealed_for(key, self.queue_name(), now));
         self.sqs
+            .client()
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
@@ -105,6 +108,7 @@ impl Queues {
     pub async fn back_off(&self, records: &[(String, Duration)]) {
         let changes = records.iter().map(|(receipt, wait)| {
             self.sqs
+                .client()
                 .change_message_visibility()
                 .queue_url(&self.queue_url)
                 .receipt_handle(receipt)
@@ -133,6 +137,7 @@ impl Queues {
             .clone()
             .sealed_for(self.seals.get().await?, self.queue_name(), now);
         self.sqs
+            .client()
             .send_message()
             .queue_url(&self.dead_letter_url)
             .message_body(to_sqs_json(&letter))
@@ -155,6 +160,7 @@ impl Queues {
     ) -> Result<(), QueueError> {
         let mut req = self
             .sqs
+            .client()
             .send_message()
             .queue_url(&self.dead_letter_url)
             .message_body(if body.is_empty() {

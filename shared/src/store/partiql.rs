@@ -103,7 +103,7 @@ pub trait PartiqlBatch: Send + Sync {
 
 /// The request body. Pure.
 pub fn request_body(statements: &[Statement]) -> Vec<u8> {
-    let mut out = String::with_capacity(64 + statements.len() * 512);
+    let mut out = String::with_capacity(64 + statements.len() * 768);
     out.push_str("{\"Statements\":[");
     for (i, statement) in statements.iter().enumerate() {
         if i > 0 {

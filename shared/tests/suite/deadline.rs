@@ -75,7 +75,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
             table: "subscriptions".into(),
         },
         Queues {
-            sqs: mock_client!(aws_sdk_sqs, [&queue]),
+            sqs: mock_client!(aws_sdk_sqs, [&queue]).into(),
             seals: SealKeys::with_key(dynamodb.clone(), "state".into(), SealKey::new([9; 32])),
             queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms".into(),
             dead_letter_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms-dlq".into(),
