@@ -39,4 +39,8 @@ pub mod tls;
 pub mod trigger;
 pub mod webhook;
 
+pub use aws::Sqs;
 pub use trigger::Category;
+
+/// A map looked up on every webhook (lanes, pacers, send slots): foldhash, seeded per process.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

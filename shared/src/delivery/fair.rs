@@ -4,17 +4,20 @@
 //! The rule is the pure [`may_take`]; [`FairSlots`] is the async shell around it.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use crate::FastMap;
+
 /// Whether `account` may take a slot now. `held` is what each account holds, `waiting` how many
 /// of each account's sends wait; `total` the slots, `reserve` the slots an account beyond its
 /// fair share leaves free for the others.
-pub fn may_take(
+pub fn may_take<S: BuildHasher>(
     account: &str,
-    held: &HashMap<String, usize>,
-    waiting: &HashMap<String, usize>,
+    held: &HashMap<String, usize, S>,
+    waiting: &HashMap<String, usize, S>,
     total: usize,
     reserve: usize,
 ) -> bool {
@@ -36,8 +39,8 @@ pub fn may_take(
 
 #[derive(Debug, Default)]
 struct Books {
-    held: HashMap<String, usize>,
-    waiting: HashMap<String, usize>,
+    held: FastMap<String, usize>,
+    waiting: FastMap<String, usize>,
     /// The waiting acquires, in arrival order. A freed slot is handed to the first one
     /// [`may_take`] allows, and only that one is woken: waking every waiter on every release cost
     /// each webhook a poll of every other waiting one.
@@ -200,7 +203,7 @@ impl Drop for Waiting<'_> {
 
 /// Count one more (`1`) or one fewer (`-1`) for an account. A count that reaches zero stays in
 /// the map (no key to allocate again on the next acquire) until the map holds many idle accounts.
-fn add(map: &mut HashMap<String, usize>, account: &str, delta: isize) {
+fn add(map: &mut FastMap<String, usize>, account: &str, delta: isize) {
     match map.get_mut(account) {
         Some(n) => *n = n.saturating_add_signed(delta),
         None if delta > 0 => {

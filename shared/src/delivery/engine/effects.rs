@@ -155,13 +155,15 @@ impl Engine {
 
 pub(super) fn log_attempt(job: &Job<'_>, result: &Result<Delivered, DeliveryError>, verdict: &Verdict) {
     let sub = job.subscription;
+    // Strings as &str (recorded as they are), not Display (formatted into a scratch buffer first):
+    // this line is written for every webhook.
     match result {
         Ok(d) => tracing::info!(
             event_id = job.event_id,
-            account_id = %sub.account_id,
-            subscription_id = %sub.subscription_id,
-            trigger = %job.trigger,
-            webhook_id = %job.webhook_id,
+            account_id = sub.account_id.as_str(),
+            subscription_id = sub.subscription_id.as_str(),
+            trigger = job.trigger.as_str(),
+            webhook_id = job.webhook_id.as_str(),
             attempt = job.attempt,
             status = d.status,
             latency_ms = d.latency.as_millis() as u64,

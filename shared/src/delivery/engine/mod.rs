@@ -14,7 +14,7 @@
 //! same attempt delayed past its claim's lease, so a large batch never runs into the function's
 //! timeout and a deferral never counts as an attempt.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ pub fn lease_covers(held: Duration, lease: Duration) -> bool {
 /// One semaphore per subscription seen, created on first use.
 pub struct Lanes {
     per_subscription: usize,
-    lanes: std::sync::Mutex<std::collections::HashMap<SubscriptionKey, Arc<Semaphore>>>,
+    lanes: std::sync::Mutex<FastMap<SubscriptionKey, Arc<Semaphore>>>,
 }
 
 impl Lanes {
@@ -76,16 +76,20 @@ impl Lanes {
         }
     }
 
-    pub async fn enter(&self, key: SubscriptionKey) -> OwnedSemaphorePermit {
+    pub async fn enter(&self, key: &SubscriptionKey) -> OwnedSemaphorePermit {
         let lane = {
             let mut lanes = self.lanes.lock().expect("lanes lock");
-            if lanes.len() >= 1024 {
-                lanes.retain(|_, lane| Arc::strong_count(lane) > 1); // forget the idle ones
+            match lanes.get(key) {
+                Some(lane) => lane.clone(),
+                None => {
+                    if lanes.len() >= 1024 {
+                        lanes.retain(|_, lane| Arc::strong_count(lane) > 1); // forget the idle ones
+                    }
+                    let lane = Arc::new(Semaphore::new(self.per_subscription));
+                    lanes.insert(key.clone(), lane.clone());
+                    lane
+                }
             }
-            lanes
-                .entry(key)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_subscription)))
-                .clone()
         };
         lane.acquire_owned().await.expect("a lane is never closed")
     }
@@ -201,11 +205,11 @@ pub struct Engine {
     /// Bounds concurrent HTTP requests across a batch, shared fairly between accounts.
     sending: Arc<FairSlots>,
     pace: PaceStore,
-    pacers: Mutex<HashMap<SubscriptionKey, Arc<Pacer>>>,
+    pacers: Mutex<FastMap<SubscriptionKey, Arc<Pacer>>>,
     /// Subscriptions whose failing streak this process started (unix s), so that a success
     /// ends it even before the cached record shows it.
     /// `None`: this process ended it, whatever an older cached record says.
-    failing: Mutex<HashMap<SubscriptionKey, Option<i64>>>,
+    failing: Mutex<FastMap<SubscriptionKey, Option<i64>>>,
     metrics: Metrics,
 }
 
@@ -273,6 +277,9 @@ impl Engine {
 
     fn pacer(&self, key: &SubscriptionKey) -> Arc<Pacer> {
         let mut pacers = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pacer) = pacers.get(key) {
+            return pacer.clone();
+        }
         if pacers.len() >= 4096 {
             pacers.retain(|_, p| Arc::strong_count(p) > 1);
         }
@@ -302,7 +309,7 @@ impl Engine {
         // webhooks wait here, unclaimed, without holding a claim slot the others need.
         let mut window = None;
         if at.is_none() {
-            let entered = self.windows.enter(key.clone()).await;
+            let entered = self.windows.enter(&key).await;
             // A throttle answer met while this one waited in the window paces it now.
             if self.became_paced(sub, &pacer) {
                 drop(entered);
@@ -313,7 +320,7 @@ impl Engine {
                             .await;
                     }
                     Turn::At(Some(t)) => at = Some(t),
-                    Turn::At(None) => window = Some(self.windows.enter(key.clone()).await),
+                    Turn::At(None) => window = Some(self.windows.enter(&key).await),
                 }
             } else {
                 window = Some(entered);
@@ -361,7 +368,7 @@ impl Engine {
             if let Some(t) = at {
                 sleep_until_ms(t).await;
             }
-            let entered = self.lanes.enter(key.clone()).await;
+            let entered = self.lanes.enter(&key).await;
             let sending = self.sending.acquire(&sub.account_id).await;
             match at {
                 Some(t) if now_ms() - t > SLOT_TOLERANCE.as_millis() as i64 => {
