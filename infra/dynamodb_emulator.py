@@ -159,8 +159,10 @@ Behaviours (2, 3 and 4 configurable at run time, see the HTTP routes and the env
    answers: no Authorization header, MissingAuthenticationTokenException; one that cannot be read
    (or is not SigV4), IncompleteSignatureException; an unknown access key,
    UnrecognizedClientException; a signature that does not match, or an X-Amz-Date more than 15
-   minutes from now, InvalidSignatureException. Known keys: the local stack's (testing/testing),
-   or DDB_EMULATOR_CREDENTIALS="KEY:SECRET,...". `verify_signatures: false` turns it off.
+   minutes from now, or a credential scoped to another region or service than
+   `dynamodb` in DDB_EMULATOR_REGION (default us-east-1), InvalidSignatureException. Known keys: the
+   local stack's (testing/testing), or DDB_EMULATOR_CREDENTIALS="KEY:SECRET,...".
+   `verify_signatures: false` turns it off.
 
 HTTP, on the emulator's own port:
   GET  /_emulator/stats        {"requests": {op: n}, "read_units": x, "write_units": y,
@@ -680,6 +682,9 @@ def _known_keys() -> dict[str, str]:
 
 
 KNOWN_KEYS = _known_keys()
+# The region this endpoint stands for: a request signed for another is refused, as DynamoDB's
+# regional endpoint refuses it.
+REGION = os.environ.get("DDB_EMULATOR_REGION", "us-east-1")
 
 
 def signature_refusal(method: str, url: str, headers: Any, body: bytes, now: float | None = None) -> tuple[str, str] | None:
@@ -706,6 +711,9 @@ def signature_refusal(method: str, url: str, headers: Any, body: bytes, now: flo
         return "IncompleteSignatureException", "X-Amz-Date is missing or not a date"
     if abs((time.time() if now is None else now) - at) > 15 * 60:
         return "InvalidSignatureException", f"Signature expired: {stamp} is now earlier or later than 15 minutes from now"
+    if service != "dynamodb" or region != REGION:
+        return "InvalidSignatureException", (f"Credential should be scoped to a valid region and service, "
+                                              f"not '{region}/{service}'.")
     names = signed.split(";")
     if "host" not in names or stamp[:8] != day:
         return "InvalidSignatureException", _MISMATCH

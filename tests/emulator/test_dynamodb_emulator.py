@@ -773,8 +773,8 @@ def test_requests_are_refused_unless_signed_as_aws_checks_them(emulator):
 
 
 def test_a_signature_older_than_15_minutes_is_expired():
-    """DynamoDB refuses a request whose X-Amz-Date is more than 15 minutes away from its clock, and
-    one without a signature."""
+    """DynamoDB refuses a request whose X-Amz-Date is more than 15 minutes away from its clock, one
+    signed for another region, and one without a signature."""
     import dynamodb_emulator as emu
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
@@ -789,6 +789,13 @@ def test_a_signature_older_than_15_minutes_is_expired():
     assert emu.signature_refusal("POST", "http://127.0.0.1:4566/", headers, b"{}", now) is None
     code, message = emu.signature_refusal("POST", "http://127.0.0.1:4566/", headers, b"{}", now + 16 * 60)
     assert code == "InvalidSignatureException" and "expired" in message
+    # Signed correctly, but for another region than the endpoint's.
+    other = AWSRequest(method="POST", url="http://127.0.0.1:4566/", data=b"{}",
+                       headers={"Content-Type": "application/x-amz-json-1.0",
+                                "X-Amz-Target": "DynamoDB_20120810.ListTables"})
+    SigV4Auth(Credentials("testing", "testing"), "dynamodb", "us-west-2").add_auth(other)
+    code, message = emu.signature_refusal("POST", "http://127.0.0.1:4566/", dict(other.headers.items()), b"{}", now)
+    assert code == "InvalidSignatureException" and "us-west-2" in message
     # Without an Authorization header moto's server cannot tell the service, so this one is
     # checked here rather than over the wire.
     unsigned = {k: v for k, v in headers.items() if k.lower() != "authorization"}

@@ -61,6 +61,19 @@ def bodies_keep_their_contract(request):
         assert not broken, f"{len(broken)} webhook(s) broke their schema, first: {broken[0].contract_error}"
 
 
+@pytest.fixture(autouse=True)
+def requests_signed_as_aws_checks_them(request):
+    """After each test, no DynamoDB request of the functions, the tools or the tests was refused
+    for its signature (the emulator checks each one as DynamoDB does, behaviour 11): a request
+    signed wrong would otherwise pass here and be refused by AWS. A PartiQL batch refused this way
+    would even go unnoticed by the other tests, its statements then written one by one."""
+    yield
+    if "stack" in request.fixturenames:
+        s = request.getfixturevalue("stack")
+        refused = supervise.emulator_stats(s.emulator.endpoint)["refused"].get("Signature", 0)
+        assert refused == 0, f"{refused} DynamoDB request(s) refused for their signature (see moto.log)"
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 

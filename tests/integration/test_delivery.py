@@ -186,3 +186,26 @@ def test_healthy_subscription_clears_its_failing_streak(stack, receiver):
 
     record = wait_until(cleared)
     assert record and "failing_since" not in record and record.get("enabled", {"BOOL": True}) == {"BOOL": True}
+
+
+def test_claims_and_results_go_in_signed_partiql_batches(stack, receiver):
+    """The claims and results of an event's webhooks reach DynamoDB as PartiQL batches the
+    emulator accepts (each request's SigV4 signature checked as DynamoDB checks it): one request
+    for the claims and one for the results, not a single-item write per webhook."""
+    account = unique("acc")
+    for i in range(3):
+        put_subscription(stack, account, f"sub_batch{i}", receiver.endpoint(f"/{account}/batch{i}", SECRET),
+                         triggers=["sms.received"])
+    stack.settle()
+    supervise.reset_emulator_stats(stack.emulator.endpoint)
+    publish(stack, envelope("sms.received", account, SMS))
+    hits = receiver.wait_for(lambda r: r.path.startswith(f"/{account}/batch"), count=3, timeout=30)
+    assert len(hits) == 3 and all(h.verified for h in hits)
+    ids = {h.headers["webhook-id"] for h in hits}
+    wait_until(lambda: all(get_item(stack, "StateTableName", {"pk": f"webhook#{i}", "sk": "delivery"})
+                           .get("status", {}).get("S") == "delivered" for i in ids), timeout=10)
+    stats = supervise.emulator_stats(stack.emulator.endpoint)
+    assert stats["requests"].get("BatchExecuteStatement", 0) >= 2, stats["requests"]
+    assert stats["refused"]["Signature"] == 0
+    alone = [r for r in log_records(stack) if r.get("webhook_id") in ids and "on its own" in r.get("message", "")]
+    assert not alone, alone

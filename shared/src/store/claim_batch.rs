@@ -493,17 +493,26 @@ impl ClaimBatches {
     }
 }
 
-/// Whether a statement's answer says the batched path itself is refused (the statement's form, or
-/// the role lacking `dynamodb:PartiQLInsert`/`PartiQLUpdate`), not this one item: every webhook then
-/// costs its single writes again, which an operator must hear about. Pure.
+/// Whether a statement's answer says the batched path itself is refused (the statement's form, the
+/// role lacking `dynamodb:PartiQLInsert`/`PartiQLUpdate`, or the request's signature), not this one
+/// item: every webhook then costs its single writes again, which an operator must hear about. Pure.
 pub fn refuses_the_path(why: &str) -> bool {
-    why.starts_with("ValidationError") || why.starts_with("AccessDenied")
+    [
+        "ValidationError",
+        "AccessDenied",
+        "InvalidSignature",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "UnrecognizedClient",
+    ]
+    .iter()
+    .any(|refusal| why.starts_with(refusal))
 }
 
 /// A statement the batch did not settle goes down the single-item path; say why.
 fn settled_alone(webhook_id: &WebhookId, what: &str, why: &str) {
     if refuses_the_path(why) {
-        tracing::warn!(webhook_id = %webhook_id, %why, "{what} refused in a PartiQL batch, written on its own instead (check the statement and the role's PartiQL permissions)");
+        tracing::warn!(webhook_id = %webhook_id, %why, "{what} refused in a PartiQL batch, written on its own instead (check the statement, the role's PartiQL permissions and the request's signature)");
     } else {
         tracing::debug!(webhook_id = %webhook_id, %why, "{what} settled on its own");
     }
@@ -518,6 +527,12 @@ mod tests {
         assert!(refuses_the_path("ValidationError: Unexpected from source"));
         assert!(refuses_the_path(
             "AccessDenied: not authorized to perform dynamodb:PartiQLInsert"
+        ));
+        assert!(refuses_the_path(
+            "InvalidSignatureException: The request signature we calculated does not match (HTTP 400)"
+        ));
+        assert!(refuses_the_path(
+            "UnrecognizedClientException: The security token included in the request is invalid. (HTTP 400)"
         ));
         assert!(!refuses_the_path(
             "DuplicateItem: Duplicate primary key exists in table"
