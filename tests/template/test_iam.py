@@ -58,7 +58,7 @@ SDK_CALLS = {
     "Put::builder": "dynamodb:PutItem", "Update::builder": "dynamodb:UpdateItem",
     "Delete::builder": "dynamodb:DeleteItem", "ConditionCheck::builder": "dynamodb:ConditionCheckItem",
     "Get::builder": "dynamodb:GetItem",
-    # PartiQL statements, in the files that send them with batch_execute_statement
+    # PartiQL statements, in the files that send them with batch_execute_statement or store::partiql
     "INSERT INTO": "dynamodb:PartiQLInsert", "UPDATE \\\"": "dynamodb:PartiQLUpdate",
     "DELETE FROM": "dynamodb:PartiQLDelete", "SELECT ": "dynamodb:PartiQLSelect",
     "send_message": "sqs:SendMessage", "send_message_batch": "sqs:SendMessage",
@@ -243,7 +243,9 @@ def actions_the_code_calls() -> dict[str, set[str]]:
         for m in pattern.finditer(code):
             line = code.count("\n", 0, m.start()) + 1
             found.setdefault(SDK_CALLS[m.group(1) or m.group(2)], set()).add(f"{path.relative_to(ROOT)}:{line}")
-        if ".batch_execute_statement()" in code:
+        # Statements sent in PartiQL batches: through the SDK, or through store::partiql (the
+        # delivery claims, shared/src/store/claim_batch.rs).
+        if ".batch_execute_statement()" in code or "store::partiql::" in code:
             for m in partiql.finditer(code):
                 line = code.count("\n", 0, m.start()) + 1
                 found.setdefault(SDK_CALLS[m.group(0)], set()).add(f"{path.relative_to(ROOT)}:{line}")
