@@ -83,6 +83,9 @@ pub enum BatchError {
     /// An answer this client cannot read, or not one answer per statement.
     #[error("unreadable answer: {0}")]
     Unreadable(String),
+    /// The request could not be signed (its parameters: never with the functions' settings).
+    #[error("could not sign the request: {0}")]
+    Signing(String),
 }
 
 impl BatchError {
@@ -91,7 +94,7 @@ impl BatchError {
         match self {
             BatchError::Service { status, code, .. } => *status >= 500 || transient_code(Some(code)),
             BatchError::Transport(_) => true,
-            BatchError::Unreadable(_) => false,
+            BatchError::Unreadable(_) | BatchError::Signing(_) => false,
         }
     }
 }
@@ -400,7 +403,7 @@ impl DirectBatch {
             .time(now)
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| BatchError::Unreadable(format!("signing parameters: {e}")))?
+            .map_err(|e| BatchError::Signing(format!("parameters: {e}")))?
             .into();
         let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
         let signable = SignableRequest::new(
@@ -409,9 +412,9 @@ impl DirectBatch {
             headers.into_iter(),
             SignableBody::Bytes(body),
         )
-        .map_err(|e| BatchError::Unreadable(format!("signing: {e}")))?;
+        .map_err(|e| BatchError::Signing(e.to_string()))?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| BatchError::Unreadable(format!("signing: {e}")))?
+            .map_err(|e| BatchError::Signing(e.to_string()))?
             .into_parts();
         Ok(instructions
             .headers()
