@@ -439,8 +439,11 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
                 if run["stats"]["received"] != webhooks:
                     raise RuntimeError(f"{run['stats']['received']} webhooks arrived, {webhooks} expected")
                 tries.append((bare, run))
-            run["bare"] = bare
-            run["best"] = best_of(tries, webhooks)
+            run["best"] = best = best_of(tries, webhooks)
+            # The figures kept beside the verdict (results.json, the chart) are the best rounds it
+            # compares, not the last round's.
+            run["bare"] = {**bare, "rate": best["bare_rate"], "cpu_us_per_request": best["bare_cpu_us"]}
+            run["seconds"] = webhooks / best["rate"]
             if delay == receiver_delay:
                 # The same without the subscription cache: one Query per account per batch at most.
                 fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true",
