@@ -7,11 +7,13 @@ left pending waits that long, not a minute), the retry schedule of the suite."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from conftest import RETRY_SCHEDULE, SECRET, envelope, get_item, local_stack, log_records, publish, put_subscription, unique
+from conftest import (RETRY_SCHEDULE, SECRET, envelope, get_item, local_stack, log_records, publish, put_subscription,
+                      unique, wait_until)
 import provision  # noqa: E402 (conftest put infra/ on the path)
 import supervise  # noqa: E402 (conftest put infra/ on the path)
 from soak import webhook_id  # the same derivation as shared/src/webhook.rs (conftest put infra/ on the path)
@@ -166,3 +168,44 @@ def test_an_event_sns_cannot_deliver_lands_on_its_dlq_and_is_redriven(faulty_sta
     back = [m for m in provision.peek_queue(sqs, admin_url) if json.loads(m["Body"]).get("id") == event["id"]]
     assert len(back) == 1, "redriven to the admin queue, the one that consumes sender_id.approved"
     assert not [m for m in provision.peek_queue(sqs, dlq) if json.loads(m["Body"]).get("id") == event["id"]]
+
+
+@pytest.fixture(scope="module")
+def counting_stack(tmp_path_factory):
+    """The performance function (it counts status receipts) and the operations function (its
+    campaign.completed reads the counts), reaching AWS through the fault proxy."""
+    s = local_stack.Stack(port=supervise.free_port(), log_dir=tmp_path_factory.mktemp("counting-logs"),
+                          functions=["performance", "operations"], aws_faults={"share": 0.0},
+                          env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "CLAIM_LEASE": "5s"})
+    yield s
+    s.stop()
+
+
+def test_a_marker_applied_without_its_reply_then_failing_is_still_counted(counting_stack, receiver):
+    """The soak's short campaign count (999 of 1000): one receipt's marker put is applied and its
+    reply lost, the SDK's retries then meet 500s, and the receipt fails. The marker names this
+    batch's token; had the batch applied that token at the counter for the other receipts, the
+    receipt coming back would read its token as applied and never be counted. The counts must
+    come out exact."""
+    stack, faults = counting_stack, counting_stack.faults
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/ops", SECRET)
+    put_subscription(stack, account, "ops", url, triggers=["campaign.completed"])
+    outcomes = {"m1": "delivered", "m2": "delivered", "m3": "failed"}
+    # The first attempt of m1's marker put is applied and its reply lost; the SDK's next two
+    # attempts are answered 500: past every attempt one invocation makes.
+    marker = f"count#{account}#m1"
+    lost = faults.script("PutItem", marker, "lost_reply")
+    errors = faults.script("PutItem", marker, "error500", times=2)
+    stack.client("sns").publish_batch(TopicArn=stack.outputs["EventsTopicArn"], PublishBatchRequestEntries=[
+        {"Id": mid, "Message": json.dumps(envelope("sms.status_changed", account, {
+            "message_id": mid, "status": status, "recipient": "+1555", "campaign_id": "cmp_1"}))}
+        for mid, status in outcomes.items()])
+    assert wait_until(lambda: lost.times == 0 and errors.times == 0, timeout=30), "the scripted faults were met"
+    stack.settle(timeout=120)
+    publish(stack, envelope("campaign.completed", account, {"campaign_id": "cmp_1", "name": "Spring"}))
+    [done] = receiver.wait_for(lambda r: r.path == f"/{account}/ops", timeout=30)
+    figures = {k: done.json["data"][k] for k in ("total_sent", "delivered", "failed")}
+    assert figures == {"total_sent": 3, "delivered": 2, "failed": 1}, f"counted {figures}"
+    failed = [r for r in log_records(stack, "performance") if r.get("message") == "record failed"]
+    assert failed, "m1's receipt failed once and came back"

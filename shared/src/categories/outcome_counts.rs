@@ -93,8 +93,10 @@ pub(crate) async fn count_outcomes(
         .buffered(IN_FLIGHT)
         .collect()
         .await;
+    let outcomes: HashMap<usize, &Outcome> = finals.iter().map(|(i, o)| (*i, o)).collect();
     let mut contributions: Vec<(usize, Role, Key)> = Vec::new();
     let mut counted = Vec::new();
+    let mut withheld = std::collections::HashSet::new();
     for (i, r) in placed {
         match r {
             Ok(roles) if roles.is_empty() => {}
@@ -102,15 +104,25 @@ pub(crate) async fn count_outcomes(
                 counted.push(i);
                 contributions.extend(roles.into_iter().map(|(role, key)| (i, role, key)));
             }
-            Err(e) => results[i] = Err(e),
+            Err(e) => {
+                withheld.extend(counting::tokened_keys(account, feeds, outcomes[&i], token));
+                results[i] = Err(e);
+            }
         }
     }
 
-    // 2. One update per counter item, with the batch's sum.
-    let outcomes: HashMap<usize, &Outcome> = finals.iter().map(|(i, o)| (*i, o)).collect();
+    // 2. One update per counter item, with the batch's sum; none at a withheld counter.
     let deltas = counting::aggregate(contributions.iter().map(|(i, role, key)| (key, *role, outcomes[i])));
     let applied: Vec<(Key, Result<(), StateStoreError>)> = futures::stream::iter(deltas.iter())
-        .map(|(key, delta)| async move { (key.clone(), apply(state, key, token, delta, now).await) })
+        .map(|(key, delta)| {
+            let withheld = withheld.contains(key);
+            async move {
+                if withheld {
+                    return (key.clone(), Err(withheld_counter(state, key)));
+                }
+                (key.clone(), apply(state, key, token, delta, now).await)
+            }
+        })
         .buffered(IN_FLIGHT)
         .collect()
         .await;
@@ -159,6 +171,19 @@ fn shared_failure(state: &StateStore, step: &str, e: &StateStoreError) -> StateS
             attempts: ATTEMPTS,
             reason: format!("{step}: {e}"),
         }
+    }
+}
+
+/// A counter this batch must not update: the put of one of its markers failed after possibly
+/// being applied (a reply lost, then errors), so a marker may name this batch's token at this
+/// counter without its receipt in the sum. Applying the token there would make that receipt read
+/// as counted when it comes back; left unapplied, every marker naming it is voided and counted
+/// again by the next batch (`recover`). The receipts counted here are retried with it.
+fn withheld_counter(state: &StateStore, key: &Key) -> StateStoreError {
+    StateStoreError::Busy {
+        table: state.table.clone(),
+        attempts: ATTEMPTS,
+        reason: format!("counter {key} withheld: another marker of its batch failed and may name its token"),
     }
 }
 

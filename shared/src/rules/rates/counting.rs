@@ -159,6 +159,15 @@ pub fn marker(account: &str, event_id: &str, o: &Outcome, roles: &[Role], token:
     }
 }
 
+/// Every counter a marker put for `o` under `token` may name: where the batch must not apply
+/// `token` when that put failed without saying whether it was applied.
+pub fn tokened_keys(account: &str, feeds: Feeds, o: &Outcome, token: &str) -> Vec<Key> {
+    roles(feeds, o)
+        .into_iter()
+        .map(|r| place(account, r, o, token).key)
+        .collect()
+}
+
 /// What a batch adds to one counter item.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Delta {
@@ -366,6 +375,30 @@ mod tests {
             code: (status == Status::Bounced).then(|| "30003".to_string()),
             recipient: recipient.into(),
         }
+    }
+
+    #[test]
+    fn a_failed_marker_withholds_exactly_the_counters_its_marker_names() {
+        let feeds = Feeds {
+            rates: true,
+            campaigns: true,
+        };
+        let out = o(Status::Delivered, 29_000_000, Some("c#1"), "+1");
+        let m = marker("acc", "evt", &out, &roles(feeds, &out), "tok");
+        let named: Vec<Key> = m.placed.values().map(|p| p.key.clone()).collect();
+        assert_eq!(tokened_keys("acc", feeds, &out, "tok"), named);
+        assert_eq!(named.len(), 2);
+        let no_campaign = o(Status::Failed, 29_000_000, None, "+1");
+        assert_eq!(tokened_keys("acc", feeds, &no_campaign, "tok").len(), 1);
+        let other_shard = (0..64)
+            .map(|n| format!("t{n}"))
+            .find(|t| shard_of(t) != shard_of("tok"))
+            .unwrap();
+        assert_ne!(
+            tokened_keys("acc", feeds, &out, &other_shard),
+            named,
+            "the token's shard is in the key"
+        );
     }
 
     #[test]
