@@ -108,10 +108,11 @@ impl App {
     pub async fn from_env(category: Category) -> Result<Self, lambda_runtime::Error> {
         let settings = Settings::from_env(category)?;
         let aws = AwsEnv::from_env()?;
-        let dynamodb = aws.dynamodb();
+        let dynamodb = crate::aws::DynamoDb::of(aws.clone());
+        dynamodb.build_in_background();
         let batch = Arc::new(crate::store::partiql::DirectBatch::from_env(&aws).await?);
         let http = build_client_with_timeout(settings.allow_private_targets, settings.http_timeout)?;
-        let sqs = crate::aws::Sqs::lazy(aws);
+        let sqs = crate::aws::Sqs::of(aws);
         Ok(Self::new(settings, dynamodb, batch, sqs, http))
     }
 
@@ -119,11 +120,12 @@ impl App {
     /// ([`crate::store::partiql::DirectBatch`] in the functions).
     pub fn new(
         settings: Settings,
-        dynamodb: aws_sdk_dynamodb::Client,
+        dynamodb: impl Into<crate::aws::DynamoDb>,
         batch: Arc<dyn crate::store::partiql::PartiqlBatch>,
         sqs: impl Into<crate::aws::Sqs>,
         http: reqwest::Client,
     ) -> Self {
+        let dynamodb: crate::aws::DynamoDb = dynamodb.into();
         let engine = Engine::new(
             http,
             Claims {

@@ -126,34 +126,49 @@ fn timeout_config() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
         .build()
 }
 
-/// The SQS client, built the first time it is needed. A webhook delivered on its first attempt
-/// never calls SQS (retries, dead letters and a failed record's visibility do), and building the
-/// client parses the SDK's endpoint partition table and compiles its regexes: work a cold start
-/// should not do for a call that may never come (docs/performance.md, "Cold start").
-#[derive(Clone)]
-pub struct Sqs(std::sync::Arc<SqsInner>);
+/// An AWS client built the first time it is needed (or on a thread of its own at start), and
+/// then shared. Building an SDK client parses the SDK's endpoint partition table and compiles its
+/// regexes (`DefaultResolver::new`, about a third of a function's own init work): a cold start
+/// should not wait for it (docs/performance.md, "Cold start").
+///
+/// It dereferences to the client, as `std::sync::LazyLock` does: the first use builds it, or
+/// waits for the build already under way on another thread.
+pub struct Lazy<C>(std::sync::Arc<LazyInner<C>>);
 
-struct SqsInner {
-    env: Option<AwsEnv>,
-    client: std::sync::OnceLock<aws_sdk_sqs::Client>,
+type Build<C> = Box<dyn Fn() -> C + Send + Sync>;
+
+struct LazyInner<C> {
+    build: Option<Build<C>>,
+    client: std::sync::OnceLock<C>,
 }
 
-impl Sqs {
-    pub(crate) fn lazy(env: AwsEnv) -> Self {
-        Sqs(std::sync::Arc::new(SqsInner {
-            env: Some(env),
+impl<C> std::fmt::Debug for Lazy<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lazy")
+            .field("built", &self.0.client.get().is_some())
+            .finish()
+    }
+}
+
+impl<C> Clone for Lazy<C> {
+    fn clone(&self) -> Self {
+        Lazy(std::sync::Arc::clone(&self.0))
+    }
+}
+
+impl<C: Send + Sync + 'static> Lazy<C> {
+    pub(crate) fn new(build: impl Fn() -> C + Send + Sync + 'static) -> Self {
+        Lazy(std::sync::Arc::new(LazyInner {
+            build: Some(Box::new(build)),
             client: std::sync::OnceLock::new(),
         }))
     }
 
-    /// The client, built now if it was not yet.
-    pub fn client(&self) -> &aws_sdk_sqs::Client {
+    /// The client, built now if it was not yet (or once the build under way is over).
+    pub fn client(&self) -> &C {
         self.0.client.get_or_init(|| {
-            self.0
-                .env
-                .as_ref()
-                .expect("an Sqs without a client has its environment")
-                .sqs()
+            let build = self.0.build.as_ref().expect("a Lazy without a client has its builder");
+            build()
         })
     }
 
@@ -161,14 +176,55 @@ impl Sqs {
     pub fn built(&self) -> bool {
         self.0.client.get().is_some()
     }
+
+    /// Build the client on a thread of its own, while the caller goes on (the runtime asks
+    /// Lambda for the first event meanwhile). Its first user waits for the build if it is not
+    /// over yet; if the thread cannot be started, the first user builds it.
+    pub(crate) fn build_in_background(&self) {
+        if self.built() {
+            return;
+        }
+        let me = self.clone();
+        let _ = std::thread::Builder::new().name("aws-client".into()).spawn(move || {
+            me.client();
+        });
+    }
 }
 
-impl From<aws_sdk_sqs::Client> for Sqs {
-    fn from(client: aws_sdk_sqs::Client) -> Self {
-        Sqs(std::sync::Arc::new(SqsInner {
-            env: None,
+impl<C: Send + Sync + 'static> std::ops::Deref for Lazy<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        self.client()
+    }
+}
+
+impl<C> From<C> for Lazy<C> {
+    fn from(client: C) -> Self {
+        Lazy(std::sync::Arc::new(LazyInner {
+            build: None,
             client: std::sync::OnceLock::from(client),
         }))
+    }
+}
+
+/// The SQS client, built the first time it is needed: a webhook delivered on its first attempt
+/// never calls SQS (retries, dead letters and a failed record's visibility do).
+pub type Sqs = Lazy<aws_sdk_sqs::Client>;
+
+/// The DynamoDB client, built on a thread of its own at start ([`Lazy::build_in_background`]):
+/// the first event needs it (the subscriptions' Query), the runtime's first request for work
+/// does not.
+pub type DynamoDb = Lazy<aws_sdk_dynamodb::Client>;
+
+impl Sqs {
+    pub(crate) fn of(env: AwsEnv) -> Self {
+        Lazy::new(move || env.sqs())
+    }
+}
+
+impl DynamoDb {
+    pub(crate) fn of(env: AwsEnv) -> Self {
+        Lazy::new(move || env.dynamodb())
     }
 }
 
@@ -320,13 +376,28 @@ mod tests {
 
     #[test]
     fn the_sqs_client_is_built_when_first_needed() {
-        let sqs = Sqs::lazy(AwsEnv::from_vars(&vars(BASE)).unwrap());
+        let sqs = Sqs::of(AwsEnv::from_vars(&vars(BASE)).unwrap());
         assert!(!sqs.built(), "not at start");
         let region = sqs.client().config().region().map(|r| r.to_string());
         assert_eq!(region.as_deref(), Some("eu-west-1"));
         assert!(sqs.built());
         let given: Sqs = sqs.client().clone().into();
         assert!(given.built(), "a client given is ready");
+    }
+
+    #[test]
+    fn the_dynamodb_client_built_in_the_background_is_the_one_used() {
+        let dynamodb = DynamoDb::of(AwsEnv::from_vars(&vars(BASE)).unwrap());
+        assert!(!dynamodb.built(), "not at start");
+        dynamodb.build_in_background();
+        let region = dynamodb.config().region().map(|r| r.to_string()); // waits for the build
+        assert_eq!(region.as_deref(), Some("eu-west-1"));
+        assert!(dynamodb.built());
+        let first: *const aws_sdk_dynamodb::Client = dynamodb.client();
+        assert!(
+            std::ptr::eq(first, &*dynamodb.clone()),
+            "built once, shared by every clone"
+        );
     }
 
     #[test]

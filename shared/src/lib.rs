@@ -39,7 +39,7 @@ pub mod tls;
 pub mod trigger;
 pub mod webhook;
 
-pub use aws::Sqs;
+pub use aws::{DynamoDb, Lazy, Sqs};
 pub use trigger::Category;
 
 /// A map looked up on every webhook (lanes, pacers, send slots): foldhash, seeded per process.

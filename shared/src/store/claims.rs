@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
-use aws_sdk_dynamodb::Client;
 
 use crate::store::attributes::{n, s};
 use crate::trigger::Trigger;
@@ -176,7 +175,7 @@ impl crate::aws::Transient for ClaimError {
 
 #[derive(Debug, Clone)]
 pub struct Claims {
-    pub client: Client,
+    pub client: crate::aws::DynamoDb,
     pub table: String,
 }
 

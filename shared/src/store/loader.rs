@@ -16,16 +16,21 @@ use crate::subscription::ParseOptions;
 pub type Loaded = HashMap<String, Result<Arc<AccountSubscriptions>, Arc<SubscriptionQueryError>>>;
 
 pub struct SubscriptionLoader {
-    client: aws_sdk_dynamodb::Client,
+    client: crate::aws::DynamoDb,
     table: String,
     options: ParseOptions,
     cache: SubscriptionCache,
 }
 
 impl SubscriptionLoader {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String, options: ParseOptions, cache_ttl: Duration) -> Self {
+    pub fn new(
+        client: impl Into<crate::aws::DynamoDb>,
+        table: String,
+        options: ParseOptions,
+        cache_ttl: Duration,
+    ) -> Self {
         SubscriptionLoader {
-            client,
+            client: client.into(),
             table,
             options,
             cache: SubscriptionCache::new(cache_ttl),

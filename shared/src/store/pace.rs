@@ -13,7 +13,6 @@
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 
 use crate::delivery::pace::{Adaptive, PaceState, Plan, Throttled};
@@ -51,7 +50,7 @@ pub struct Backlog {
 
 #[derive(Debug, Clone)]
 pub struct PaceStore {
-    pub client: Client,
+    pub client: crate::aws::DynamoDb,
     pub table: String,
 }
 

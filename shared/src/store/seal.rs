@@ -4,7 +4,6 @@
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::Client;
 use tokio::sync::OnceCell;
 
 use crate::delivery::task::SealKey;
@@ -22,24 +21,24 @@ pub enum SealKeyError {
 }
 
 pub struct SealKeys {
-    pub client: Client,
+    pub client: crate::aws::DynamoDb,
     pub table: String,
     cell: OnceCell<SealKey>,
 }
 
 impl SealKeys {
-    pub fn new(client: Client, table: String) -> Self {
+    pub fn new(client: impl Into<crate::aws::DynamoDb>, table: String) -> Self {
         SealKeys {
-            client,
+            client: client.into(),
             table,
             cell: OnceCell::new(),
         }
     }
 
     /// A store that already holds `key` (tests, benchmarks).
-    pub fn with_key(client: Client, table: String, key: SealKey) -> Self {
+    pub fn with_key(client: impl Into<crate::aws::DynamoDb>, table: String, key: SealKey) -> Self {
         SealKeys {
-            client,
+            client: client.into(),
             table,
             cell: OnceCell::new_with(Some(key)),
         }

@@ -22,7 +22,6 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
-use aws_sdk_dynamodb::Client;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -198,7 +197,7 @@ pub enum Applied {
 
 #[derive(Debug, Clone)]
 pub struct StateStore {
-    pub client: Client,
+    pub client: crate::aws::DynamoDb,
     pub table: String,
 }
 

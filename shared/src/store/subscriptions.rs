@@ -97,7 +97,7 @@ pub struct UpdateError {
 /// The writes the system makes to subscription records: disabling, and the failing streak.
 #[derive(Debug, Clone)]
 pub struct SubscriptionWriter {
-    pub client: Client,
+    pub client: crate::aws::DynamoDb,
     pub table: String,
 }
 

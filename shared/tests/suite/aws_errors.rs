@@ -38,7 +38,7 @@ fn lost_race(status: &'static str, lease_until: i64) -> UpdateItemError {
 async fn a_claim_held_by_a_live_lease_is_busy() {
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("pending", 1_000_060));
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -71,7 +71,7 @@ async fn a_claim_whose_reply_was_lost_is_found_ours_on_the_retry() {
         })
         .then_error(|| owned("pending", 1_000_060, "t-ours", 0));
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -85,7 +85,7 @@ async fn a_claim_whose_reply_was_lost_is_found_ours_on_the_retry() {
     // Another invocation's live claim is still busy.
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| owned("pending", 1_000_060, "t-theirs", 0));
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -118,7 +118,7 @@ async fn a_finish_is_conditional_on_the_owner_and_never_applied_twice() {
         })
         .then_output(|| UpdateItemOutput::builder().build());
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     let id = meta().webhook_id.clone();
@@ -135,7 +135,7 @@ async fn a_finish_is_conditional_on_the_owner_and_never_applied_twice() {
     // attempt it wrote) and is done; the attempt log is not appended twice.
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| owned("delivered", 0, "t-ours", 2));
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -148,7 +148,7 @@ async fn a_finish_is_conditional_on_the_owner_and_never_applied_twice() {
     // The lease ran out and another invocation took the claim: nothing is written over it.
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| owned("pending", 1_000_090, "t-theirs", 1));
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -164,7 +164,7 @@ async fn a_finish_is_conditional_on_the_owner_and_never_applied_twice() {
 async fn a_claim_already_delivered_is_settled() {
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("delivered", 0));
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -176,7 +176,7 @@ async fn a_claim_already_delivered_is_settled() {
     );
     let rule = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| lost_race("retrying", 0));
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -202,7 +202,7 @@ async fn a_won_claim_sends_the_right_condition() {
         })
         .then_output(|| UpdateItemOutput::builder().build());
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     assert_eq!(
@@ -223,7 +223,7 @@ async fn throttled_claims_are_errors_after_the_sdk_retries() {
         .repeatedly()
         .build();
     let claims = Claims {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "state".into(),
     };
     let err = claims
@@ -292,7 +292,7 @@ async fn disabling_a_deleted_subscription_is_not_an_error() {
         UpdateItemError::ConditionalCheckFailedException(ConditionalCheckFailedException::builder().build())
     });
     let writer = SubscriptionWriter {
-        client: mock_client!(aws_sdk_dynamodb, [&rule]),
+        client: mock_client!(aws_sdk_dynamodb, [&rule]).into(),
         table: "subs".into(),
     };
     let result = writer

@@ -46,7 +46,7 @@ fn batches(client: aws_sdk_dynamodb::Client) -> ClaimBatches {
     let batch = crate::sdk_batch::SdkBatch::of(&client);
     ClaimBatches::new(
         Claims {
-            client,
+            client: client.into(),
             table: "state".into(),
         },
         batch,

@@ -66,12 +66,12 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
     let engine = Engine::new(
         build_client(true).unwrap(),
         Claims {
-            client: dynamodb.clone(),
+            client: dynamodb.clone().into(),
             table: "state".into(),
         },
         crate::sdk_batch::SdkBatch::of(&dynamodb),
         SubscriptionWriter {
-            client: dynamodb.clone(),
+            client: dynamodb.clone().into(),
             table: "subscriptions".into(),
         },
         Queues {
@@ -81,7 +81,7 @@ async fn a_job_too_close_to_the_deadline_is_deferred_not_sent() {
             dead_letter_url: "https://sqs.us-east-1.amazonaws.com/123456789012/sms-dlq".into(),
         },
         PaceStore {
-            client: dynamodb.clone(),
+            client: dynamodb.clone().into(),
             table: "state".into(),
         },
         EngineConfig {
