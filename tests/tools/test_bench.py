@@ -25,3 +25,22 @@ def test_each_side_counts_its_best_round():
     assert abs(best["ratio"] - (webhooks / 0.75) / 1500.0) < 1e-12
     assert abs(best["cpu_ratio"] - 90.0 / 44.0) < 1e-12
     assert [r["rate"] for r in best["rounds"]] == [1000.0, 1250.0, webhooks / 0.75], "every round is kept"
+
+
+def test_the_timeline_groups_deliveries_by_invocation_in_order():
+    import bench_timeline
+
+    def line(request_id, at, message="webhook delivered"):
+        return ('{"timestamp":"2026-12-07T10:00:%06.3fZ","message":"%s","span":{"request_id":"%s"}}'
+                % (at, message, request_id))
+
+    output = "\n".join([
+        "START RequestId: b", line("b", 2.0), line("b", 2.5), line("b", 2.1, "claim busy"),
+        line("a", 1.0), "not json {", line("a", 1.25),
+    ])
+    groups = bench_timeline.delivered_by_invocation(output)
+    assert [len(g) for g in groups] == [2, 2], "one group per request id, other lines left out"
+    assert min(groups[0]) < min(groups[1]), "in the order the invocations began"
+    p = bench_timeline.phases((min(groups[1]) - 0.030, max(groups[1]) + 0.008), groups[1])
+    assert round(p["before_ms"], 3) == 30.0 and round(p["within_ms"], 3) == 500.0
+    assert round(p["after_ms"], 3) == 8.0 and p["webhooks"] == 2
