@@ -185,8 +185,9 @@ def test_a_marker_applied_without_its_reply_then_failing_is_still_counted(counti
     """The soak's short campaign count (999 of 1000): one receipt's marker put is applied and its
     reply lost, the SDK's retries then meet 500s, and the receipt fails. The marker names this
     batch's token; had the batch applied that token at the counter for the other receipts, the
-    receipt coming back would read its token as applied and never be counted. The counts must
-    come out exact."""
+    receipt coming back would read its token as applied and never be counted. When it comes back,
+    its recovery's put is applied with its reply lost too: the SDK's retry meets that write, which
+    must be read as its own, not as another invocation's. The counts must come out exact."""
     stack, faults = counting_stack, counting_stack.faults
     account = unique("acc")
     url = receiver.endpoint(f"/{account}/ops", SECRET)
@@ -195,13 +196,17 @@ def test_a_marker_applied_without_its_reply_then_failing_is_still_counted(counti
     # The first attempt of m1's marker put is applied and its reply lost; the SDK's next two
     # attempts are answered 500: past every attempt one invocation makes.
     marker = f"count#{account}#m1"
-    lost = faults.script("PutItem", marker, "lost_reply")
-    errors = faults.script("PutItem", marker, "error500", times=2)
+    lost = faults.script("PutItem", (marker, "attribute_not_exists"), "lost_reply")
+    errors = faults.script("PutItem", (marker, "attribute_not_exists"), "error500", times=2)
+    # The receipt comes back, finds its marker and puts it again under the next batch's token:
+    # that put too is applied and its reply lost (the SDK's retry then meets its own write).
+    lost_again = faults.script("PutItem", (marker, "version = :v"), "lost_reply")
     stack.client("sns").publish_batch(TopicArn=stack.outputs["EventsTopicArn"], PublishBatchRequestEntries=[
         {"Id": mid, "Message": json.dumps(envelope("sms.status_changed", account, {
             "message_id": mid, "status": status, "recipient": "+1555", "campaign_id": "cmp_1"}))}
         for mid, status in outcomes.items()])
-    assert wait_until(lambda: lost.times == 0 and errors.times == 0, timeout=30), "the scripted faults were met"
+    assert wait_until(lambda: lost.times == 0 and errors.times == 0 and lost_again.times == 0, timeout=60), \
+        "the scripted faults were met"
     stack.settle(timeout=120)
     publish(stack, envelope("campaign.completed", account, {"campaign_id": "cmp_1", "name": "Spring"}))
     [done] = receiver.wait_for(lambda r: r.path == f"/{account}/ops", timeout=30)

@@ -267,10 +267,16 @@ async fn recover(
         return Ok(redo.into_iter().map(|r| (r, next.placed[&r].key.clone())).collect());
     }
     let doc = serde_json::to_value(&next).expect("markers serialize");
+    let ours = || Ok(redo.iter().map(|r| (*r, next.placed[r].key.clone())).collect());
     match state.put(key, &doc, Some(old.version), now.timestamp()).await {
-        Ok(()) => Ok(redo.into_iter().map(|r| (r, next.placed[&r].key.clone())).collect()),
-        // Another invocation is recovering the same event: it counts it.
-        Err(Refusal::Condition(_)) => Ok(vec![]),
+        Ok(()) => ours(),
+        Err(Refusal::Condition(current)) => match state.old_doc::<Marker>(key, &current)? {
+            // Our own put, applied with its reply lost and sent again by the SDK: the marker
+            // names this batch's token, so this batch counts it.
+            Some(found) if found.doc == next => ours(),
+            // Another invocation is recovering the same event: it counts it.
+            _ => Ok(vec![]),
+        },
         Err(r) => Err(state.refused(r)),
     }
 }
