@@ -1070,7 +1070,10 @@ def partiql_write(backend: Any, statement: str, parameters: list[dict]) -> tuple
             else:
                 if len(_split_top(conjunct, "OR")) > 1:  # `a AND b OR c` is `(a AND b) OR c`: not one item
                     raise PartiqlError("Where clause does not contain a mandatory equality on all key attributes")
-                rest.append(f"({expr.text(conjunct)})")
+                # No top-level AND or OR is left in a conjunct: it is one comparison or one group
+                # in parentheses, taken as written (wrapping a group again is "redundant
+                # parentheses" to DynamoDB's expression parser, which real PartiQL never meets).
+                rest.append(expr.text(conjunct))
         if set(key) != set(keys):
             raise PartiqlError("Where clause does not contain a mandatory equality on all key attributes")
         condition = " AND ".join([f"attribute_exists({expr.name(keys[0])})"] + rest)

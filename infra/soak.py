@@ -479,6 +479,8 @@ def main() -> int:
             "lost": len(lost),
             "duplicates_by_webhook_id": len(dups),
             "extra_deliveries_from_duplicates": sum(n - 1 for n in dups.values()),
+            # Which ones, to find in the functions' logs and the claims (`dataflows deliveries`).
+            "duplicate_webhook_ids": sorted(dups)[:20],
             "unexpected_webhooks": len(unexpected),
             "bodies_breaking_their_schema": len(receiver.broken),
             "dead_lettered": len(dlq),

@@ -727,6 +727,31 @@ def test_a_partiql_statement_takes_literals_as_dynamodb_does(ddb, table):
     assert item["tags"] == {"L": [{"S": "a"}, {"N": "1"}]}
 
 
+
+def test_a_partiql_where_clause_takes_a_group_in_parentheses(ddb, table):
+    """The retry's claim (shared/src/store/claim_batch.rs): an OR of conditions, grouped, after the
+    key. It was refused with "redundant parentheses" by the emulator's own translation (each
+    condition wrapped again), so every retry's claim fell back to a single write locally."""
+    def claim(pk, now):
+        return {"Statement": f'UPDATE "{table}" SET "owner" = ? WHERE pk = ? AND sk = \'delivery\' '
+                             f'AND attempts_made <= ? AND ("status" = \'retrying\' '
+                             f'OR ("status" = \'pending\' AND lease_until < ?))',
+                "Parameters": [{"S": f"me{now}"}, {"S": pk}, {"N": "1"}, {"N": str(now)}],
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+
+    for pk, status, lease in (("r", "retrying", "0"), ("p", "pending", "500"), ("d", "delivered", "0")):
+        ddb.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": "delivery"}, "status": {"S": status},
+                                            "attempts_made": {"N": "1"}, "lease_until": {"N": lease}})
+    out = ddb.batch_execute_statement(Statements=[claim("r", 100), claim("p", 100), claim("d", 100)])
+    codes = [r.get("Error", {}).get("Code") for r in out["Responses"]]
+    assert codes == [None, "ConditionalCheckFailed", "ConditionalCheckFailed"], out
+    assert out["Responses"][1]["Error"]["Item"]["lease_until"] == {"N": "500"}, "a live lease is not taken"
+    out = ddb.batch_execute_statement(Statements=[claim("p", 1000)])
+    assert "Error" not in out["Responses"][0], "a lease run out is"
+    owners = [ddb.get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": "delivery"}})["Item"].get("owner")
+              for pk in ("r", "p", "d")]
+    assert owners == [{"S": "me100"}, {"S": "me1000"}, None]
+
 # ---------------------------------------------------------------- 11. signatures
 
 def _signed(emulator: str, body: bytes, secret: str = "testing", key: str = "testing") -> dict[str, str]:

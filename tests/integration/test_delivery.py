@@ -209,3 +209,20 @@ def test_claims_and_results_go_in_signed_partiql_batches(stack, receiver):
     assert stats["refused"]["Signature"] == 0
     alone = [r for r in log_records(stack) if r.get("webhook_id") in ids and "on its own" in r.get("message", "")]
     assert not alone, alone
+
+
+def test_a_retrys_claim_goes_in_a_partiql_batch_too(stack, receiver):
+    """The second attempt claims with the retry's statement (a grouped OR in its WHERE clause),
+    batched like the first: not refused and written on its own."""
+    account = unique("acc")
+    url = receiver.endpoint(f"/{account}/retry", SECRET, answers=[500, 200])
+    put_subscription(stack, account, "sub_retry", url, triggers=["sms.received"])
+    publish(stack, envelope("sms.received", account, SMS))
+    hits = receiver.wait_for(lambda r: r.path == f"/{account}/retry", count=2, timeout=60)
+    assert [h.status for h in hits] == [500, 200]
+    wid = hits[0].headers["webhook-id"]
+    claim = wait_until(lambda: (c := get_item(stack, "StateTableName", {"pk": f"webhook#{wid}", "sk": "delivery"}))
+                       .get("status", {}).get("S") == "delivered" and c, timeout=10)
+    assert claim and len(claim["attempts"]["L"]) == 2
+    alone = [r for r in log_records(stack) if r.get("webhook_id") == wid and "on its own" in r.get("message", "")]
+    assert not alone, alone
