@@ -34,8 +34,10 @@ design; such receipts are reported as superseded, not lost (the final's webhook 
 Prints events in, webhooks expected, delivered, lost (must be 0), duplicates by webhook-id, DLQ
 entries and their reasons, restarts, conflicts and throttles met, the bulk campaign's count,
 p50/p99 end-to-end latency, the paced and capped endpoints' figures; exits 1 if anything was lost,
-the count is wrong, a delivered body broke its published schema (infra/contract.py) or the paced
-endpoint saw more than its limit + 10 % in a second.
+a webhook arrived twice for no reason but the functions (`classify_duplicates`: a duplicate after
+an attempt its sender logged as timed out, or right after a kill, is at-least-once by design and
+reported, not failed), the count is wrong, a delivered body broke its published schema
+(infra/contract.py) or the paced endpoint saw more than its limit + 10 % in a second.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
@@ -120,9 +123,17 @@ class FaultyReceiver:
     """Every path serves at most `capacity` requests in any 1-second window and answers 429 +
     `Retry-After: 1` beyond; within it, a share `fail` of requests fails at random: 500, too slow,
     connection reset. A path given its own capacity (`capped`) fails only by capacity, and its
-    requests' arrival times are kept. 429s are counted per path."""
+    requests' arrival times are kept. 429s are counted per path.
 
-    def __init__(self, fail: float, seed: int, capacity: float, fail_first: bool = False):
+    It serves from a process of its own (forked in the constructor, before the soak starts any
+    thread): in the soak's process it shared the GIL with the AWS fault proxy, which relays every
+    DynamoDB and SQS request of the functions, and with the publisher, so an answer could be held
+    back past the senders' 2 s timeout. The webhook was then recorded as delivered while its
+    sender saw a timeout and sent it again: a duplicate the soak made, not the functions
+    (2026-12-07, docs/operations.md). The soak reads the receiver's books with `refresh()`."""
+
+    def __init__(self, fail: float, seed: int, capacity: float, fail_first: bool = False,
+                 capped: dict[str, float] | None = None):
         self.rng = random.Random(seed)
         self.fail = fail
         self.capacity = capacity
@@ -137,6 +148,9 @@ class FaultyReceiver:
         self.arrivals: dict[str, list[float]] = {}  # path with a capacity -> every request's arrival time
         self.over_capacity: Counter = Counter()  # path with a capacity -> 429s answered
         self.broken: list[str] = []  # why delivered bodies broke their published schema
+        for path, cap in (capped or {}).items():
+            self.windows[path] = SlidingWindow(cap)
+            self.arrivals[path] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -189,6 +203,17 @@ class FaultyReceiver:
                             receiver.completed[doc["data"]["campaign_id"]] = doc["data"]
                     self._answer(204)
 
+            def do_GET(self):  # noqa: N802
+                if self.path != "/__state":
+                    self._answer(404)
+                    return
+                with receiver.lock:
+                    body = json.dumps(receiver.state()).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def _answer(self, status, headers=None):
                 try:
                     self.send_response(status)
@@ -202,17 +227,101 @@ class FaultyReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = BacklogServer(("127.0.0.1", 0), Handler)  # a backlog of 256
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        server = BacklogServer(("127.0.0.1", 0), Handler)  # a backlog of 256
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        parent = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # the receiver's process
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def capped(self, path: str, capacity: float) -> str:
-        """Serve `path` at most `capacity` requests in any 1-second window, 429 beyond; its URL."""
+                def orphaned() -> None:  # never outlive the soak
+                    while os.getppid() == parent:
+                        time.sleep(1)
+                    os._exit(0)
+
+                threading.Thread(target=orphaned, daemon=True).start()
+                server.serve_forever()
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)
+        server.socket.close()  # the child's now
+
+    def state(self) -> dict:
+        """The books, as JSON (the receiver's side; its lock held)."""
+        return {"delivered": self.delivered, "faults": self.faults, "requests": self.requests,
+                "completed": self.completed, "arrivals": self.arrivals, "over_capacity": self.over_capacity,
+                "broken": self.broken}
+
+    def refresh(self) -> None:
+        """Read the receiver process's books into this object (the soak's side)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/__state", timeout=60) as r:
+            books = json.load(r)
         with self.lock:
-            self.windows[path] = SlidingWindow(capacity)
-            self.arrivals[path] = []
+            self.delivered, self.requests = books["delivered"], books["requests"]
+            self.faults, self.over_capacity = Counter(books["faults"]), Counter(books["over_capacity"])
+            self.completed, self.arrivals, self.broken = books["completed"], books["arrivals"], books["broken"]
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+    def capped(self, path: str) -> str:
+        """The URL of `path`, given its own capacity in the constructor."""
+        if path not in self.windows:
+            raise ValueError(f"{path} has no capacity of its own; give it in the constructor")
         return f"http://127.0.0.1:{self.port}{path}"
+
+
+def timed_out_attempts(log_dir: Path) -> Counter:
+    """Per webhook-id, the attempts the functions logged as timed out (`webhook attempt failed`,
+    `timed out after ...`): those the receiver may have recorded after its sender gave up."""
+    out: Counter = Counter()
+    for log in sorted(log_dir.glob("*.log")):
+        with open(log, errors="replace") as f:
+            for line in f:
+                if "webhook attempt failed" not in line or "timed out" not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("message") == "webhook attempt failed" and "timed out" in str(record.get("error")):
+                    out[record.get("webhook_id")] += 1
+    return out
+
+
+def classify_duplicates(arrivals: dict[str, list[float]], timed_out: Counter, kills_at: list[float],
+                        kill_window: float = 10.0) -> dict[str, str]:
+    """Why each webhook-id that arrived more than once did, from the receiver's arrival times, the
+    attempts the functions logged as timed out, and the times of the soak's SIGKILLs. Pure.
+
+    - `after_timeout`: the functions logged at least as many timed-out attempts of it as it arrived
+      extra times. The receiver answered after its sender had given up, so to the sender it was a
+      failed attempt and it was retried with the same webhook-id: HTTP's at-least-once, which
+      receivers deduplicate (docs/receivers.md).
+    - `after_kill`: a function process was SIGKILLed within `kill_window` s after its first arrival,
+      between the 2xx and the claim's result (docs/design.md, "Delivery guarantees").
+    - `unexplained`: neither. The functions sent a webhook again after its 2xx: a broken guarantee."""
+    out = {}
+    for wid, times in arrivals.items():
+        if len(times) < 2:
+            continue
+        first = min(times)
+        if timed_out.get(wid, 0) >= len(times) - 1:
+            out[wid] = "after_timeout"
+        elif any(first <= k <= first + kill_window for k in kills_at):
+            out[wid] = "after_kill"
+        else:
+            out[wid] = "unexplained"
+    return out
 
 
 def pct(values: list[float], p: float) -> float:
@@ -268,7 +377,14 @@ def main() -> int:
     rng = random.Random(args.seed)
     started = time.time()
 
-    receiver = FaultyReceiver(args.fail, args.seed, args.receiver_capacity, fail_first=args.scenario == "aws-faults")
+    accounts = [f"acc_soak_{i}" for i in range(args.accounts)]
+    paced_path = capped_path = None
+    if accounts and args.scenario == "soak":
+        paced_account, capped_account = accounts[0], accounts[1 % len(accounts)]
+        paced_path, capped_path = f"/{paced_account}/paced", f"/{capped_account}/capped"
+    # Forked before the stack starts a thread.
+    receiver = FaultyReceiver(args.fail, args.seed, args.receiver_capacity, fail_first=args.scenario == "aws-faults",
+                              capped={p: PACED_RATE for p in (paced_path, capped_path) if p})
     st = local_stack.Stack(port=supervise.free_port(), log_dir=cfn.LOCAL / "soak-logs",
                            env_overrides={"RETRY_SCHEDULE": RETRY_SCHEDULE, "HTTP_TIMEOUT": f"{HTTP_TIMEOUT_S}s",
                                           "LOG_LEVEL": os.environ.get("SOAK_LOG_LEVEL", "warn")},
@@ -276,7 +392,6 @@ def main() -> int:
                            aws_faults={"share": args.aws_faults, "seed": args.seed} if args.aws_faults > 0 else None)
     try:
         ddb, sns = st.client("dynamodb"), st.client("sns")
-        accounts = [f"acc_soak_{i}" for i in range(args.accounts)]
         for a in accounts:
             ddb.put_item(TableName=st.outputs["SubscriptionsTableName"], Item={
                 "account_id": {"S": a}, "subscription_id": {"S": "sub"},
@@ -284,14 +399,11 @@ def main() -> int:
         # The paced and capped subscriptions: a second `*` subscription of the first two mixed accounts.
         extra_subs: dict[str, list[str]] = {}  # account -> its other subscription ids
         owed_by: dict[str, set[str]] = {"paced": set(), "capped": set()}  # their expected webhook-ids
-        paced_path = capped_path = None
-        if accounts and args.scenario == "soak":
-            paced_account, capped_account = accounts[0], accounts[1 % len(accounts)]
-            paced_path, capped_path = f"/{paced_account}/paced", f"/{capped_account}/capped"
+        if paced_path and capped_path:
             for account, sid, path, limit in ((paced_account, "paced", paced_path, PACED_RATE),
                                               (capped_account, "capped", capped_path, None)):
                 item = {"account_id": {"S": account}, "subscription_id": {"S": sid},
-                        "url": {"S": receiver.capped(path, PACED_RATE)}, "secret": {"S": SECRET},
+                        "url": {"S": receiver.capped(path)}, "secret": {"S": SECRET},
                         "triggers": {"S": "*"}}
                 if limit is not None:
                     item["rate_limit"] = {"N": f"{limit:g}"}
@@ -309,6 +421,7 @@ def main() -> int:
         expected: dict[str, float] = {}  # webhook-id -> publish time
         owed_unpaced: set[str] = set()  # the mixed accounts' `sub` webhooks
         kills: list[str] = []
+        kills_at: list[float] = []
 
         def killer():
             times = sorted(rng.uniform(15, 150) for _ in range(args.kills))
@@ -319,6 +432,7 @@ def main() -> int:
                 pids = runner.runtime_pids()
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL)
+                kills_at.append(time.time())
                 kills.append(f"{time.time() - started:.0f}s {runner.fn.binary} ({len(pids)} process)")
 
         threading.Thread(target=killer, daemon=True).start()
@@ -406,6 +520,7 @@ def main() -> int:
         completed_sent = False
         last = None
         while time.time() - started < args.deadline:
+            receiver.refresh()
             with receiver.lock:
                 receipts_in = sum(1 for w in bulk_receipts if w in receiver.delivered)
             if args.bulk_messages == 0:
@@ -433,6 +548,7 @@ def main() -> int:
             time.sleep(5)
 
         time.sleep(3)
+        receiver.refresh()
         dlq = dead_lettered()
         with receiver.lock:
             delivered = {w: times for w, times in receiver.delivered.items() if w in expected}
@@ -446,6 +562,9 @@ def main() -> int:
                  if w not in receiver.delivered and w not in dlq and w not in superseded]
         with receiver.lock:
             dups = {w: len(t) for w, t in receiver.delivered.items() if (w in expected or w in optional) and len(t) > 1}
+            why = classify_duplicates({w: receiver.delivered[w] for w in dups},
+                                      timed_out_attempts(cfn.LOCAL / "soak-logs"), kills_at)
+        unexplained = sorted(w for w, c in why.items() if c == "unexplained")
         latencies = [min(times) - expected[w] for w, times in delivered.items()]
         # The webhooks no pace holds back: the mixed accounts' `sub` subscriptions, whose
         # receivers get far less than their capacity. The paced, capped and bulk subscriptions
@@ -481,6 +600,10 @@ def main() -> int:
             "extra_deliveries_from_duplicates": sum(n - 1 for n in dups.values()),
             # Which ones, to find in the functions' logs and the claims (`dataflows deliveries`).
             "duplicate_webhook_ids": sorted(dups)[:20],
+            # Why (classify_duplicates): only an unexplained one fails the run.
+            "duplicates_after_a_timeout": sum(1 for c in why.values() if c == "after_timeout"),
+            "duplicates_after_a_kill": sum(1 for c in why.values() if c == "after_kill"),
+            "duplicates_unexplained": len(unexplained),
             "unexpected_webhooks": len(unexpected),
             "bodies_breaking_their_schema": len(receiver.broken),
             "dead_lettered": len(dlq),
@@ -515,6 +638,10 @@ def main() -> int:
         write_charts(expected, receiver, dlq, kills, started, report)
         if lost:
             print(f"LOST {len(lost)}: e.g. {lost[:5]}")
+        if dups:
+            print(f"duplicates: {len(dups)} webhook-ids arrived more than once: {report['duplicates_after_a_timeout']} "
+                  f"after an attempt the sender logged as timed out, {report['duplicates_after_a_kill']} after a kill, "
+                  f"{len(unexplained)} unexplained" + (f" (e.g. {unexplained[:5]})" if unexplained else ""))
         if receiver.broken:
             print(f"BODIES BREAKING THEIR SCHEMA {len(receiver.broken)}: e.g. {receiver.broken[:3]}")
         count_ok = args.bulk_messages == 0 or report["bulk_campaign_counted"] == report["bulk_campaign_expected"]
@@ -545,10 +672,10 @@ def main() -> int:
             # timeout by design): p99 <= 60 s, max <= 120 s.
             latency_ok = report["unpaced_latency_p99_s"] <= 60 and (report["unpaced_latency_max_s"] or 0) <= 120
             print(f"AWS faults latency target (p99 <= 60 s, max <= 120 s): {'met' if latency_ok else 'MISSED'}")
-        return 1 if lost or unexpected or receiver.broken or not count_ok or not limit_ok or not latency_ok else 0
+        return 1 if lost or unexpected or unexplained or receiver.broken or not count_ok or not limit_ok or not latency_ok else 0
     finally:
         st.stop()
-        receiver.server.shutdown()
+        receiver.stop()
 
 
 if __name__ == "__main__":
