@@ -133,11 +133,24 @@ pub async fn send(
     })?;
     let status = response.status();
     if status.is_success() {
-        // The body is not needed; dropping the response closes or returns the connection.
-        return Ok(Delivered {
+        let delivered = Delivered {
             status: status.as_u16(),
             latency: started.elapsed(),
-        });
+        };
+        // The body is not needed, but an HTTP/1.1 connection goes back to the pool only once its
+        // answer has been read to the end; dropped unread, it is closed, and the next webhook to
+        // this receiver pays a new connection (and a TLS handshake). Many receivers answer with a
+        // short body (`{"ok":true}`, "Accepted"), so read up to MAX_RESPONSE_BYTES of it and drop
+        // the rest with the connection. Within the client's timeout, as the send was; an error
+        // here only costs the connection: the receiver has already accepted the webhook.
+        let mut read = 0;
+        while read <= MAX_RESPONSE_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        return Ok(delivered);
     }
     let retry_after = response
         .headers()
@@ -175,6 +188,67 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    /// A keep-alive receiver on 127.0.0.1 answering every request with `answer`; counts the
+    /// connections it accepted.
+    fn receiver(answer: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    loop {
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() || conn.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    #[tokio::test]
+    async fn a_receiver_answering_with_a_body_keeps_its_connection() {
+        for answer in [
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
+            "HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nAccepted\r\n0\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+        ] {
+            let (url, connections) = receiver(answer);
+            let client = build_client(true).unwrap();
+            for i in 0..3 {
+                let sent = send(&client, &sub(&url), &format!("msg_{i}").as_str().into(), 0, b"{}", true).await;
+                assert!(sent.is_ok(), "{answer:?}: {sent:?}");
+            }
+            assert_eq!(
+                connections.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "three webhooks, one connection: {answer:?}"
+            );
+        }
     }
 
     #[tokio::test]
