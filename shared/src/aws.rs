@@ -364,70 +364,28 @@ mod tests {
         }
     }
 
-    /// A DynamoDB stand-in on 127.0.0.1: answers `statuses` in turn (one request per connection
-    /// or several on one, as the client chooses), then 200; counts the requests.
-    fn dynamodb_answering(statuses: &'static [u16]) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use std::io::{BufRead, BufReader, Read, Write};
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = seen.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let count = count.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut conn = conn;
-                    loop {
-                        let mut length = 0usize;
-                        loop {
-                            let mut line = String::new();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let mut body = vec![0u8; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let n = count.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = match statuses.get(n) {
-                            Some(&s) => (
-                                s,
-                                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}"#,
-                            ),
-                            None => (200, "{}"),
-                        };
-                        let head = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        if conn
-                            .write_all(head.as_bytes())
-                            .and_then(|_| conn.write_all(body.as_bytes()))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (url, seen)
+    /// A DynamoDB stand-in: answers `statuses` in turn, then 200 `{}`.
+    fn dynamodb_answering(statuses: &'static [u16]) -> crate::test_http::Server {
+        crate::test_http::Server::start(move |n| {
+            let (status, body) = match statuses.get(n) {
+                Some(&s) => (
+                    s,
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}"#,
+                ),
+                None => (200, "{}"),
+            };
+            format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        })
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_retried_500_is_retried_without_a_false_error_line() {
         use tracing_subscriber::layer::SubscriberExt;
-        let (url, seen) = dynamodb_answering(&[500]);
+        let dynamodb = dynamodb_answering(&[500]);
+        let url = format!("http://{}", dynamodb.addr);
         let env = AwsEnv::from_vars(&vars(&[BASE, &[("AWS_ENDPOINT_URL", url.as_str())]].concat())).unwrap();
         let errors = Errors::default();
         let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(errors.clone()));
@@ -439,11 +397,7 @@ mod tests {
             .send()
             .await;
         assert!(got.is_ok(), "the SDK's retry answered: {got:?}");
-        assert_eq!(
-            seen.load(std::sync::atomic::Ordering::SeqCst),
-            2,
-            "the 500, then its retry"
-        );
+        assert_eq!(dynamodb.requests(), 2, "the 500, then its retry");
         assert_eq!(
             *errors.0.lock().unwrap(),
             Vec::<String>::new(),

@@ -35,6 +35,8 @@ pub mod rules;
 pub mod signing;
 pub mod store;
 pub mod subscription;
+#[cfg(test)]
+mod test_http;
 pub mod tls;
 pub mod trigger;
 pub mod webhook;

@@ -190,46 +190,6 @@ mod tests {
         .unwrap()
     }
 
-    /// A keep-alive receiver on 127.0.0.1 answering every request with `answer`; counts the
-    /// connections it accepted.
-    fn receiver(answer: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::io::{BufRead, BufReader, Read, Write};
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = connections.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    loop {
-                        let mut length = 0usize;
-                        loop {
-                            let mut line = String::new();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let mut body = vec![0u8; length];
-                        if reader.read_exact(&mut body).is_err() || conn.write_all(answer.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (url, connections)
-    }
-
     #[tokio::test]
     async fn a_receiver_answering_with_a_body_keeps_its_connection() {
         for answer in [
@@ -237,17 +197,14 @@ mod tests {
             "HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nAccepted\r\n0\r\n\r\n",
             "HTTP/1.1 204 No Content\r\n\r\n",
         ] {
-            let (url, connections) = receiver(answer);
+            let receiver = crate::test_http::Server::start(move |_| answer.to_string());
+            let url = format!("http://{}/hook", receiver.addr);
             let client = build_client(true).unwrap();
             for i in 0..3 {
                 let sent = send(&client, &sub(&url), &format!("msg_{i}").as_str().into(), 0, b"{}", true).await;
                 assert!(sent.is_ok(), "{answer:?}: {sent:?}");
             }
-            assert_eq!(
-                connections.load(std::sync::atomic::Ordering::SeqCst),
-                1,
-                "three webhooks, one connection: {answer:?}"
-            );
+            assert_eq!(receiver.connections(), 1, "three webhooks, one connection: {answer:?}");
         }
     }
 
