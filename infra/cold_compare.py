@@ -34,7 +34,7 @@ def main() -> int:
     binaries = {"before": args.before, "hello world": bench.RELEASE / "dataflows-hello", "after": args.after}
     for _ in range(args.runs):
         for name, binary in binaries.items():
-            env = bench.function_env("hello" if name == "hello world" else args.function, counter.endpoint)
+            env = bench.production_env(bench.function_env("hello" if name == "hello world" else args.function, counter.endpoint))
             starts[name].append(bench._init_ms(binary, env, log_dir / "cold-compare.log")[0])
     hello = statistics.median(starts["hello world"])
     for name, ms in starts.items():

@@ -109,8 +109,15 @@ impl App {
         let settings = Settings::from_env(category)?;
         let aws = AwsEnv::from_env()?;
         let dynamodb = crate::aws::DynamoDb::of(aws.clone());
-        dynamodb.build_in_background();
-        let batch = Arc::new(crate::store::partiql::DirectBatch::from_env(&aws).await?);
+        let batch = crate::store::partiql::DirectBatch::from_env(&aws);
+        // Both parse the SDK's endpoint partition table: on one thread of their own, beside the
+        // runtime's first request for work, the client first (the first event's Query needs it).
+        let (client, endpoint) = (dynamodb.clone(), batch.endpoint().clone());
+        crate::aws::in_background(move || {
+            client.client();
+            endpoint.client();
+        });
+        let batch = Arc::new(batch);
         let http = build_client_with_timeout(settings.allow_private_targets, settings.http_timeout)?;
         let sqs = crate::aws::Sqs::of(aws);
         Ok(Self::new(settings, dynamodb, batch, sqs, http))

@@ -188,19 +188,12 @@ impl<C: Send + Sync + 'static> Lazy<C> {
     pub fn built(&self) -> bool {
         self.0.client.get().is_some()
     }
+}
 
-    /// Build the client on a thread of its own, while the caller goes on (the runtime asks
-    /// Lambda for the first event meanwhile). Its first user waits for the build if it is not
-    /// over yet; if the thread cannot be started, the first user builds it.
-    pub(crate) fn build_in_background(&self) {
-        if self.built() {
-            return;
-        }
-        let me = self.clone();
-        let _ = std::thread::Builder::new().name("aws-client".into()).spawn(move || {
-            me.client();
-        });
-    }
+/// Run `build` on a thread of its own (named `aws-client`), for [`Lazy`]s to build while the
+/// caller goes on; if the thread cannot be started, their first users build them.
+pub(crate) fn in_background(build: impl FnOnce() + Send + 'static) {
+    let _ = std::thread::Builder::new().name("aws-client".into()).spawn(build);
 }
 
 impl<C: Send + Sync + 'static> std::ops::Deref for Lazy<C> {
@@ -223,7 +216,7 @@ impl<C> From<C> for Lazy<C> {
 /// never calls SQS (retries, dead letters and a failed record's visibility do).
 pub type Sqs = Lazy<aws_sdk_sqs::Client>;
 
-/// The DynamoDB client, built on a thread of its own at start ([`Lazy::build_in_background`]):
+/// The DynamoDB client, built on a thread of its own at start ([`in_background`], in `App::from_env`):
 /// the first event needs it (the subscriptions' Query), the runtime's first request for work
 /// does not.
 pub type DynamoDb = Lazy<aws_sdk_dynamodb::Client>;
@@ -458,7 +451,10 @@ mod tests {
     fn the_dynamodb_client_built_in_the_background_is_the_one_used() {
         let dynamodb = DynamoDb::of(AwsEnv::from_vars(&vars(BASE)).unwrap());
         assert!(!dynamodb.built(), "not at start");
-        dynamodb.build_in_background();
+        let building = dynamodb.clone();
+        in_background(move || {
+            building.client();
+        });
         let region = dynamodb.config().region().map(|r| r.to_string()); // waits for the build
         assert_eq!(region.as_deref(), Some("eu-west-1"));
         assert!(dynamodb.built());

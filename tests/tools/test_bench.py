@@ -44,3 +44,11 @@ def test_the_timeline_groups_deliveries_by_invocation_in_order():
     p = bench_timeline.phases((min(groups[1]) - 0.030, max(groups[1]) + 0.008), groups[1])
     assert round(p["before_ms"], 3) == 30.0 and round(p["within_ms"], 3) == 500.0
     assert round(p["after_ms"], 3) == 8.0 and p["webhooks"] == 2
+
+
+def test_the_cold_start_is_timed_with_a_deployed_functions_environment():
+    env = bench.function_env("sms", "http://127.0.0.1:9")
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    prod = bench.production_env({**env, "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"})
+    assert not [k for k in prod if k.startswith("AWS_ENDPOINT_URL")], "endpoints by the SDK's rules, as deployed"
+    assert prod["AWS_REGION"] == env["AWS_REGION"] and prod["STATE_TABLE"] == env["STATE_TABLE"]

@@ -39,8 +39,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::aws::{transient_code, AwsEnv, ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, INITIAL_BACKOFF, MAX_ATTEMPTS};
-use crate::config::ConfigError;
+use crate::aws::{transient_code, AwsEnv, Lazy, ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, INITIAL_BACKOFF, MAX_ATTEMPTS};
 use crate::logging::push_json_str;
 
 /// An item as DynamoDB returns it.
@@ -86,6 +85,9 @@ pub enum BatchError {
     /// The request could not be signed (its parameters: never with the functions' settings).
     #[error("could not sign the request: {0}")]
     Signing(String),
+    /// The SDK's endpoint rules gave no endpoint for the region.
+    #[error("no DynamoDB endpoint: {0}")]
+    Endpoint(String),
 }
 
 impl BatchError {
@@ -94,7 +96,7 @@ impl BatchError {
         match self {
             BatchError::Service { status, code, .. } => *status >= 500 || transient_code(Some(code)),
             BatchError::Transport(_) => true,
-            BatchError::Unreadable(_) | BatchError::Signing(_) => false,
+            BatchError::Unreadable(_) | BatchError::Signing(_) | BatchError::Endpoint(_) => false,
         }
     }
 }
@@ -338,12 +340,37 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
         .mul_f64(jitter.clamp(0.0, 1.0))
 }
 
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') {
+        url.to_string()
+    } else {
+        format!("{url}/")
+    }
+}
+
+/// The region's DynamoDB endpoint by the SDK's endpoint rules.
+fn resolve_endpoint(region: &str) -> Result<String, String> {
+    use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+    use futures::FutureExt;
+    let params = Params::builder()
+        .region(region.to_string())
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The rules are evaluated in place: the future is ready when made.
+    match DefaultResolver::new().resolve_endpoint(&params).now_or_never() {
+        Some(Ok(endpoint)) => Ok(with_slash(endpoint.url())),
+        Some(Err(e)) => Err(format!("for {region:?}: {e}")),
+        None => Err(format!("for {region:?}: the endpoint rules did not answer at once")),
+    }
+}
+
 /// `BatchExecuteStatement` over the functions' AWS HTTP client. No `Debug`: it holds the secret key.
 #[derive(Clone)]
 pub struct DirectBatch {
     http: reqwest::Client,
-    /// The endpoint's URL, `https://dynamodb.<region>.amazonaws.com/` or the configured one.
-    url: String,
+    /// The endpoint's URL, `https://dynamodb.<region>.amazonaws.com/` or the configured one;
+    /// resolved by the SDK's rules on the start's background thread (see [`Self::from_env`]).
+    url: Lazy<Result<String, String>>,
     region: String,
     identity: Identity,
 }
@@ -352,45 +379,40 @@ impl DirectBatch {
     pub fn new(http: reqwest::Client, url: &str, region: &str, credentials: Credentials) -> Self {
         DirectBatch {
             http,
-            url: if url.ends_with('/') {
-                url.to_string()
-            } else {
-                format!("{url}/")
-            },
+            url: Lazy::from(Ok(with_slash(url))),
             region: region.to_string(),
             identity: credentials.into(),
         }
     }
 
     /// The batches of the functions: the configured endpoint (`AWS_ENDPOINT_URL(_DYNAMODB)`), or
-    /// the one the SDK's endpoint rules give the region.
-    pub(crate) async fn from_env(env: &AwsEnv) -> Result<Self, ConfigError> {
+    /// the one the SDK's endpoint rules give the region. Those rules parse the SDK's partition
+    /// table and compile its regexes (what building a client costs, [`crate::aws::Lazy`]), so the
+    /// region's endpoint is resolved when first needed or on the start's background thread
+    /// ([`Self::endpoint`]), not in the init a cold start waits for.
+    pub(crate) fn from_env(env: &AwsEnv) -> Self {
         let url = match &env.dynamodb_endpoint {
-            Some(url) => url.clone(),
+            Some(url) => Lazy::from(Ok(with_slash(url))),
             None => {
-                use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
-                let unresolved = |reason: String| ConfigError {
-                    var: "AWS_REGION",
-                    reason,
-                };
-                let params = Params::builder()
-                    .region(env.region.clone())
-                    .build()
-                    .map_err(|e| unresolved(format!("no DynamoDB endpoint: {e}")))?;
-                DefaultResolver::new()
-                    .resolve_endpoint(&params)
-                    .await
-                    .map_err(|e| unresolved(format!("no DynamoDB endpoint for {:?}: {e}", env.region)))?
-                    .url()
-                    .to_string()
+                let region = env.region.clone();
+                Lazy::new(move || resolve_endpoint(&region))
             }
         };
-        Ok(DirectBatch::new(
-            crate::aws_http::reqwest_client(CONNECT_TIMEOUT),
-            &url,
-            &env.region,
-            env.credentials(),
-        ))
+        DirectBatch {
+            http: crate::aws_http::reqwest_client(CONNECT_TIMEOUT),
+            url,
+            region: env.region.clone(),
+            identity: env.credentials().into(),
+        }
+    }
+
+    /// The endpoint, to resolve on a thread of its own at start.
+    pub(crate) fn endpoint(&self) -> &Lazy<Result<String, String>> {
+        &self.url
+    }
+
+    fn url(&self) -> Result<&str, BatchError> {
+        self.url.as_deref().map_err(|e| BatchError::Endpoint(e.clone()))
     }
 
     /// The headers that sign `body` at `now`: `x-amz-date`, `authorization` and, with temporary
@@ -406,13 +428,8 @@ impl DirectBatch {
             .map_err(|e| BatchError::Signing(format!("parameters: {e}")))?
             .into();
         let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
-        let signable = SignableRequest::new(
-            "POST",
-            self.url.as_str(),
-            headers.into_iter(),
-            SignableBody::Bytes(body),
-        )
-        .map_err(|e| BatchError::Signing(e.to_string()))?;
+        let signable = SignableRequest::new("POST", self.url()?, headers.into_iter(), SignableBody::Bytes(body))
+            .map_err(|e| BatchError::Signing(e.to_string()))?;
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| BatchError::Signing(e.to_string()))?
             .into_parts();
@@ -425,7 +442,7 @@ impl DirectBatch {
     async fn attempt(&self, body: &[u8], count: usize) -> Result<Vec<Answer>, BatchError> {
         let mut request = self
             .http
-            .post(self.url.as_str())
+            .post(self.url()?)
             .timeout(ATTEMPT_TIMEOUT)
             .header("content-type", CONTENT_TYPE)
             .header("x-amz-target", TARGET);
@@ -577,8 +594,8 @@ mod tests {
         assert!(BatchError::Transport("reset".into()).transient());
     }
 
-    #[tokio::test]
-    async fn the_endpoint_is_the_configured_one_or_the_regions() {
+    #[test]
+    fn the_endpoint_is_the_configured_one_or_the_regions() {
         let vars = |extra: &[(&str, &str)]| -> HashMap<String, String> {
             [
                 ("AWS_REGION", "eu-west-1"),
@@ -590,20 +607,16 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
         };
-        let regional = DirectBatch::from_env(&AwsEnv::from_vars(&vars(&[])).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(regional.url, "https://dynamodb.eu-west-1.amazonaws.com/");
+        let regional = DirectBatch::from_env(&AwsEnv::from_vars(&vars(&[])).unwrap());
+        assert!(!regional.endpoint().built(), "resolved when needed, not at init");
+        assert_eq!(regional.url().unwrap(), "https://dynamodb.eu-west-1.amazonaws.com/");
         let china = vars(&[("AWS_REGION", "cn-north-1")]);
-        let china = DirectBatch::from_env(&AwsEnv::from_vars(&china).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(china.url, "https://dynamodb.cn-north-1.amazonaws.com.cn/");
+        let china = DirectBatch::from_env(&AwsEnv::from_vars(&china).unwrap());
+        assert_eq!(china.url().unwrap(), "https://dynamodb.cn-north-1.amazonaws.com.cn/");
         let local = vars(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")]);
-        let local = DirectBatch::from_env(&AwsEnv::from_vars(&local).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(local.url, "http://127.0.0.1:4566/");
+        let local = DirectBatch::from_env(&AwsEnv::from_vars(&local).unwrap());
+        assert!(local.endpoint().built(), "a configured endpoint needs no rules");
+        assert_eq!(local.url().unwrap(), "http://127.0.0.1:4566/");
     }
 
     #[test]
