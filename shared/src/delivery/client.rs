@@ -140,16 +140,10 @@ pub async fn send(
         // The body is not needed, but an HTTP/1.1 connection goes back to the pool only once its
         // answer has been read to the end; dropped unread, it is closed, and the next webhook to
         // this receiver pays a new connection (and a TLS handshake). Many receivers answer with a
-        // short body (`{"ok":true}`, "Accepted"), so read up to MAX_RESPONSE_BYTES of it and drop
-        // the rest with the connection. Within the client's timeout, as the send was; an error
-        // here only costs the connection: the receiver has already accepted the webhook.
-        let mut read = 0;
-        while read <= MAX_RESPONSE_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => read += chunk.len(),
-                Ok(None) | Err(_) => break,
-            }
-        }
+        // short body (`{"ok":true}`, "Accepted"), so it is read (up to MAX_RESPONSE_BYTES; a
+        // longer one goes with its connection). Within the client's timeout, as the send was; an
+        // error here only costs the connection: the receiver has already accepted the webhook.
+        read_capped(&mut response).await;
         return Ok(delivered);
     }
     let retry_after = response
@@ -157,6 +151,17 @@ pub async fn send(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let body = read_capped(&mut response).await;
+    Err(DeliveryError::FailureStatus {
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        retry_after,
+    })
+}
+
+/// The answer's body, its first MAX_RESPONSE_BYTES at most; read to its end when shorter, which
+/// lets the connection go back to the pool. A read that fails ends it.
+async fn read_capped(response: &mut reqwest::Response) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < MAX_RESPONSE_BYTES {
         match response.chunk().await {
@@ -164,11 +169,7 @@ pub async fn send(
             Ok(None) | Err(_) => break,
         }
     }
-    Err(DeliveryError::FailureStatus {
-        status: status.as_u16(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        retry_after,
-    })
+    body
 }
 
 #[cfg(test)]
