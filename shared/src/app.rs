@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use lambda_runtime::{service_fn, LambdaEvent};
 use tokio::sync::Semaphore;
 
@@ -412,17 +412,24 @@ impl App {
     /// the claims keep the webhooks already sent from going twice).
     async fn run_jobs(&self, jobs: &[Job<'_>], account_id: &str, event_id: &str) -> Result<(), MessageFailure> {
         let total = jobs.len();
-        let results = join_all(jobs.iter().map(|job| self.engine.run(job))).await;
+        // Each job polled only when its own wake-up comes: `join_all` polls every job of the
+        // message on each wake-up of any of them (docs/performance.md, "Fifth pass").
+        let mut running: FuturesUnordered<_> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| async move { (i, self.engine.run(job).await) })
+            .collect();
         let mut errors = Vec::new();
-        for result in results {
+        while let Some((i, result)) = running.next().await {
             match result {
                 Ok(Handled::Disabled { .. }) => self.subscriptions.invalidate(account_id),
                 Ok(_) => {}
-                Err(e) => errors.push(e),
+                Err(e) => errors.push((i, e)),
             }
         }
+        errors.sort_by_key(|(i, _)| *i);
         let failed = errors.len();
-        match errors.into_iter().next() {
+        match errors.into_iter().map(|(_, e)| e).next() {
             None => Ok(()),
             Some(first) => Err(MessageFailure::Delivery {
                 event_id: event_id.to_string(),

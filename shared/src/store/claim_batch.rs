@@ -28,15 +28,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::oneshot;
 
-use crate::store::attributes::{n, s};
 use crate::store::claims::{
     claim_pk, claim_refused, finish_refused, AttemptLog, Claim, ClaimError, ClaimMeta, ClaimStatus, ClaimToken, Claims,
     Finished, CLAIM_TTL_SECONDS,
 };
-use crate::store::partiql::{Answer, Item, PartiqlBatch, Statement};
+use crate::store::partiql::{Answer, Item, PartiqlBatch, Statement, StatementText, StatementWriter};
 use crate::webhook::WebhookId;
 
 /// Most statements in one `BatchExecuteStatement` (DynamoDB's limit).
@@ -287,37 +285,34 @@ impl Drop for Counted {
     }
 }
 
-/// The statements' text for one table, built once (constants inline: fewer parameters to build,
-/// serialize and sign for every webhook).
+/// The statements' text for one table, built and JSON-escaped once (constants inline: fewer
+/// parameters to build, serialize and sign for every webhook).
 struct Texts {
-    first: Arc<str>,
-    retry: Arc<str>,
-    finish: Arc<str>,
+    first: StatementText,
+    retry: StatementText,
+    finish: StatementText,
 }
 
 impl Texts {
     fn new(table: &str) -> Self {
         let (pending, retrying) = (ClaimStatus::Pending.as_str(), ClaimStatus::Retrying.as_str());
         Texts {
-            first: format!(
+            first: StatementText::new(&format!(
                 "INSERT INTO \"{table}\" VALUE {{'pk': ?, 'sk': 'delivery', 'status': '{pending}', 'lease_until': ?, \
                  'expires_at': ?, 'account_id': ?, 'subscription_id': ?, 'event_id': ?, 'trigger': ?, 'owner': ?, \
                  'attempts_made': 0, 'attempts': []}}"
-            )
-            .into(),
-            retry: format!(
+            )),
+            retry: StatementText::new(&format!(
                 "UPDATE \"{table}\" SET \"status\" = '{pending}' SET lease_until = ? SET expires_at = ? \
                  SET account_id = ? SET subscription_id = ? SET event_id = ? SET \"trigger\" = ? SET \"owner\" = ? \
                  WHERE pk = ? AND sk = 'delivery' AND attempts_made <= ? \
                  AND (\"status\" = '{retrying}' OR (\"status\" = '{pending}' AND lease_until < ?))"
-            )
-            .into(),
-            finish: format!(
+            )),
+            finish: StatementText::new(&format!(
                 "UPDATE \"{table}\" SET \"status\" = ? SET attempts_made = ? SET lease_until = 0 SET updated_at = ? \
                  SET attempts = list_append(attempts, ?) \
                  WHERE pk = ? AND sk = 'delivery' AND \"owner\" = ? AND \"status\" = '{pending}'"
-            )
-            .into(),
+            )),
         }
     }
 }
@@ -383,20 +378,16 @@ impl ClaimBatches {
         urgent: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = claim_pk(meta.webhook_id);
-        let parameters = vec![
-            s(pk.clone()),
-            n(now + lease_seconds),
-            n(now + CLAIM_TTL_SECONDS),
-            s(meta.account_id),
-            s(meta.subscription_id),
-            s(meta.event_id),
-            s(meta.trigger.as_str()),
-            s(token.as_str()),
-        ];
-        let statement = Statement {
-            text: Arc::clone(&self.texts.first),
-            parameters,
-        };
+        let statement = StatementWriter::new(&self.texts.first)
+            .s(&pk)
+            .n(now + lease_seconds)
+            .n(now + CLAIM_TTL_SECONDS)
+            .s(meta.account_id)
+            .s(meta.subscription_id)
+            .s(meta.event_id)
+            .s(meta.trigger.as_str())
+            .s(token.as_str())
+            .finish();
         match self.claim(meta, pk, statement, now, token, true, urgent).await {
             Some(claim) => Ok(claim),
             None => self.single.claim_first(meta, now, lease_seconds, token).await,
@@ -414,22 +405,18 @@ impl ClaimBatches {
         urgent: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = claim_pk(meta.webhook_id);
-        let parameters = vec![
-            n(now + lease_seconds),
-            n(now + CLAIM_TTL_SECONDS),
-            s(meta.account_id),
-            s(meta.subscription_id),
-            s(meta.event_id),
-            s(meta.trigger.as_str()),
-            s(token.as_str()),
-            s(pk.clone()),
-            n(previous),
-            n(now),
-        ];
-        let statement = Statement {
-            text: Arc::clone(&self.texts.retry),
-            parameters,
-        };
+        let statement = StatementWriter::new(&self.texts.retry)
+            .n(now + lease_seconds)
+            .n(now + CLAIM_TTL_SECONDS)
+            .s(meta.account_id)
+            .s(meta.subscription_id)
+            .s(meta.event_id)
+            .s(meta.trigger.as_str())
+            .s(token.as_str())
+            .s(&pk)
+            .n(i64::from(previous))
+            .n(now)
+            .finish();
         match self.claim(meta, pk, statement, now, token, false, urgent).await {
             Some(claim) => Ok(claim),
             None => self.single.claim_retry(meta, previous, now, lease_seconds, token).await,
@@ -470,18 +457,18 @@ impl ClaimBatches {
         token: &ClaimToken,
     ) -> Result<Finished, ClaimError> {
         let pk = claim_pk(webhook_id);
-        let parameters = vec![
-            s(state.as_str()),
-            n(log.number),
-            n(log.at),
-            AttributeValue::L(vec![log.entry()]),
-            s(pk.clone()),
-            s(token.as_str()),
-        ];
-        let statement = Statement {
-            text: Arc::clone(&self.texts.finish),
-            parameters,
-        };
+        let statement = StatementWriter::new(&self.texts.finish)
+            .s(state.as_str())
+            .n(i64::from(log.number))
+            .n(log.at)
+            .with(|out| {
+                out.push_str("{\"L\":[");
+                log.push_entry_json(out);
+                out.push_str("]}");
+            })
+            .s(&pk)
+            .s(token.as_str())
+            .finish();
         match self.inner.ask(Which::Finishes, pk, statement, false).await {
             Reply::Applied => Ok(Finished::Recorded),
             Reply::ConditionFailed(old) => Ok(finish_refused(old.as_ref(), token, state, log.number, webhook_id)),
@@ -521,6 +508,28 @@ fn settled_alone(webhook_id: &WebhookId, what: &str, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batch_writes_the_attempt_log_entry_the_single_write_does() {
+        for error in [
+            None,
+            Some("timed out \"after\" 2s\n".to_string()),
+            Some("é".repeat(600)),
+        ] {
+            let log = AttemptLog {
+                number: 3,
+                at: 1_765_000_000,
+                status: 0,
+                latency_ms: 2001,
+                error,
+            };
+            let direct = StatementWriter::new(&StatementText::new("?"))
+                .with(|out| log.push_entry_json(out))
+                .finish();
+            let through_the_map = Statement::new("?", &[log.entry()]);
+            assert_eq!(direct.parameters(), through_the_map.parameters(), "{}", direct.json());
+        }
+    }
 
     #[test]
     fn only_a_refused_form_or_permission_is_news_to_an_operator() {

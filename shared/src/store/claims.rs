@@ -145,6 +145,34 @@ impl AttemptLog {
         }
         AttributeValue::M(entry)
     }
+
+    /// [`AttemptLog::entry`] written as DynamoDB's JSON, straight into a batch statement
+    /// (`{"M":{...}}`), without building the map.
+    pub(crate) fn push_entry_json(&self, out: &mut String) {
+        let mut number = itoa::Buffer::new();
+        for (i, (name, value)) in [
+            ("n", i64::from(self.number)),
+            ("at", self.at),
+            ("status", i64::from(self.status)),
+            ("latency_ms", i64::try_from(self.latency_ms).unwrap_or(i64::MAX)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out.push_str(if i == 0 { "{\"M\":{\"" } else { ",\"" });
+            out.push_str(name);
+            out.push_str("\":{\"N\":\"");
+            out.push_str(number.format(value));
+            out.push_str("\"}");
+        }
+        if let Some(e) = &self.error {
+            let cut = e.char_indices().nth(500).map_or(e.as_str(), |(at, _)| &e[..at]);
+            out.push_str(",\"error\":{\"S\":");
+            crate::logging::push_json_str(out, cut);
+            out.push('}');
+        }
+        out.push_str("}}");
+    }
 }
 
 /// What the claim is about, stored for operators reading the State table.
@@ -195,7 +223,10 @@ fn condition_failed(e: &UpdateFailure) -> Option<Option<&HashMap<String, Attribu
 
 /// The partition key of a webhook's claim item.
 pub(crate) fn claim_pk(webhook_id: &WebhookId) -> String {
-    format!("webhook#{webhook_id}")
+    let mut pk = String::with_capacity(8 + webhook_id.as_str().len());
+    pk.push_str("webhook#");
+    pk.push_str(webhook_id.as_str());
+    pk
 }
 
 fn key(webhook_id: &WebhookId) -> HashMap<String, AttributeValue> {

@@ -9,4 +9,5 @@ pub mod pace;
 pub mod partiql;
 pub mod seal;
 pub mod state;
+pub mod statement;
 pub mod subscriptions;

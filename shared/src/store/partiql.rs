@@ -23,38 +23,24 @@
 //!   [`ATTEMPT_TIMEOUT`]) for throttling, 5xx answers and failed connections. A request that still
 //!   fails fails each of its statements, which then go down the single-item path, as before.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::config::Credentials;
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::aws::{transient_code, AwsEnv, Lazy, ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, INITIAL_BACKOFF, MAX_ATTEMPTS};
-use crate::logging::push_json_str;
-
-/// An item as DynamoDB returns it.
-pub type Item = HashMap<String, AttributeValue>;
+#[cfg(test)]
+use crate::store::statement::push_attribute;
+use crate::store::statement::read_item;
+pub use crate::store::statement::{Item, Statement, StatementText, StatementWriter};
 
 const TARGET: &str = "DynamoDB_20120810.BatchExecuteStatement";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
-
-/// One statement: its text (shared by every statement of its kind) and its parameters. Every
-/// statement asks for the item as it was when its condition fails (`ALL_OLD`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Statement {
-    pub text: Arc<str>,
-    pub parameters: Vec<AttributeValue>,
-}
 
 /// DynamoDB's answer to one statement of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,90 +94,17 @@ pub trait PartiqlBatch: Send + Sync {
 
 /// The request body. Pure.
 pub fn request_body(statements: &[Statement]) -> Vec<u8> {
-    let mut out = String::with_capacity(64 + statements.len() * 768);
+    let size = statements.iter().map(|s| s.json().len() + 1).sum::<usize>();
+    let mut out = String::with_capacity(16 + size);
     out.push_str("{\"Statements\":[");
     for (i, statement) in statements.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str("{\"Statement\":");
-        push_json_str(&mut out, &statement.text);
-        out.push_str(",\"Parameters\":[");
-        for (j, parameter) in statement.parameters.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            push_attribute(&mut out, parameter);
-        }
-        out.push_str("],\"ReturnValuesOnConditionCheckFailure\":\"ALL_OLD\"}");
+        out.push_str(statement.json());
     }
     out.push_str("]}");
     out.into_bytes()
-}
-
-/// One attribute value in DynamoDB's JSON (`{"S":"..."}`, `{"N":"..."}`, ...).
-fn push_attribute(out: &mut String, value: &AttributeValue) {
-    let strings = |out: &mut String, tag: &str, items: &mut dyn Iterator<Item = &str>| {
-        out.push_str("{\"");
-        out.push_str(tag);
-        out.push_str("\":[");
-        for (i, item) in items.enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_str(out, item);
-        }
-        out.push_str("]}");
-    };
-    match value {
-        AttributeValue::S(s) => {
-            out.push_str("{\"S\":");
-            push_json_str(out, s);
-            out.push('}');
-        }
-        AttributeValue::N(n) => {
-            out.push_str("{\"N\":");
-            push_json_str(out, n);
-            out.push('}');
-        }
-        AttributeValue::Bool(b) => out.push_str(if *b { "{\"BOOL\":true}" } else { "{\"BOOL\":false}" }),
-        AttributeValue::Null(_) => out.push_str("{\"NULL\":true}"),
-        AttributeValue::B(b) => {
-            out.push_str("{\"B\":");
-            push_json_str(out, &STANDARD.encode(b.as_ref()));
-            out.push('}');
-        }
-        AttributeValue::L(list) => {
-            out.push_str("{\"L\":[");
-            for (i, item) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_attribute(out, item);
-            }
-            out.push_str("]}");
-        }
-        AttributeValue::M(map) => {
-            out.push_str("{\"M\":{");
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_str(out, key);
-                out.push(':');
-                push_attribute(out, item);
-            }
-            out.push_str("}}");
-        }
-        AttributeValue::Ss(set) => strings(out, "SS", &mut set.iter().map(String::as_str)),
-        AttributeValue::Ns(set) => strings(out, "NS", &mut set.iter().map(String::as_str)),
-        AttributeValue::Bs(set) => {
-            let encoded: Vec<String> = set.iter().map(|b| STANDARD.encode(b.as_ref())).collect();
-            strings(out, "BS", &mut encoded.iter().map(String::as_str))
-        }
-        // A variant added to the SDK after this was written: never built by this crate.
-        _ => out.push_str("{\"NULL\":true}"),
-    }
 }
 
 #[derive(Deserialize)]
@@ -267,68 +180,6 @@ pub fn read_answers(
             }),
         })
         .collect()
-}
-
-fn read_item(item: &Map<String, Value>) -> Result<Item, String> {
-    item.iter()
-        .map(|(k, v)| {
-            read_attribute(v)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| format!("attribute {k:?}: {e}"))
-        })
-        .collect()
-}
-
-/// One attribute value from DynamoDB's JSON.
-fn read_attribute(value: &Value) -> Result<AttributeValue, String> {
-    let Some((tag, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
-        return Err(format!("not an attribute value: {value}"));
-    };
-    let text = |v: &Value| {
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("{tag} is not a string"))
-    };
-    let texts = |v: &Value| -> Result<Vec<String>, String> {
-        v.as_array()
-            .ok_or_else(|| format!("{tag} is not a list"))?
-            .iter()
-            .map(text)
-            .collect()
-    };
-    let blob = |v: &Value| -> Result<Blob, String> {
-        STANDARD
-            .decode(text(v)?)
-            .map(Blob::new)
-            .map_err(|e| format!("{tag}: {e}"))
-    };
-    Ok(match tag.as_str() {
-        "S" => AttributeValue::S(text(inner)?),
-        "N" => AttributeValue::N(text(inner)?),
-        "BOOL" => AttributeValue::Bool(inner.as_bool().ok_or("BOOL is not a boolean")?),
-        "NULL" => AttributeValue::Null(true),
-        "B" => AttributeValue::B(blob(inner)?),
-        "SS" => AttributeValue::Ss(texts(inner)?),
-        "NS" => AttributeValue::Ns(texts(inner)?),
-        "BS" => AttributeValue::Bs(
-            inner
-                .as_array()
-                .ok_or("BS is not a list")?
-                .iter()
-                .map(blob)
-                .collect::<Result<_, _>>()?,
-        ),
-        "L" => AttributeValue::L(
-            inner
-                .as_array()
-                .ok_or("L is not a list")?
-                .iter()
-                .map(read_attribute)
-                .collect::<Result<_, _>>()?,
-        ),
-        "M" => AttributeValue::M(read_item(inner.as_object().ok_or("M is not a map")?)?),
-        other => return Err(format!("unknown attribute type {other:?}")),
-    })
 }
 
 /// The wait before attempt `attempt + 1` (`attempt` from 0): [`INITIAL_BACKOFF`] doubling, full
@@ -489,22 +340,51 @@ impl PartiqlBatch for DirectBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::statement::read_attribute;
+    use aws_sdk_dynamodb::primitives::Blob;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use std::collections::HashMap;
+
+    fn parameters() -> Vec<AttributeValue> {
+        vec![
+            AttributeValue::S("délivré \"x\"\n".into()),
+            AttributeValue::N("42".into()),
+            AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+                ("at".to_string(), AttributeValue::N("1".into())),
+                ("ok".to_string(), AttributeValue::Bool(true)),
+                ("none".to_string(), AttributeValue::Null(true)),
+                ("raw".to_string(), AttributeValue::B(Blob::new(b"\x00\xff".to_vec()))),
+                ("tags".to_string(), AttributeValue::Ss(vec!["a".into(), "b".into()])),
+            ]))]),
+        ]
+    }
+
+    const TEXT: &str = "UPDATE \"t\" SET \"status\" = ? WHERE pk = ? AND note = 'a \"q\"'";
 
     fn statement() -> Statement {
-        Statement {
-            text: "UPDATE \"t\" SET \"status\" = ? WHERE pk = ? AND note = 'a \"q\"'".into(),
-            parameters: vec![
+        Statement::new(TEXT, &parameters())
+    }
+
+    #[test]
+    fn a_statement_reads_back_as_written() {
+        let written = statement();
+        assert_eq!(written.text(), TEXT);
+        assert_eq!(written.parameters(), parameters());
+        let typed = StatementWriter::new(&StatementText::new(TEXT))
+            .s("délivré \"x\"\n")
+            .n(-42)
+            .n(i64::MAX)
+            .finish();
+        assert_eq!(
+            typed.parameters(),
+            [
                 AttributeValue::S("délivré \"x\"\n".into()),
-                AttributeValue::N("42".into()),
-                AttributeValue::L(vec![AttributeValue::M(HashMap::from([
-                    ("at".to_string(), AttributeValue::N("1".into())),
-                    ("ok".to_string(), AttributeValue::Bool(true)),
-                    ("none".to_string(), AttributeValue::Null(true)),
-                    ("raw".to_string(), AttributeValue::B(Blob::new(b"\x00\xff".to_vec()))),
-                    ("tags".to_string(), AttributeValue::Ss(vec!["a".into(), "b".into()])),
-                ]))]),
-            ],
-        }
+                AttributeValue::N("-42".into()),
+                AttributeValue::N(i64::MAX.to_string())
+            ]
+        );
+        let none = StatementWriter::new(&StatementText::new(TEXT)).finish();
+        assert!(none.parameters().is_empty());
     }
 
     #[test]
@@ -528,7 +408,7 @@ mod tests {
 
     #[test]
     fn attribute_values_read_back_as_written() {
-        for parameter in statement().parameters {
+        for parameter in parameters() {
             let mut text = String::new();
             push_attribute(&mut text, &parameter);
             let value: Value = serde_json::from_str(&text).unwrap();

@@ -99,6 +99,9 @@ pub struct Subscription {
     pub rate_limit: Option<f64>,
     /// Written by the system: unix seconds of the first failed attempt since the last success.
     pub failing_since: Option<i64>,
+    /// `account_id` and `subscription_id` as the engine's maps key them, built once when the
+    /// record is read rather than for every webhook.
+    key: SubscriptionKey,
 }
 
 /// Where a subscription lives: its account and its id within the account (the table's key).
@@ -115,11 +118,8 @@ impl std::fmt::Display for SubscriptionKey {
 }
 
 impl Subscription {
-    pub fn key(&self) -> SubscriptionKey {
-        SubscriptionKey {
-            account_id: self.account_id.clone(),
-            subscription_id: self.subscription_id.clone(),
-        }
+    pub fn key(&self) -> &SubscriptionKey {
+        &self.key
     }
 
     /// Whether this subscription should receive `trigger` at all.
@@ -339,6 +339,10 @@ fn parse_record_inner(
     let rate_limit = parse_rate_limit(&ctx, item.get("rate_limit"))?;
     let failing_since = item.get("failing_since").and_then(Value::as_i64);
     Ok(Subscription {
+        key: SubscriptionKey {
+            account_id: account_id.clone(),
+            subscription_id: subscription_id.clone(),
+        },
         account_id,
         subscription_id,
         url,

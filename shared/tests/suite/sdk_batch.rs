@@ -25,8 +25,8 @@ impl PartiqlBatch for SdkBatch {
                 .into_iter()
                 .map(|s| {
                     BatchStatementRequest::builder()
-                        .statement(s.text.to_string())
-                        .set_parameters(Some(s.parameters))
+                        .statement(s.text())
+                        .set_parameters(Some(s.parameters()))
                         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                         .build()
                         .expect("a statement is set")

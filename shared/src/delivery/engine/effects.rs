@@ -76,18 +76,18 @@ impl Engine {
                 );
             }
             Effect::ClearFailing => {
-                self.subscriptions.clear_failing(&key).await?;
-                self.remember_failing(key, None);
+                self.subscriptions.clear_failing(key).await?;
+                self.remember_failing(key.clone(), None);
             }
             Effect::MarkFailing { since, notice } => {
-                let (since, started) = self.subscriptions.mark_failing(&key, *since).await?;
-                self.remember_failing(key, Some(since));
+                let (since, started) = self.subscriptions.mark_failing(key, *since).await?;
+                self.remember_failing(key.clone(), Some(since));
                 if let (true, Some(notice)) = (started, notice) {
                     self.notify(notice, deadline).await?;
                 }
             }
             Effect::Disable { reason, at, notice } => {
-                let disabled = self.subscriptions.disable(&key, reason, at).await?;
+                let disabled = self.subscriptions.disable(key, reason, at).await?;
                 tracing::warn!(account_id = account, subscription_id = id, %reason, "subscription disabled");
                 if let (true, Some(notice)) = (disabled, notice) {
                     self.notify(notice, deadline).await?;

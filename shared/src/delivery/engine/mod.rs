@@ -289,7 +289,7 @@ impl Engine {
     pub async fn run(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
         let sub = job.subscription;
         let key = sub.key();
-        let pacer = self.pacer(&key);
+        let pacer = self.pacer(key);
         // Until its claim is answered, a job counts among those whose claims are still to come
         // (a queued claim request goes as soon as no other can join it).
         let approaching = self.claims.approaching();
@@ -309,7 +309,7 @@ impl Engine {
         // webhooks wait here, unclaimed, without holding a claim slot the others need.
         let mut window = None;
         if at.is_none() {
-            let entered = self.windows.enter(&key).await;
+            let entered = self.windows.enter(key).await;
             // A throttle answer met while this one waited in the window paces it now.
             if self.became_paced(sub, &pacer) {
                 drop(entered);
@@ -320,7 +320,7 @@ impl Engine {
                             .await;
                     }
                     Turn::At(Some(t)) => at = Some(t),
-                    Turn::At(None) => window = Some(self.windows.enter(&key).await),
+                    Turn::At(None) => window = Some(self.windows.enter(key).await),
                 }
             } else {
                 window = Some(entered);
@@ -368,7 +368,7 @@ impl Engine {
             if let Some(t) = at {
                 sleep_until_ms(t).await;
             }
-            let entered = self.lanes.enter(&key).await;
+            let entered = self.lanes.enter(key).await;
             let sending = self.sending.acquire(&sub.account_id).await;
             match at {
                 Some(t) if now_ms() - t > SLOT_TOLERANCE.as_millis() as i64 => {
@@ -440,7 +440,7 @@ impl Engine {
         let seen = Seen {
             failing_since: {
                 let known = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-                known.get(&key).copied().unwrap_or(sub.failing_since)
+                known.get(key).copied().unwrap_or(sub.failing_since)
             },
             progressing: {
                 let books = pacer.books();

@@ -207,7 +207,7 @@ impl Engine {
                 Plan::Start { n, .. } | Plan::Append { n, .. } => {
                     match self
                         .pace
-                        .reserve(&key, plan, now, ahead.as_millis() as i64, backlog)
+                        .reserve(key, plan, now, ahead.as_millis() as i64, backlog)
                         .await?
                     {
                         Reserved::Won { start_ms, state } => {
@@ -284,7 +284,7 @@ impl Engine {
                 "receiver throttled: subscription paused and slowed"
             );
             let guard = pace::DECREASE_GUARD.as_millis() as i64;
-            if let Err(e) = self.pace.throttled(&sub.key(), update, t, guard).await {
+            if let Err(e) = self.pace.throttled(sub.key(), update, t, guard).await {
                 // Best effort: this process already slows down; others meet their own 429.
                 tracing::warn!(error = %e, "could not share a throttle answer");
             }
