@@ -8,6 +8,7 @@ pub mod loader;
 pub mod pace;
 pub mod partiql;
 pub mod seal;
+pub mod sigv4;
 pub mod state;
 pub mod statement;
 pub mod subscriptions;

@@ -13,8 +13,8 @@
 //!   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.LowLevelAPI.html),
 //!   the request and response shapes of
 //!   https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchExecuteStatement.html;
-//! - **the signature**: `aws_sigv4::http_request::sign`, the function the SDK's own signer calls,
-//!   over the same headers; the local stack's emulator checks every request's signature the way
+//! - **the signature**: SigV4 written for this one request ([`super::sigv4`]), held to the SDK's
+//!   own signer (`aws_sigv4`) by a unit test; the local stack's emulator checks every request's signature the way
 //!   DynamoDB does (infra/dynamodb_emulator.py), so a mistake here fails the integration tests;
 //! - **the endpoint**: resolved once, at start, by the SDK's own endpoint rules for the region, or
 //!   `AWS_ENDPOINT_URL(_DYNAMODB)`;
@@ -23,17 +23,16 @@
 //!   [`ATTEMPT_TIMEOUT`]) for throttling, 5xx answers and failed connections. A request that still
 //!   fails fails each of its statements, which then go down the single-item path, as before.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::config::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::aws::{transient_code, AwsEnv, Lazy, ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, INITIAL_BACKOFF, MAX_ATTEMPTS};
+use crate::store::sigv4::Signer;
 #[cfg(test)]
 use crate::store::statement::push_attribute;
 use crate::store::statement::read_item;
@@ -222,8 +221,17 @@ pub struct DirectBatch {
     /// The endpoint's URL, `https://dynamodb.<region>.amazonaws.com/` or the configured one;
     /// resolved by the SDK's rules on the start's background thread (see [`Self::from_env`]).
     url: Lazy<Result<String, String>>,
-    region: String,
-    identity: Identity,
+    signer: Arc<Signer>,
+}
+
+fn signer(region: &str, credentials: &Credentials) -> Arc<Signer> {
+    Arc::new(Signer::new(
+        credentials.access_key_id(),
+        credentials.secret_access_key(),
+        credentials.session_token(),
+        region,
+        "dynamodb",
+    ))
 }
 
 impl DirectBatch {
@@ -231,8 +239,7 @@ impl DirectBatch {
         DirectBatch {
             http,
             url: Lazy::from(Ok(with_slash(url))),
-            region: region.to_string(),
-            identity: credentials.into(),
+            signer: signer(region, &credentials),
         }
     }
 
@@ -252,8 +259,7 @@ impl DirectBatch {
         DirectBatch {
             http: crate::aws_http::reqwest_client(CONNECT_TIMEOUT),
             url,
-            region: env.region.clone(),
-            identity: env.credentials().into(),
+            signer: signer(&env.region, &env.credentials()),
         }
     }
 
@@ -268,26 +274,9 @@ impl DirectBatch {
 
     /// The headers that sign `body` at `now`: `x-amz-date`, `authorization` and, with temporary
     /// credentials, `x-amz-security-token`.
-    pub fn signature(&self, body: &[u8], now: SystemTime) -> Result<Vec<(String, String)>, BatchError> {
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("dynamodb")
-            .time(now)
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| BatchError::Signing(format!("parameters: {e}")))?
-            .into();
+    pub fn signature(&self, body: &[u8], now: SystemTime) -> Result<Vec<(&'static str, String)>, BatchError> {
         let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
-        let signable = SignableRequest::new("POST", self.url()?, headers.into_iter(), SignableBody::Bytes(body))
-            .map_err(|e| BatchError::Signing(e.to_string()))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| BatchError::Signing(e.to_string()))?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
+        Ok(self.signer.sign(self.url()?, &headers, body, now))
     }
 
     async fn attempt(&self, body: &[u8], count: usize) -> Result<Vec<Answer>, BatchError> {
@@ -522,7 +511,9 @@ mod tests {
             ),
         );
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_765_000_000);
-        let headers: HashMap<String, String> = batch.signature(b"{}", at).unwrap().into_iter().collect();
+        let signed =
+            |body: &[u8]| -> HashMap<&str, String> { batch.signature(body, at).unwrap().into_iter().collect() };
+        let headers = signed(b"{}");
         let auth = &headers["authorization"];
         assert!(
             auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20251206/eu-west-1/dynamodb/aws4_request"),
@@ -536,9 +527,7 @@ mod tests {
         assert_eq!(headers["x-amz-security-token"], "token");
         assert!(!auth.contains("wJalrXUtnFEMI"), "the secret never leaves");
         // The same request at the same time signs the same; another body does not.
-        let again: HashMap<String, String> = batch.signature(b"{}", at).unwrap().into_iter().collect();
-        assert_eq!(again["authorization"], *auth);
-        let other: HashMap<String, String> = batch.signature(b"{ }", at).unwrap().into_iter().collect();
-        assert_ne!(other["authorization"], *auth);
+        assert_eq!(signed(b"{}")["authorization"], *auth);
+        assert_ne!(signed(b"{ }")["authorization"], *auth);
     }
 }
