@@ -317,6 +317,25 @@ impl Texts {
     }
 }
 
+/// What both claims set, in the order of their texts: the lease, the TTL, what the claim is about
+/// and its owner.
+fn claim_values(
+    statement: StatementWriter,
+    meta: &ClaimMeta<'_>,
+    now: i64,
+    lease_seconds: i64,
+    token: &ClaimToken,
+) -> StatementWriter {
+    statement
+        .n(now + lease_seconds)
+        .n(now + CLAIM_TTL_SECONDS)
+        .s(meta.account_id)
+        .s(meta.subscription_id)
+        .s(meta.event_id)
+        .s(meta.trigger.as_str())
+        .s(token.as_str())
+}
+
 /// The claims of [`Claims`], written in batches.
 #[derive(Clone)]
 pub struct ClaimBatches {
@@ -378,16 +397,14 @@ impl ClaimBatches {
         urgent: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = claim_pk(meta.webhook_id);
-        let statement = StatementWriter::new(&self.texts.first)
-            .s(&pk)
-            .n(now + lease_seconds)
-            .n(now + CLAIM_TTL_SECONDS)
-            .s(meta.account_id)
-            .s(meta.subscription_id)
-            .s(meta.event_id)
-            .s(meta.trigger.as_str())
-            .s(token.as_str())
-            .finish();
+        let statement = claim_values(
+            StatementWriter::new(&self.texts.first).s(&pk),
+            meta,
+            now,
+            lease_seconds,
+            token,
+        )
+        .finish();
         match self.claim(meta, pk, statement, now, token, true, urgent).await {
             Some(claim) => Ok(claim),
             None => self.single.claim_first(meta, now, lease_seconds, token).await,
@@ -405,14 +422,7 @@ impl ClaimBatches {
         urgent: bool,
     ) -> Result<Claim, ClaimError> {
         let pk = claim_pk(meta.webhook_id);
-        let statement = StatementWriter::new(&self.texts.retry)
-            .n(now + lease_seconds)
-            .n(now + CLAIM_TTL_SECONDS)
-            .s(meta.account_id)
-            .s(meta.subscription_id)
-            .s(meta.event_id)
-            .s(meta.trigger.as_str())
-            .s(token.as_str())
+        let statement = claim_values(StatementWriter::new(&self.texts.retry), meta, now, lease_seconds, token)
             .s(&pk)
             .n(i64::from(previous))
             .n(now)
