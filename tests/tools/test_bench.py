@@ -52,3 +52,25 @@ def test_the_cold_start_is_timed_with_a_deployed_functions_environment():
     prod = bench.production_env({**env, "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"})
     assert not [k for k in prod if k.startswith("AWS_ENDPOINT_URL")], "endpoints by the SDK's rules, as deployed"
     assert prod["AWS_REGION"] == env["AWS_REGION"] and prod["STATE_TABLE"] == env["STATE_TABLE"]
+
+
+def test_a_compared_build_may_carry_one_setting_of_its_own():
+    import delivery_compare
+
+    assert delivery_compare.parse_entry("/tmp/a/sms") == (Path("/tmp/a/sms"), {})
+    assert delivery_compare.parse_entry("target/release/sms@LOG_LEVEL=warn") == (
+        Path("target/release/sms"), {"LOG_LEVEL": "warn"})
+    assert delivery_compare.parse_entry("sms@X=a=b") == (Path("sms"), {"X": "a=b"})
+    for bad in ("sms@LOG_LEVEL", "sms@=warn"):
+        try:
+            delivery_compare.parse_entry(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
+
+
+def test_a_compared_build_is_judged_by_its_least_cpu_and_best_rate():
+    import delivery_compare
+
+    line = delivery_compare.summary([93.0, 81.0, 96.0], [1360.0, 1374.0], bare_cpu=34.0, bare_rate=1453.0)
+    assert line == "81 us (2.38x the bare loop), median 93 us; 1374/s (94.6 %)"
