@@ -229,7 +229,8 @@ def subscription_update_attributes() -> set[str]:
 
 
 def actions_the_code_calls() -> dict[str, set[str]]:
-    """IAM action -> where shared/src or functions/ call it (files that use the DynamoDB or SQS SDK)."""
+    """IAM action -> where shared/src or functions/ call it (files that use the DynamoDB or SQS SDK,
+    or send PartiQL statements through store::partiql without naming the SDK)."""
     statements = [c for c in SDK_CALLS if c.isupper() or c.startswith(("UPDATE", "INSERT", "DELETE", "SELECT"))]
     calls = "|".join(re.escape(c) for c in SDK_CALLS if "::" not in c and c not in statements)
     builders = "|".join(re.escape(c) for c in SDK_CALLS if "::" in c)
@@ -238,7 +239,7 @@ def actions_the_code_calls() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in sorted([*(ROOT / "shared" / "src").rglob("*.rs"), *(ROOT / "functions").rglob("*.rs")]):
         code = path.read_text()
-        if not re.search(r"aws_sdk_(dynamodb|sqs)", code):
+        if not re.search(r"aws_sdk_(dynamodb|sqs)|store::partiql::", code):
             continue
         for m in pattern.finditer(code):
             line = code.count("\n", 0, m.start()) + 1
