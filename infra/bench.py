@@ -379,9 +379,11 @@ def _serve(receiver_delay: int, aws_delay: int, subscriptions: int, log_dir: Pat
     return serve, ports["receiver"], ports["aws"]
 
 
-def _warm_run(receiver: str, aws: str, batches: int, batch: int, accounts: int, log: Path) -> dict:
-    """One warm function process through `batches` invocations: rate, CPU, RSS, AWS calls, logs."""
-    fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}), log)
+def _warm_run(receiver: str, aws: str, batches: int, batch: int, accounts: int, log: Path,
+              binary: Path = RELEASE / "sms", extra: dict[str, str] | None = None) -> dict:
+    """One warm function process through `batches` invocations: rate, CPU, RSS, AWS calls, logs.
+    `binary` and `extra` (environment) for infra/delivery_compare.py."""
+    fn = Emulated(binary, function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true", **(extra or {})}), log)
     try:
         fn.invoke(sms_batch(accounts))  # cold start and the subscription cache, not measured
         events = [sms_batch(accounts, batch) for _ in range(batches)]

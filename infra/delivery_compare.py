@@ -1,5 +1,5 @@
 """Builds of the sms bootstrap against each other with the delivery measure of `make bench`
-(infra/bench.py `_warm_run`: one warm process through `--batches` invocations of 100 events x 10
+(infra/bench.py `_warm_run`, called as it is: one warm process through `--batches` invocations of 100 events x 10
 subscriptions, its CPU time per webhook and its rate), beside the bare client loop, all in turn
 round after round so that they meet the same minutes of the machine:
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import sys
 from pathlib import Path
 
@@ -71,21 +70,10 @@ def main() -> int:
             bare_rate.append(bare["rate"])
             line = [f"round {r}: bare {bare_cpu[-1]:.0f} us {bare_rate[-1]:.0f}/s"]
             for name, binary, extra in entries:
-                env = bench.function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true", **extra})
-                fn = bench.Emulated(binary, env, log_dir / "delivery-compare.log")
-                try:
-                    fn.invoke(bench.sms_batch(accounts))  # the cold start and the cache, not measured
-                    events = [bench.sms_batch(accounts, batch) for _ in range(args.batches)]
-                    pid = fn.runtime_pid()
-                    before = bench.cpu_seconds(pid)
-                    started = time.perf_counter()
-                    for event in events:
-                        fn.invoke(event)
-                    seconds = time.perf_counter() - started
-                    cpu[name].append((bench.cpu_seconds(pid) - before) / webhooks * 1e6)
-                    rate[name].append(webhooks / seconds)
-                finally:
-                    fn.stop()
+                run = bench._warm_run(receiver, aws, args.batches, batch, accounts,
+                                      log_dir / "delivery-compare.log", binary, extra)
+                cpu[name].append(run["cpu"] / webhooks * 1e6)
+                rate[name].append(webhooks / run["seconds"])
                 line.append(f"{name} {cpu[name][-1]:.0f} us {rate[name][-1]:.0f}/s")
             print(" | ".join(line), flush=True)
     finally:

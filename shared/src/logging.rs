@@ -166,6 +166,15 @@ fn needs_escape(text: &[u8]) -> bool {
     words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
+/// `bytes` as lower-case hex digits (webhook ids, SigV4's digests): no `format!` per byte.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+}
+
 /// `text` as a JSON string.
 pub(crate) fn push_json_str(out: &mut String, text: &str) {
     if !needs_escape(text.as_bytes()) {

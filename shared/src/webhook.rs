@@ -101,11 +101,7 @@ pub(crate) fn hashed_id(prefix: &str, parts: &[&str]) -> String {
     let digest = h.finalize();
     let mut id = String::with_capacity(prefix.len() + 32);
     id.push_str(prefix);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in &digest[..16] {
-        id.push(HEX[usize::from(b >> 4)] as char);
-        id.push(HEX[usize::from(b & 0xf)] as char);
-    }
+    crate::logging::push_hex(&mut id, &digest[..16]);
     id
 }
 
