@@ -3,6 +3,7 @@
 //! webhook dead letters are sealed with the deployment's key, so nothing published to the events
 //! topic can pass for one.
 
+use futures::FutureExt;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
@@ -80,6 +81,7 @@ impl Queues {
             .message_body(body)
             .delay_seconds(sqs_delay(delay))
             .send()
+            .boxed()
             .await
             .map(|_| ())
             .map_err(|e| Self::failed(&self.queue_url, e))
@@ -96,6 +98,7 @@ impl Queues {
             .queue_url(&self.queue_url)
             .message_body(body)
             .send()
+            .boxed()
             .await
             .map(|_| ())
             .map_err(|e| Self::failed(&self.queue_url, e))
@@ -144,6 +147,7 @@ impl Queues {
             .message_attributes("reason", attr(&sqs_text(&letter.reason)))
             .message_attributes("webhook_id", attr(letter.webhook_id.as_str()))
             .send()
+            .boxed()
             .await
             .map(|_| ())
             .map_err(|e| Self::failed(&self.dead_letter_url, e))
@@ -179,6 +183,7 @@ impl Queues {
             req = req.message_attributes("source_message_id", attr(id));
         }
         req.send()
+            .boxed()
             .await
             .map(|_| ())
             .map_err(|e| Self::failed(&self.dead_letter_url, e))

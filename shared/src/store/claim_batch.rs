@@ -407,7 +407,8 @@ impl ClaimBatches {
         .finish();
         match self.claim(meta, pk, statement, now, token, true, urgent).await {
             Some(claim) => Ok(claim),
-            None => self.single.claim_first(meta, now, lease_seconds, token).await,
+            // Boxed, as the other single-item paths: rare, and kept out of every claim's future.
+            None => Box::pin(self.single.claim_first(meta, now, lease_seconds, token)).await,
         }
     }
 
@@ -429,7 +430,7 @@ impl ClaimBatches {
             .finish();
         match self.claim(meta, pk, statement, now, token, false, urgent).await {
             Some(claim) => Ok(claim),
-            None => self.single.claim_retry(meta, previous, now, lease_seconds, token).await,
+            None => Box::pin(self.single.claim_retry(meta, previous, now, lease_seconds, token)).await,
         }
     }
 
@@ -484,7 +485,7 @@ impl ClaimBatches {
             Reply::ConditionFailed(old) => Ok(finish_refused(old.as_ref(), token, state, log.number, webhook_id)),
             Reply::Other(why) => {
                 settled_alone(webhook_id, "finish", &why);
-                self.single.finish(webhook_id, log, state, token).await
+                Box::pin(self.single.finish(webhook_id, log, state, token)).await
             }
         }
     }

@@ -16,6 +16,7 @@
 //! (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html,
 //! "Error retries and exponential backoff").
 
+use futures::FutureExt;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
@@ -346,7 +347,7 @@ impl Claims {
                     .expression_attribute_values(":retrying", s(ClaimStatus::Retrying.as_str()))
             }
         }
-        let e = match req.send().await {
+        let e = match req.send().boxed().await {
             Ok(_) => return Ok(Claim::Won),
             Err(e) => e,
         };
@@ -374,6 +375,7 @@ impl Claims {
             .expression_attribute_values(":zero", n(0))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .boxed()
             .await
         {
             Ok(_) => return Ok(true),
@@ -427,6 +429,7 @@ impl Claims {
             .expression_attribute_values(":entry", AttributeValue::L(vec![entry]))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .boxed()
             .await
         {
             Ok(_) => return Ok(Finished::Recorded),

@@ -13,6 +13,7 @@
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use futures::FutureExt;
 use std::collections::HashMap;
 
 use crate::delivery::pace::{Adaptive, PaceState, Plan, Throttled};
@@ -131,7 +132,7 @@ impl PaceStore {
                 .expression_attribute_values(":limit", n(now_ms + horizon_ms)),
             Plan::Hold { .. } => unreachable!("a hold reserves nothing"),
         };
-        match req.send().await {
+        match req.send().boxed().await {
             Ok(out) => {
                 let state = out.attributes().map(state_of).unwrap_or_default();
                 let start_ms = match plan {
@@ -185,6 +186,7 @@ impl PaceStore {
             .expression_attribute_values(":guard", n(now_ms - guard_ms))
             .expression_attribute_values(":expires", n(now_ms / 1000 + PACE_TTL_SECONDS))
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -206,6 +208,7 @@ impl PaceStore {
             .set_key(Some(self.key(sub)))
             .consistent_read(true)
             .send()
+            .boxed()
             .await
             .map_err(|e| self.error(sub, e))?;
         Ok(out.item().map(state_of).unwrap_or_default())

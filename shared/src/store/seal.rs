@@ -4,6 +4,7 @@
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
+use futures::FutureExt;
 use tokio::sync::OnceCell;
 
 use crate::delivery::task::SealKey;
@@ -63,6 +64,7 @@ impl SealKeys {
             .item("key", AttributeValue::B(Blob::new(bytes.to_vec())))
             .condition_expression("attribute_not_exists(pk)")
             .send()
+            .boxed()
             .await;
         match put {
             Ok(_) => {
@@ -96,6 +98,7 @@ impl SealKeys {
             .key("sk", s(key.sk))
             .consistent_read(true)
             .send()
+            .boxed()
             .await
             .map_err(|e| SealKeyError::Read {
                 table: self.table.clone(),

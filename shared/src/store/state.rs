@@ -15,6 +15,7 @@
 //! - invalid (`ValidationException`, reason `ValidationError`, e.g. an item over 400 KB): retrying
 //!   cannot help; the record is dead-lettered with the reason.
 
+use futures::FutureExt;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -264,6 +265,7 @@ impl StateStore {
             .set_key(Some(key_attrs(key)))
             .consistent_read(true)
             .send()
+            .boxed()
             .await
             .map_err(|e| self.refused(refusal(e, |_| None)))?;
         out.item.as_ref().map(|item| versioned(key, item)).transpose()
@@ -330,6 +332,7 @@ impl StateStore {
             .set_expression_attribute_values(p.expression_attribute_values)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .boxed()
             .await
             .map(|_| ())
             .map_err(put_refusal)
@@ -379,6 +382,7 @@ impl StateStore {
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
+            .boxed()
             .await
             .map(|_| ())
             .map_err(transaction_refusal)
@@ -396,6 +400,7 @@ impl StateStore {
             .expression_attribute_names("#tok", "tok")
             .expression_attribute_names("#void", "void")
             .send()
+            .boxed()
             .await
             .map_err(|e| self.refused(refusal(e, |_| None)))?;
         let item = out.item.unwrap_or_default();
@@ -418,6 +423,7 @@ impl StateStore {
             .expression_attribute_values(":exp", n(now + STATE_TTL_SECONDS))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .boxed()
             .await;
         match result.map_err(update_refusal) {
             Ok(_) => Ok(TokenState::Voided),
@@ -473,6 +479,7 @@ impl StateStore {
             .set_expression_attribute_values(Some(values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .boxed()
             .await;
         match result.map_err(update_refusal) {
             Ok(_) => Ok(Applied::Done),

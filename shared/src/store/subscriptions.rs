@@ -2,6 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use futures::FutureExt;
 
 use crate::store::attributes::item_to_json;
 use crate::subscription::{
@@ -134,6 +135,7 @@ impl SubscriptionWriter {
             .expression_attribute_values(":r", AttributeValue::S(reason.to_string()))
             .expression_attribute_values(":now", AttributeValue::S(now.to_string()))
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(true),
@@ -152,6 +154,7 @@ impl SubscriptionWriter {
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
             .send()
+            .boxed()
             .await;
         match result {
             Ok(out) => {
@@ -169,7 +172,12 @@ impl SubscriptionWriter {
 
     /// End the failing streak after a success.
     pub async fn clear_failing(&self, key: &SubscriptionKey) -> Result<(), UpdateError> {
-        let result = self.update(key).update_expression("REMOVE failing_since").send().await;
+        let result = self
+            .update(key)
+            .update_expression("REMOVE failing_since")
+            .send()
+            .boxed()
+            .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if is_conditional_failure(&e) => Ok(()),

@@ -12,7 +12,7 @@ use crate::delivery::client::{Delivered, DeliveryError};
 use crate::delivery::retry::Verdict;
 use crate::delivery::task::Notice;
 use crate::metrics::Observed;
-use crate::store::claims::{ClaimToken, Finished};
+use crate::store::claims::{AttemptLog, ClaimStatus, ClaimToken, Finished};
 use crate::subscription::SubscriptionKey;
 
 use super::*;
@@ -39,28 +39,47 @@ impl Engine {
     }
 
     pub(super) async fn write(&self, job: &Job<'_>, effect: &Effect, token: &ClaimToken) -> Result<(), EngineError> {
+        match effect {
+            Effect::FinishClaim { status, log } => self.finish_claim(job, *status, log, token).await,
+            // Every other effect is rare (a failure, the end of a failing streak): written through
+            // a boxed future, so that the future of every job, which holds this one, does not
+            // also hold room for theirs (an AWS SDK request's future is several KB;
+            // docs/performance.md, "Sixth pass").
+            _ => Box::pin(self.write_rare(job, effect, token)).await,
+        }
+    }
+
+    /// The claim's result and the attempt log.
+    async fn finish_claim(
+        &self,
+        job: &Job<'_>,
+        status: ClaimStatus,
+        log: &AttemptLog,
+        token: &ClaimToken,
+    ) -> Result<(), EngineError> {
+        let finished = persist(after_send(job), "finish the claim", || {
+            self.claims.finish(&job.webhook_id, log, status, token)
+        })
+        .await?;
+        if finished == Finished::Superseded {
+            tracing::warn!(
+                webhook_id = %job.webhook_id,
+                account_id = %job.subscription.account_id,
+                subscription_id = %job.subscription.subscription_id,
+                attempt = log.number,
+                "attempt not recorded: the claim's lease ran out and another invocation holds it now"
+            );
+        }
+        Ok(())
+    }
+
+    async fn write_rare(&self, job: &Job<'_>, effect: &Effect, token: &ClaimToken) -> Result<(), EngineError> {
         let sub = job.subscription;
         let (account, id) = (sub.account_id.as_str(), sub.subscription_id.as_str());
         let key = sub.key();
-        // A write that follows a send is tried in place until the very end of the invocation: a
-        // record failed after its webhook went out would be sent again when it comes back.
-        let deadline = job.deadline.map(|d| d + DEADLINE_MARGIN - crate::aws::PERSIST_MARGIN);
+        let deadline = after_send(job);
         match effect {
-            Effect::FinishClaim { status, log } => {
-                let finished = persist(deadline, "finish the claim", || {
-                    self.claims.finish(&job.webhook_id, log, *status, token)
-                })
-                .await?;
-                if finished == Finished::Superseded {
-                    tracing::warn!(
-                        webhook_id = %job.webhook_id,
-                        account_id = account,
-                        subscription_id = id,
-                        attempt = log.number,
-                        "attempt not recorded: the claim's lease ran out and another invocation holds it now"
-                    );
-                }
-            }
+            Effect::FinishClaim { status, log } => self.finish_claim(job, *status, log, token).await?,
             Effect::EnqueueRetry { task, delay } => {
                 persist(deadline, "queue the retry", || self.queues.enqueue_retry(task, *delay)).await?
             }
@@ -128,29 +147,39 @@ impl Engine {
     /// the same attempt goes back on the queue to come back in a second ([`deferral`]); if the
     /// release fails, past the claim's lease.
     pub(super) async fn defer(&self, job: &Job<'_>, token: &ClaimToken, why: &str) -> Result<Handled, EngineError> {
-        let released = match self.claims.single().release(&job.webhook_id, token).await {
-            Ok(released) => released,
-            Err(e) => {
-                tracing::warn!(webhook_id = %job.webhook_id, error = %e, "could not release a deferred claim: it comes back after its lease");
-                false
-            }
-        };
-        let (task, delay) = deferral(job, self.lease_seconds, released, Utc::now().timestamp());
-        self.queues.enqueue_retry(&task, delay).await?;
-        let sub = job.subscription;
-        tracing::warn!(
-            event_id = job.event_id,
-            account_id = %sub.account_id,
-            subscription_id = %sub.subscription_id,
-            trigger = %job.trigger,
-            webhook_id = %job.webhook_id,
-            attempt = job.attempt,
-            delay_s = delay.as_secs(),
-            "webhook deferred: {why}"
-        );
-        self.metrics.observe(Observed::Deferred);
-        Ok(Handled::Deferred { delay })
+        // Boxed: a rare path, kept out of every job's future (docs/performance.md, "Sixth pass").
+        Box::pin(async move {
+            let released = match self.claims.single().release(&job.webhook_id, token).await {
+                Ok(released) => released,
+                Err(e) => {
+                    tracing::warn!(webhook_id = %job.webhook_id, error = %e, "could not release a deferred claim: it comes back after its lease");
+                    false
+                }
+            };
+            let (task, delay) = deferral(job, self.lease_seconds, released, Utc::now().timestamp());
+            self.queues.enqueue_retry(&task, delay).await?;
+            let sub = job.subscription;
+            tracing::warn!(
+                event_id = job.event_id,
+                account_id = %sub.account_id,
+                subscription_id = %sub.subscription_id,
+                trigger = %job.trigger,
+                webhook_id = %job.webhook_id,
+                attempt = job.attempt,
+                delay_s = delay.as_secs(),
+                "webhook deferred: {why}"
+            );
+            self.metrics.observe(Observed::Deferred);
+            Ok(Handled::Deferred { delay })
+        })
+        .await
     }
+}
+
+/// How long a write that follows a send is tried in place: until the very end of the invocation,
+/// because a record failed after its webhook went out would be sent again when it comes back.
+fn after_send(job: &Job<'_>) -> Option<Instant> {
+    job.deadline.map(|d| d + DEADLINE_MARGIN - crate::aws::PERSIST_MARGIN)
 }
 
 pub(super) fn log_attempt(job: &Job<'_>, result: &Result<Delivered, DeliveryError>, verdict: &Verdict) {

@@ -143,7 +143,9 @@ impl Engine {
         } else {
             in_process
         };
-        let slot = self.slot(sub, pacer, rate, ahead, now).await?;
+        // Boxed: only paced subscriptions reserve slots, and the reservation's AWS request is
+        // kept out of every job's future (docs/performance.md, "Sixth pass").
+        let slot = Box::pin(self.slot(sub, pacer, rate, ahead, now)).await?;
         let now = now_ms();
         Ok(match slot {
             Ok(at) if at - now <= in_process_ms => Turn::At(Some(at)),
@@ -301,30 +303,34 @@ impl Engine {
         slot_ms: Option<i64>,
         why: &str,
     ) -> Result<Handled, EngineError> {
-        let now = now_ms();
-        let (task, delay) = hold(job, until_ms, slot_ms, now);
-        self.queues.enqueue_retry(&task, delay).await?;
-        let since = task.held.map_or(now, |h| h.since_ms);
-        {
-            let mut books = pacer.books();
-            books.held.held = books.held.held.saturating_add(1).min(1_000_000);
-            books.held.oldest_ms = Some(books.held.oldest_ms.map_or(since, |o| o.min(since)));
-        }
-        let sub = job.subscription;
-        tracing::info!(
-            account_id = %sub.account_id,
-            subscription_id = %sub.subscription_id,
-            webhook_id = %job.webhook_id,
-            attempt = job.attempt,
-            delay_ms = delay.as_millis() as u64,
-            waiting_s = (now - since) / 1000,
-            "webhook held back: {why}"
-        );
-        self.metrics.observe(Observed::Held {
-            age_s: ((now - since) / 1000) as f64,
-        });
-        self.metrics
-            .held_by(sub.key().to_string(), ((now - since) / 1000).max(0) as u64);
-        Ok(Handled::Held { delay })
+        // Boxed: a rare path, kept out of every job's future (docs/performance.md, "Sixth pass").
+        Box::pin(async move {
+            let now = now_ms();
+            let (task, delay) = hold(job, until_ms, slot_ms, now);
+            self.queues.enqueue_retry(&task, delay).await?;
+            let since = task.held.map_or(now, |h| h.since_ms);
+            {
+                let mut books = pacer.books();
+                books.held.held = books.held.held.saturating_add(1).min(1_000_000);
+                books.held.oldest_ms = Some(books.held.oldest_ms.map_or(since, |o| o.min(since)));
+            }
+            let sub = job.subscription;
+            tracing::info!(
+                account_id = %sub.account_id,
+                subscription_id = %sub.subscription_id,
+                webhook_id = %job.webhook_id,
+                attempt = job.attempt,
+                delay_ms = delay.as_millis() as u64,
+                waiting_s = (now - since) / 1000,
+                "webhook held back: {why}"
+            );
+            self.metrics.observe(Observed::Held {
+                age_s: ((now - since) / 1000) as f64,
+            });
+            self.metrics
+                .held_by(sub.key().to_string(), ((now - since) / 1000).max(0) as u64);
+            Ok(Handled::Held { delay })
+        })
+        .await
     }
 }
