@@ -113,7 +113,8 @@ where
         }
         tries += 1;
         tracing::warn!(error = %err, tries, wait_ms = wait.as_millis() as u64, "AWS call failed after the SDK's attempts; trying it again in place: {what}");
-        tokio::time::sleep(wait).await;
+        // Boxed: a rare wait, kept out of the future of every write that goes through here.
+        Box::pin(tokio::time::sleep(wait)).await;
     }
 }
 

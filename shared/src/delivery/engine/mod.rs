@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::aws::persist;
 use crate::delivery::attempt::{conclude, Limits, Seen};
@@ -62,38 +62,19 @@ pub fn lease_covers(held: Duration, lease: Duration) -> bool {
     held <= lease.mul_f64(0.75)
 }
 
-/// One semaphore per subscription seen, created on first use.
-pub struct Lanes {
-    per_subscription: usize,
-    lanes: std::sync::Mutex<FastMap<SubscriptionKey, Arc<Semaphore>>>,
+/// What the engine keeps for one subscription in this process: its pacing, its claim window and
+/// its send lanes, found with one lookup per webhook.
+#[derive(Debug)]
+struct PerSubscription {
+    pacer: Pacer,
+    /// Its webhooks claimed or being claimed ([`WINDOW_LANES`] times its lanes), taken first.
+    window: Semaphore,
+    /// Its concurrent sends, taken after the claim.
+    lanes: Semaphore,
 }
 
-impl Lanes {
-    pub fn new(per_subscription: usize) -> Self {
-        Lanes {
-            per_subscription: per_subscription.max(1),
-            lanes: Default::default(),
-        }
-    }
-
-    pub async fn enter(&self, key: &SubscriptionKey) -> OwnedSemaphorePermit {
-        let lane = {
-            let mut lanes = self.lanes.lock().expect("lanes lock");
-            match lanes.get(key) {
-                Some(lane) => lane.clone(),
-                None => {
-                    if lanes.len() >= 1024 {
-                        lanes.retain(|_, lane| Arc::strong_count(lane) > 1); // forget the idle ones
-                    }
-                    let lane = Arc::new(Semaphore::new(self.per_subscription));
-                    lanes.insert(key.clone(), lane.clone());
-                    lane
-                }
-            }
-        };
-        lane.acquire_owned().await.expect("a lane is never closed")
-    }
-}
+/// Subscriptions remembered in a process before the idle ones are forgotten.
+const REMEMBERED_SUBSCRIPTIONS: usize = 4096;
 
 /// Failures that leave the job for SQS to redeliver.
 #[derive(Debug, thiserror::Error)]
@@ -191,12 +172,13 @@ pub struct Engine {
     allow_private_targets: bool,
     /// Time a send needs before the deadline: the HTTP timeout plus [`DEADLINE_MARGIN`].
     send_budget: Duration,
-    /// Bounds the webhooks of a subscription claimed or being claimed ([`WINDOW_LANES`] times its
-    /// lanes), taken first: a slow receiver's webhooks wait here, unclaimed, and never queue
-    /// ahead of the others for the batch's slots.
-    windows: Lanes,
-    /// Bounds sends per subscription, taken after the claim.
-    lanes: Lanes,
+    /// Each subscription's window bounds its webhooks claimed or being claimed ([`WINDOW_LANES`]
+    /// times its lanes), taken first: a slow receiver's webhooks wait there, unclaimed, and never
+    /// queue ahead of the others for the batch's slots. Its lanes bound its sends, taken after
+    /// the claim. Its pacer holds its pace and circuit.
+    seen: Mutex<FastMap<SubscriptionKey, Arc<PerSubscription>>>,
+    /// Lanes per subscription; its window is [`WINDOW_LANES`] times as many.
+    lanes_per_subscription: usize,
     /// Bounds the webhooks between their claim and the end of their send (twice the send slots
     /// and two claim requests' worth, shared fairly between accounts), so a claim never holds a
     /// send slot, the next claim requests fill while the sends go on, and an account whose
@@ -205,7 +187,6 @@ pub struct Engine {
     /// Bounds concurrent HTTP requests across a batch, shared fairly between accounts.
     sending: Arc<FairSlots>,
     pace: PaceStore,
-    pacers: Mutex<FastMap<SubscriptionKey, Arc<Pacer>>>,
     /// Subscriptions whose failing streak this process started (unix s), so that a success
     /// ends it even before the cached record shows it.
     /// `None`: this process ended it, whatever an older cached record says.
@@ -227,7 +208,8 @@ impl Engine {
     ) -> Self {
         Engine {
             pace,
-            pacers: Mutex::default(),
+            seen: Mutex::default(),
+            lanes_per_subscription: config.subscription_concurrency.max(1),
             failing: Mutex::default(),
             http,
             claims: ClaimBatches::new(claims, batch),
@@ -240,8 +222,6 @@ impl Engine {
             lease_seconds: config.claim_lease.as_secs().max(1) as i64,
             allow_private_targets: config.allow_private_targets,
             send_budget: config.http_timeout + DEADLINE_MARGIN,
-            windows: Lanes::new(WINDOW_LANES * config.subscription_concurrency),
-            lanes: Lanes::new(config.subscription_concurrency),
             pipeline: FairSlots::new(
                 2 * config.delivery_concurrency + 2 * STATEMENTS_PER_REQUEST,
                 (2 * config.delivery_concurrency + 2 * STATEMENTS_PER_REQUEST) / FAIR_RESERVE_SHARE,
@@ -275,30 +255,42 @@ impl Engine {
             && books.known.adaptive.is_some_and(|a| a.active(now))
     }
 
-    fn pacer(&self, key: &SubscriptionKey) -> Arc<Pacer> {
-        let mut pacers = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pacer) = pacers.get(key) {
-            return pacer.clone();
+    /// The subscription's state in this process, created on first use.
+    fn per_subscription(&self, key: &SubscriptionKey) -> Arc<PerSubscription> {
+        let mut known = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = known.get(key) {
+            return state.clone();
         }
-        if pacers.len() >= 4096 {
-            pacers.retain(|_, p| Arc::strong_count(p) > 1);
+        if known.len() >= REMEMBERED_SUBSCRIPTIONS {
+            known.retain(|_, s| Arc::strong_count(s) > 1); // forget the idle ones
         }
-        pacers.entry(key.clone()).or_default().clone()
+        let lanes = self.lanes_per_subscription;
+        known
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(PerSubscription {
+                    pacer: Pacer::default(),
+                    window: Semaphore::new(WINDOW_LANES * lanes),
+                    lanes: Semaphore::new(lanes),
+                })
+            })
+            .clone()
     }
 
     pub async fn run(&self, job: &Job<'_>) -> Result<Handled, EngineError> {
         let sub = job.subscription;
         let key = sub.key();
-        let pacer = self.pacer(key);
+        let state = self.per_subscription(key);
+        let pacer = &state.pacer;
         // Until its claim is answered, a job counts among those whose claims are still to come
         // (a queued claim request goes as soon as no other can join it).
         let approaching = self.claims.approaching();
         // Paced subscriptions take their slot before the window, so that every webhook of the
         // subscription waiting here shares one reservation.
-        let mut at = match self.turn(job, &pacer).await? {
+        let mut at = match self.turn(job, pacer).await? {
             Turn::Hold { until_ms, slot_ms } => {
                 return self
-                    .hold(job, &pacer, until_ms, slot_ms, "its subscription's pace")
+                    .hold(job, pacer, until_ms, slot_ms, "its subscription's pace")
                     .await;
             }
             Turn::At(at) => at,
@@ -309,18 +301,18 @@ impl Engine {
         // webhooks wait here, unclaimed, without holding a claim slot the others need.
         let mut window = None;
         if at.is_none() {
-            let entered = self.windows.enter(key).await;
+            let entered = state.window.acquire().await.expect("never closed");
             // A throttle answer met while this one waited in the window paces it now.
-            if self.became_paced(sub, &pacer) {
+            if self.became_paced(sub, pacer) {
                 drop(entered);
-                match self.turn(job, &pacer).await? {
+                match self.turn(job, pacer).await? {
                     Turn::Hold { until_ms, slot_ms } => {
                         return self
-                            .hold(job, &pacer, until_ms, slot_ms, "its subscription's pace")
+                            .hold(job, pacer, until_ms, slot_ms, "its subscription's pace")
                             .await;
                     }
                     Turn::At(Some(t)) => at = Some(t),
-                    Turn::At(None) => window = Some(self.windows.enter(key).await),
+                    Turn::At(None) => window = Some(state.window.acquire().await.expect("never closed")),
                 }
             } else {
                 window = Some(entered);
@@ -333,18 +325,12 @@ impl Engine {
             books.circuit.gate(now_ms())
         };
         let mut probe = ProbeGuard {
-            pacer: matches!(gate, Gate::Probe).then_some(&pacer),
+            pacer: matches!(gate, Gate::Probe).then_some(pacer),
         };
         if let Gate::Open { until_ms } = gate {
             drop(window);
             return self
-                .hold(
-                    job,
-                    &pacer,
-                    until_ms,
-                    None,
-                    "its receiver is unreachable (circuit open)",
-                )
+                .hold(job, pacer, until_ms, None, "its receiver is unreachable (circuit open)")
                 .await;
         }
         // From the claim to the send's end: at most twice the send slots, shared fairly, so an
@@ -368,12 +354,12 @@ impl Engine {
             if let Some(t) = at {
                 sleep_until_ms(t).await;
             }
-            let entered = self.lanes.enter(key).await;
+            let entered = state.lanes.acquire().await.expect("never closed");
             let sending = self.sending.acquire(&sub.account_id).await;
             match at {
                 Some(t) if now_ms() - t > SLOT_TOLERANCE.as_millis() as i64 => {
                     drop((sending, entered));
-                    match self.turn(job, &pacer).await? {
+                    match self.turn(job, pacer).await? {
                         Turn::At(next) => at = next,
                         Turn::Hold { .. } => {
                             return self
@@ -392,9 +378,9 @@ impl Engine {
         let mut slot = sending_slot;
         // A throttle answer met since this one passed unpaced: it waits for a slot of the pace
         // (in the invocation, or back on the queue past its claim's lease), not an attempt.
-        if at.is_none() && self.became_paced(sub, &pacer) {
+        if at.is_none() && self.became_paced(sub, pacer) {
             drop(slot);
-            match self.turn(job, &pacer).await? {
+            match self.turn(job, pacer).await? {
                 Turn::At(Some(t)) => {
                     sleep_until_ms(t).await;
                 }
@@ -436,7 +422,7 @@ impl Engine {
         drop((slot, lane, window, in_pipeline)); // the result is not a send: it waits for no lane
         probe.pacer = None; // the probe was sent: its answer decides the circuit
         let now = Utc::now();
-        self.observe_answer(job, &pacer, &result, now).await;
+        self.observe_answer(job, pacer, &result, now).await;
         let seen = Seen {
             failing_since: {
                 let known = self.failing.lock().unwrap_or_else(|p| p.into_inner());

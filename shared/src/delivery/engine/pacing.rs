@@ -3,7 +3,7 @@
 //! a webhook back on the queue. The rules themselves are pure (`delivery::pace`).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -73,7 +73,7 @@ pub(super) enum Turn {
 
 /// The circuit's probe, given back if the job ends without sending it.
 pub(super) struct ProbeGuard<'a> {
-    pub(super) pacer: Option<&'a Arc<Pacer>>,
+    pub(super) pacer: Option<&'a Pacer>,
 }
 
 impl Drop for ProbeGuard<'_> {
