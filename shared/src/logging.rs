@@ -124,11 +124,11 @@ impl Visit for FieldsVisitor<'_> {
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.key(field);
@@ -211,23 +211,41 @@ pub(crate) fn push_json_str(out: &mut String, text: &str) {
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber's default timer writes it.
 fn push_timestamp(out: &mut String, now: chrono::DateTime<chrono::Utc>) {
     use chrono::{Datelike, Timelike};
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        now.year(),
-        now.month(),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.nanosecond() % 1_000_000_000 / 1_000
-    );
+    // Digit by digit, not through `write!`: this runs for every line.
+    let mut digits = |value: u32, width: u32, then: char| {
+        for place in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+        }
+        out.push(then);
+    };
+    digits(now.year().clamp(0, 9999) as u32, 4, '-');
+    digits(now.month(), 2, '-');
+    digits(now.day(), 2, 'T');
+    digits(now.hour(), 2, ':');
+    digits(now.minute(), 2, ':');
+    digits(now.second(), 2, '.');
+    digits(now.nanosecond() % 1_000_000_000 / 1_000, 6, 'Z');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn timestamps_are_rfc3339_in_microseconds() {
+        for (secs, nanos) in [
+            (0, 0),
+            (1_765_000_000, 123_456_789),
+            (1_700_000_000, 1_000),
+            (4_102_444_799, 999_999_999),
+        ] {
+            let t = chrono::DateTime::from_timestamp(secs, nanos).expect("in range");
+            let mut out = String::new();
+            push_timestamp(&mut out, t);
+            assert_eq!(out, t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        }
+    }
 
     /// Lines written by a subscriber, to compare formats.
     #[derive(Clone, Default)]

@@ -3,8 +3,9 @@
 //! another account's webhook always finds a slot at once even while one account's receivers hang.
 //! The rule is the pure [`may_take`]; [`FairSlots`] is the async shell around it.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -14,10 +15,10 @@ use crate::FastMap;
 /// Whether `account` may take a slot now. `held` is what each account holds, `waiting` how many
 /// of each account's sends wait; `total` the slots, `reserve` the slots an account beyond its
 /// fair share leaves free for the others.
-pub fn may_take<S: BuildHasher>(
+pub fn may_take<K: Borrow<str> + Hash + Eq, S: BuildHasher>(
     account: &str,
-    held: &HashMap<String, usize, S>,
-    waiting: &HashMap<String, usize, S>,
+    held: &HashMap<K, usize, S>,
+    waiting: &HashMap<K, usize, S>,
     total: usize,
     reserve: usize,
 ) -> bool {
@@ -31,16 +32,18 @@ pub fn may_take<S: BuildHasher>(
     let holds = |a: &str| held.get(a).is_some_and(|&n| n > 0);
     let waits = |a: &str| waiting.get(a).is_some_and(|&n| n > 0);
     let active = held.values().filter(|&&n| n > 0).count()
-        + waiting.iter().filter(|(a, &n)| n > 0 && !holds(a)).count()
+        + waiting.iter().filter(|(a, &n)| n > 0 && !holds((*a).borrow())).count()
         + usize::from(!holds(account) && !waits(account));
     let fair = total.div_ceil(active);
     (active > 1 && mine < fair) || total - used > reserve
 }
 
+/// The accounts' counts, keyed by a shared copy of the account id: a waiter takes its id from
+/// here, so that neither a count nor a wait allocates once the account is known.
 #[derive(Debug, Default)]
 struct Books {
-    held: FastMap<String, usize>,
-    waiting: FastMap<String, usize>,
+    held: FastMap<Arc<str>, usize>,
+    waiting: FastMap<Arc<str>, usize>,
     /// The waiting acquires, in arrival order. A freed slot is handed to the first one
     /// [`may_take`] allows, and only that one is woken: waking every waiter on every release cost
     /// each webhook a poll of every other waiting one.
@@ -51,27 +54,27 @@ struct Books {
 #[derive(Debug)]
 struct Waiter {
     id: u64,
-    account: String,
+    account: Arc<str>,
     handed: oneshot::Sender<()>,
 }
 
 impl Books {
     /// Hand free slots to the first waiters allowed to take them.
     fn hand_off(&mut self, total: usize, reserve: usize) {
-        let mut refused: Vec<String> = Vec::new();
+        let mut refused: Vec<Arc<str>> = Vec::new();
         let mut i = 0;
         while i < self.queue.len() && self.held.values().sum::<usize>() < total {
-            let account = self.queue[i].account.as_str();
-            if refused.iter().any(|r| r == account) {
+            let account = Arc::clone(&self.queue[i].account);
+            if refused.contains(&account) {
                 i += 1;
                 continue;
             }
             // Judged as if it no longer waited (it would not, holding the slot).
-            add(&mut self.waiting, account, -1);
-            let allowed = may_take(account, &self.held, &self.waiting, total, reserve);
-            add(&mut self.waiting, account, 1);
+            add(&mut self.waiting, &account, -1);
+            let allowed = may_take(&account, &self.held, &self.waiting, total, reserve);
+            add(&mut self.waiting, &account, 1);
             if !allowed {
-                refused.push(account.to_string());
+                refused.push(account);
                 i += 1;
                 continue;
             }
@@ -142,12 +145,16 @@ impl FairSlots {
                 return Slot { slots: self, account };
             }
             add(&mut books.waiting, account, 1);
+            let account_id = books
+                .waiting
+                .get_key_value(account)
+                .map_or_else(|| Arc::from(account), |(id, _)| Arc::clone(id));
             let (tx, rx) = oneshot::channel();
             books.next_id += 1;
             let id = books.next_id;
             books.queue.push_back(Waiter {
                 id,
-                account: account.to_string(),
+                account: account_id,
                 handed: tx,
             });
             (id, rx)
@@ -197,14 +204,14 @@ impl Drop for Waiting<'_> {
 
 /// Count one more (`1`) or one fewer (`-1`) for an account. A count that reaches zero stays in
 /// the map (no key to allocate again on the next acquire) until the map holds many idle accounts.
-fn add(map: &mut FastMap<String, usize>, account: &str, delta: isize) {
+fn add(map: &mut FastMap<Arc<str>, usize>, account: &str, delta: isize) {
     match map.get_mut(account) {
         Some(n) => *n = n.saturating_add_signed(delta),
         None if delta > 0 => {
             if map.len() >= 1024 {
                 map.retain(|_, n| *n > 0);
             }
-            map.insert(account.to_string(), delta as usize);
+            map.insert(Arc::from(account), delta as usize);
         }
         None => {}
     }

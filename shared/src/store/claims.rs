@@ -45,7 +45,9 @@ pub struct ClaimToken(String);
 impl ClaimToken {
     /// A fresh random token (128 bits).
     pub fn new() -> Self {
-        ClaimToken(format!("{:032x}", rand::random::<u128>()))
+        let mut token = String::with_capacity(32);
+        crate::logging::push_hex(&mut token, &rand::random::<u128>().to_be_bytes());
+        ClaimToken(token)
     }
 
     pub fn as_str(&self) -> &str {
@@ -494,5 +496,21 @@ pub(crate) fn finish_refused(
         Finished::Recorded
     } else {
         Finished::Superseded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_token_is_128_random_bits_in_hex() {
+        let (a, b) = (ClaimToken::new(), ClaimToken::new());
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert_ne!(a, b);
     }
 }
