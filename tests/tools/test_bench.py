@@ -25,6 +25,8 @@ def test_each_side_counts_its_best_round():
     assert abs(best["ratio"] - (webhooks / 0.75) / 1500.0) < 1e-12
     assert abs(best["cpu_ratio"] - 90.0 / 44.0) < 1e-12
     assert [r["rate"] for r in best["rounds"]] == [1000.0, 1250.0, webhooks / 0.75], "every round is kept"
+    # Each round's own ratio, its two sides back to back (information beside the verdict).
+    assert [round(r["cpu_ratio"], 6) for r in best["rounds"]] == [2.4, round(90 / 44, 6), round(100 / 46, 6)]
 
 
 def test_the_timeline_groups_deliveries_by_invocation_in_order():
