@@ -30,10 +30,21 @@ from provision import EventSource, LocalFunction, client
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, and never one this process handed out before: the kernel can give the same
+    port to two `bind(0)`s in a row once the first is closed, and a stack asks for a dozen before it
+    starts anything (one soak failed at start on a runtime emulator whose API port was another
+    emulator's address)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -355,7 +366,8 @@ class Runner:
     def stop(self) -> None:
         self.stop_event.set()
         for t in self.threads:
-            t.join(timeout=5)
+            if t.ident is not None:  # started: a stack that failed to start stops without them
+                t.join(timeout=5)
         for e in self.environments:
             _terminate(e.proc)
         self._log.close()
