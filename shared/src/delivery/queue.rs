@@ -3,10 +3,10 @@
 //! webhook dead letters are sealed with the deployment's key, so nothing published to the events
 //! topic can pass for one.
 
-use futures::FutureExt;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
+use futures::FutureExt;
 
 use crate::delivery::retry::sqs_delay;
 use crate::delivery::task::{sqs_text, to_sqs_json, DeadLetter, Notice, RetryTask};

@@ -16,12 +16,12 @@
 //! (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html,
 //! "Error retries and exponential backoff").
 
-use futures::FutureExt;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use futures::FutureExt;
 
 use crate::store::attributes::{n, s};
 use crate::trigger::Trigger;

@@ -15,7 +15,6 @@
 //! - invalid (`ValidationException`, reason `ValidationError`, e.g. an item over 400 KB): retrying
 //!   cannot help; the record is dead-lettered with the reason.
 
-use futures::FutureExt;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -23,6 +22,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
