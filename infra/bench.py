@@ -121,6 +121,51 @@ def function_env(name: str, endpoint: str, extra: dict[str, str] | None = None) 
     }
 
 
+def cpu_split(allowed: set[int]) -> tuple[set[int], set[int]] | None:
+    """The delivery measure's CPUs, from those this script may use: the measured process (the
+    function or the bare loop) alone on the last, the fixture (receiver, AWS endpoint, runtime
+    emulator, this script) on the others. `None` with a single CPU: everything shares it. Pure.
+
+    Sharing a core with the fixture, the measured process is preempted whenever one of its own
+    requests wakes a fixture thread there (the scheduler wakes a task on its waker's CPU), and
+    resumes with cold caches. The function talks to more of the fixture than the bare loop (the AWS
+    endpoint, the emulator reading its log lines), so it paid more of that than the bare loop did:
+    0.27 against 0.09 involuntary context switches per webhook unpinned, 0.001 pinned
+    (docs/performance.md, "Seventh pass"). In AWS the receiver and DynamoDB are not on the
+    function's core."""
+    cpus = sorted(allowed)
+    if len(cpus) < 2:
+        return None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
+CPUS = cpu_split(os.sched_getaffinity(0))
+
+
+class pinned:
+    """While inside: this script (and so the fixture processes it starts) on the fixture's CPUs;
+    `measured()` gives the measured process's. Without a split, both are every CPU."""
+
+    def __enter__(self) -> "pinned":
+        self.before = os.sched_getaffinity(0)
+        if CPUS:
+            os.sched_setaffinity(0, CPUS[0])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.sched_setaffinity(0, self.before)
+
+
+def measured_cpus() -> set[int]:
+    return CPUS[1] if CPUS else os.sched_getaffinity(0)
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of a running process onto `cpus`."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 class Emulated:
     """One function: its bootstrap behind the runtime interface emulator, on free ports."""
 
@@ -351,9 +396,11 @@ def get_json(url: str, method: str = "GET") -> dict:
 
 def _bare(receiver: str, webhooks: int, concurrency: int) -> dict:
     """The bare client loop: the practical limit, and its CPU per request."""
+    cpus = measured_cpus()
     out = subprocess.run([str(RELEASE / "dataflows-bench"), "bare", "--url", f"{receiver}/bare",
                           "--requests", str(webhooks), "--concurrency", str(concurrency)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     bare = json.loads(out.stdout)
     if bare["failed"]:
         raise RuntimeError(f"the bare loop had {bare['failed']} failed requests")
@@ -386,6 +433,7 @@ def _warm_run(receiver: str, aws: str, batches: int, batch: int, accounts: int, 
     fn = Emulated(binary, function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true", **(extra or {})}), log)
     try:
         fn.invoke(sms_batch(accounts))  # cold start and the subscription cache, not measured
+        pin_process(fn.runtime_pid(), measured_cpus())
         events = [sms_batch(accounts, batch) for _ in range(batches)]
         get_json(f"{receiver}/reset", "POST")
         log_offset = len(fn.output())
@@ -450,6 +498,60 @@ def best_of(rounds: list[tuple[dict, dict]], webhooks: int) -> dict:
                         "cpu_ratio": run["cpu"] / webhooks * 1e6 / b["cpu_us_per_request"]} for b, run in rounds]}
 
 
+def _delivery_at(delay: int, webhooks: int, batches: int, batch: int, accounts: int, subscriptions: int,
+                 per_batch: int, concurrency: int, receiver_delay: int, aws_delay: int, rounds: int,
+                 log_dir: Path) -> dict:
+    """The delivery rounds with receivers answering in `delay` ms: the bare loop and the warm
+    function alternating; at the main delay also the bare loop run an invocation's worth at a time,
+    the uncached run and the one-webhook-per-event invocations."""
+    print(f"delivery: {webhooks} webhooks ({batches} batches of {batch} events x {subscriptions} subscriptions, "
+          f"{accounts} accounts); receiver answers after {delay} ms, AWS after {aws_delay} ms", flush=True)
+    serve, receiver, aws = _serve(delay, aws_delay, subscriptions, log_dir)
+    try:
+        tries, chunked = [], []
+        for _ in range(rounds):
+            bare = _bare(receiver, webhooks, concurrency)
+            if delay == receiver_delay:
+                chunked.append(_bare_in_chunks(receiver, per_batch, batches, concurrency))
+            run = _warm_run(receiver, aws, batches, batch, accounts, log_dir / f"delivery-sms-{delay}ms.log")
+            if run["stats"]["received"] != webhooks:
+                raise RuntimeError(f"{run['stats']['received']} webhooks arrived, {webhooks} expected")
+            tries.append((bare, run))
+        run["best"] = best = best_of(tries, webhooks)
+        run["bare_in_chunks_rate"] = max(chunked) if chunked else None
+        # The figures kept beside the verdict (results.json, the chart) are the best rounds it
+        # compares, not the last round's.
+        run["bare"] = {**bare, "rate": best["bare_rate"], "cpu_us_per_request": best["bare_cpu_us"]}
+        run["seconds"] = webhooks / best["rate"]
+        if delay == receiver_delay:
+            # The same without the subscription cache: one Query per account per batch at most.
+            fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true",
+                                                                      "SUBSCRIPTION_CACHE_TTL": "0s"}),
+                          log_dir / "delivery-sms-uncached.log")
+            try:
+                get_json(f"{receiver}/reset", "POST")
+                run["uncached_batches"] = 3
+                for _ in range(run["uncached_batches"]):
+                    fn.invoke(sms_batch(accounts, batch))
+                run["uncached"] = get_json(f"{receiver}/stats")["aws"]
+            finally:
+                fn.stop()
+            # One webhook per event (one subscription per account): the invocation the cost model bills.
+            fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
+                          log_dir / "delivery-sms-single.log")
+            try:
+                for i in range(21):
+                    fn.invoke(sms_batch(accounts, batch, single=True))
+                    if i == 0:  # the cold start is not among the durations kept
+                        pin_process(fn.runtime_pid(), measured_cpus())
+                run["single_ms"] = [float(d) for d in REPORT.findall(fn.output())][1:]
+            finally:
+                fn.stop()
+    finally:
+        supervise._terminate(serve)
+    return run
+
+
 def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: int, log_dir: Path,
                    batch: int = 10, rounds: int = 3) -> None:
     subscriptions, accounts = 10, 2
@@ -458,51 +560,13 @@ def bench_delivery(res: Results, webhooks: int, receiver_delay: int, aws_delay: 
     webhooks = batches * per_batch
     concurrency = 32  # DELIVERY_CONCURRENCY's default
     runs = {}
-    for delay in dict.fromkeys((receiver_delay, 0)):
-        print(f"delivery: {webhooks} webhooks ({batches} batches of {batch} events x {subscriptions} subscriptions, "
-              f"{accounts} accounts); receiver answers after {delay} ms, AWS after {aws_delay} ms", flush=True)
-        serve, receiver, aws = _serve(delay, aws_delay, subscriptions, log_dir)
-        try:
-            tries, chunked = [], []
-            for _ in range(rounds):
-                bare = _bare(receiver, webhooks, concurrency)
-                if delay == receiver_delay:
-                    chunked.append(_bare_in_chunks(receiver, per_batch, batches, concurrency))
-                run = _warm_run(receiver, aws, batches, batch, accounts, log_dir / f"delivery-sms-{delay}ms.log")
-                if run["stats"]["received"] != webhooks:
-                    raise RuntimeError(f"{run['stats']['received']} webhooks arrived, {webhooks} expected")
-                tries.append((bare, run))
-            run["best"] = best = best_of(tries, webhooks)
-            run["bare_in_chunks_rate"] = max(chunked) if chunked else None
-            # The figures kept beside the verdict (results.json, the chart) are the best rounds it
-            # compares, not the last round's.
-            run["bare"] = {**bare, "rate": best["bare_rate"], "cpu_us_per_request": best["bare_cpu_us"]}
-            run["seconds"] = webhooks / best["rate"]
-            if delay == receiver_delay:
-                # The same without the subscription cache: one Query per account per batch at most.
-                fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true",
-                                                                          "SUBSCRIPTION_CACHE_TTL": "0s"}),
-                              log_dir / "delivery-sms-uncached.log")
-                try:
-                    get_json(f"{receiver}/reset", "POST")
-                    run["uncached_batches"] = 3
-                    for _ in range(run["uncached_batches"]):
-                        fn.invoke(sms_batch(accounts, batch))
-                    run["uncached"] = get_json(f"{receiver}/stats")["aws"]
-                finally:
-                    fn.stop()
-                # One webhook per event (one subscription per account): the invocation the cost model bills.
-                fn = Emulated(RELEASE / "sms", function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
-                              log_dir / "delivery-sms-single.log")
-                try:
-                    for _ in range(21):
-                        fn.invoke(sms_batch(accounts, batch, single=True))
-                    run["single_ms"] = [float(d) for d in REPORT.findall(fn.output())][1:]
-                finally:
-                    fn.stop()
-        finally:
-            supervise._terminate(serve)
-        runs[delay] = run
+    if CPUS:
+        print(f"delivery: the measured process (the function, the bare loop) on CPU {sorted(CPUS[1])}, "
+              f"the receiver, the AWS endpoint, the emulator and this script on {sorted(CPUS[0])}", flush=True)
+    with pinned():
+        for delay in dict.fromkeys((receiver_delay, 0)):
+            runs[delay] = _delivery_at(delay, webhooks, batches, batch, accounts, subscriptions, per_batch,
+                                       concurrency, receiver_delay, aws_delay, rounds, log_dir)
 
     main = runs[receiver_delay]
     ops = main["stats"]["aws"]

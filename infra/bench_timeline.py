@@ -58,24 +58,26 @@ def main() -> int:
     args = ap.parse_args()
     log_dir = cfn.LOCAL / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
-    serve, receiver, aws = bench._serve(args.receiver_delay_ms, args.aws_delay_ms, 10, log_dir)
-    try:
-        bare = bench._bare(receiver, 10000, 32)
-        fn = bench.Emulated(bench.RELEASE / "sms", bench.function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
-                            log_dir / "timeline-sms.log")
+    with bench.pinned():  # the measure's CPU split, as make bench has it
+        serve, receiver, aws = bench._serve(args.receiver_delay_ms, args.aws_delay_ms, 10, log_dir)
         try:
-            fn.invoke(bench.sms_batch(args.accounts, args.accounts))  # the cold start and the cache
-            events = [bench.sms_batch(args.accounts, 100) for _ in range(args.batches)]
-            spans = []
-            for event in events:
-                started = time.time()
-                fn.invoke(event)
-                spans.append((started, time.time()))
-            output = fn.output()
+            bare = bench._bare(receiver, 10000, 32)
+            fn = bench.Emulated(bench.RELEASE / "sms", bench.function_env("sms", aws, {"ALLOW_PRIVATE_TARGETS": "true"}),
+                                log_dir / "timeline-sms.log")
+            try:
+                fn.invoke(bench.sms_batch(args.accounts, args.accounts))  # the cold start and the cache
+                bench.pin_process(fn.runtime_pid(), bench.measured_cpus())
+                events = [bench.sms_batch(args.accounts, 100) for _ in range(args.batches)]
+                spans = []
+                for event in events:
+                    started = time.time()
+                    fn.invoke(event)
+                    spans.append((started, time.time()))
+                output = fn.output()
+            finally:
+                fn.stop()
         finally:
-            fn.stop()
-    finally:
-        supervise._terminate(serve)
+            supervise._terminate(serve)
     groups = delivered_by_invocation(output)[1:]  # the warm-up invocation is not measured
     print(f"bare loop: {bare['rate']:.0f} webhooks/s, 1,000 in {1e6 / bare['rate']:.0f} ms")
     total = 0.0

@@ -58,26 +58,27 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     batch, accounts = 100, 2
     webhooks = args.batches * batch * 10
-    serve, receiver, aws = bench._serve(args.receiver_delay_ms, args.aws_delay_ms, 10, log_dir)
-    cpu: dict[str, list[float]] = {e: [] for e, _, _ in entries}
-    rate: dict[str, list[float]] = {e: [] for e, _, _ in entries}
-    bare_cpu: list[float] = []
-    bare_rate: list[float] = []
-    try:
-        for r in range(args.rounds):
-            bare = bench._bare(receiver, webhooks, 32)
-            bare_cpu.append(bare["cpu_us_per_request"])
-            bare_rate.append(bare["rate"])
-            line = [f"round {r}: bare {bare_cpu[-1]:.0f} us {bare_rate[-1]:.0f}/s"]
-            for name, binary, extra in entries:
-                run = bench._warm_run(receiver, aws, args.batches, batch, accounts,
-                                      log_dir / "delivery-compare.log", binary, extra)
-                cpu[name].append(run["cpu"] / webhooks * 1e6)
-                rate[name].append(webhooks / run["seconds"])
-                line.append(f"{name} {cpu[name][-1]:.0f} us {rate[name][-1]:.0f}/s")
-            print(" | ".join(line), flush=True)
-    finally:
-        supervise._terminate(serve)
+    with bench.pinned():  # the measure's CPU split, as make bench has it
+        serve, receiver, aws = bench._serve(args.receiver_delay_ms, args.aws_delay_ms, 10, log_dir)
+        cpu: dict[str, list[float]] = {e: [] for e, _, _ in entries}
+        rate: dict[str, list[float]] = {e: [] for e, _, _ in entries}
+        bare_cpu: list[float] = []
+        bare_rate: list[float] = []
+        try:
+            for r in range(args.rounds):
+                bare = bench._bare(receiver, webhooks, 32)
+                bare_cpu.append(bare["cpu_us_per_request"])
+                bare_rate.append(bare["rate"])
+                line = [f"round {r}: bare {bare_cpu[-1]:.0f} us {bare_rate[-1]:.0f}/s"]
+                for name, binary, extra in entries:
+                    run = bench._warm_run(receiver, aws, args.batches, batch, accounts,
+                                          log_dir / "delivery-compare.log", binary, extra)
+                    cpu[name].append(run["cpu"] / webhooks * 1e6)
+                    rate[name].append(webhooks / run["seconds"])
+                    line.append(f"{name} {cpu[name][-1]:.0f} us {rate[name][-1]:.0f}/s")
+                print(" | ".join(line), flush=True)
+        finally:
+            supervise._terminate(serve)
     print(f"bare loop: least {min(bare_cpu):.0f} us per request, best {max(bare_rate):.0f}/s")
     for name, _, _ in entries:
         print(f"  {name}: {summary(cpu[name], rate[name], min(bare_cpu), max(bare_rate))}")

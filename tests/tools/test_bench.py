@@ -76,3 +76,30 @@ def test_a_compared_build_is_judged_by_its_least_cpu_and_best_rate():
 
     line = delivery_compare.summary([93.0, 81.0, 96.0], [1360.0, 1374.0], bare_cpu=34.0, bare_rate=1453.0)
     assert line == "81 us (2.38x the bare loop), median 93 us; 1374/s (94.6 %)"
+
+
+def test_the_measured_process_gets_a_cpu_of_its_own():
+    assert bench.cpu_split({0, 1}) == ({0}, {1})
+    assert bench.cpu_split({3, 1, 2}) == ({1, 2}, {3}), "the last CPU allowed, the rest for the fixture"
+    assert bench.cpu_split({5}) is None, "one CPU: nothing to split, everything shares it"
+
+
+def test_a_running_process_is_moved_with_every_thread():
+    import os
+    import subprocess
+    if len(os.sched_getaffinity(0)) < 2:
+        return  # nothing to move between
+    cpus = bench.cpu_split(os.sched_getaffinity(0))
+    # A process with a second thread, as the function has (its start's background thread).
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); "
+                             "print('up', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        bench.pin_process(proc.pid, cpus[1])
+        tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+        assert len(tasks) >= 2
+        assert all(os.sched_getaffinity(int(t.name)) == cpus[1] for t in tasks)
+    finally:
+        proc.kill()
+        proc.wait()
