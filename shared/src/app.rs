@@ -609,7 +609,19 @@ pub fn deadline_instant(deadline_ms: u64, now_ms: i64, now: Instant) -> Option<I
     Some(now + std::time::Duration::from_millis(remaining))
 }
 
-/// What each function's `main` calls.
+/// What each function's `main` is: one thread, its runtime writing the log lines gathered while
+/// it worked before it waits (`crate::logging::Gathered`), then [`run`].
+pub fn main(category: Category) -> Result<(), lambda_runtime::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(crate::logging::write_gathered)
+        .build()?;
+    let result = runtime.block_on(run(category));
+    crate::logging::write_gathered();
+    result
+}
+
+/// The function: its clients, then Lambda's invocations until the runtime stops.
 pub async fn run(category: Category) -> Result<(), lambda_runtime::Error> {
     crate::logging::init();
     let app = match App::from_env(category).await {
@@ -629,7 +641,10 @@ pub async fn run(category: Category) -> Result<(), lambda_runtime::Error> {
             request_id = %event.context.request_id,
             xray_trace_id = event.context.xray_trace_id.as_deref().unwrap_or(""),
         );
-        tracing::Instrument::instrument(app.handle(event.payload, deadline), span).await
+        let answer = tracing::Instrument::instrument(app.handle(event.payload, deadline), span).await;
+        // The invocation's lines before its answer: Lambda may freeze the process once it has it.
+        crate::logging::write_gathered();
+        answer
     }))
     .await
 }

@@ -47,8 +47,100 @@ pub(crate) fn init() {
     let _ = tracing_subscriber::fmt()
         .fmt_fields(JsonFields::new())
         .event_format(JsonLines)
+        .with_writer(&STDOUT)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// Write the lines gathered so far ([`Gathered`]). The runtime calls it before its thread waits
+/// (`on_thread_park`, see `app::main`), and the handler before it answers.
+pub(crate) fn write_gathered() {
+    STDOUT.write_out();
+}
+
+/// Lines gathered beyond this are written at once: a long stretch of work keeps at most this
+/// much unwritten (about 40 lines of a delivered webhook).
+pub(crate) const GATHER_AT_MOST: usize = 16 * 1024;
+
+static STDOUT: Gathered<std::io::Stdout> = Gathered::new(std::io::stdout);
+
+/// The log lines of one stretch of work, written together when the thread is about to wait for
+/// the network or the clock ([`write_gathered`]), instead of one `write` per line: a webhook's
+/// INFO line cost it a system call of its own and woke the process reading the log pipe (the
+/// Lambda service; docs/performance.md, "Seventh pass"). WARN and ERROR lines are written at
+/// once, after the lines gathered before them, so that a problem is never behind a wait; so is a
+/// stretch that has gathered [`GATHER_AT_MOST`]. A process killed (SIGKILL) in the middle of a
+/// stretch loses that stretch's INFO lines, at most a few milliseconds' worth: the webhooks'
+/// outcomes are in the claims table, and the lines written before are whole.
+pub(crate) struct Gathered<W: std::io::Write> {
+    state: std::sync::Mutex<(Vec<u8>, Option<W>)>,
+    open: fn() -> W,
+}
+
+impl<W: std::io::Write> Gathered<W> {
+    pub(crate) const fn new(open: fn() -> W) -> Self {
+        Gathered {
+            state: std::sync::Mutex::new((Vec::new(), None)),
+            open,
+        }
+    }
+
+    fn add(&self, line: &[u8], at_once: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0.extend_from_slice(line);
+        if at_once || state.0.len() >= GATHER_AT_MOST {
+            Self::write(&mut state, self.open);
+        }
+    }
+
+    pub(crate) fn write_out(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.0.is_empty() {
+            Self::write(&mut state, self.open);
+        }
+    }
+
+    fn write(state: &mut (Vec<u8>, Option<W>), open: fn() -> W) {
+        let (pending, out) = state;
+        let out = out.get_or_insert_with(open);
+        // Nowhere else to say that the log cannot be written; the lines are dropped either way.
+        let _ = out.write_all(pending).and_then(|()| out.flush());
+        pending.clear();
+    }
+}
+
+/// One event's line on its way into a [`Gathered`].
+pub(crate) struct Line<'a, W: std::io::Write> {
+    to: &'a Gathered<W>,
+    at_once: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for Line<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.to.add(buf, self.at_once);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a, W: std::io::Write + 'static> tracing_subscriber::fmt::MakeWriter<'a> for &'static Gathered<W> {
+    type Writer = Line<'static, W>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Line {
+            to: self,
+            at_once: true,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        Line {
+            to: self,
+            at_once: *meta.level() <= tracing::Level::WARN,
+        }
+    }
 }
 
 /// The JSON line of one event, written straight into the line buffer: the shape of
@@ -358,6 +450,86 @@ mod tests {
             let mut out = String::new();
             push_json_str(&mut out, text);
             assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
+    }
+
+    /// What reached the log pipe, one entry per `write`.
+    static WRITES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    struct Pipe;
+
+    impl std::io::Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            WRITES.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn info_lines_are_written_together_and_a_warning_at_once() {
+        use std::io::Write as _;
+        use tracing_subscriber::fmt::MakeWriter as _;
+        static GATHERED: Gathered<Pipe> = Gathered::new(|| Pipe);
+        let info = tracing::Metadata::new(
+            "info",
+            "t",
+            tracing::Level::INFO,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        );
+        let warn = tracing::Metadata::new(
+            "warn",
+            "t",
+            tracing::Level::WARN,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        );
+        let writes = || WRITES.lock().unwrap().clone();
+        (&GATHERED).make_writer_for(&info).write_all(b"a\n").unwrap();
+        (&GATHERED).make_writer_for(&info).write_all(b"b\n").unwrap();
+        assert!(writes().is_empty(), "INFO lines wait for the end of the stretch");
+        GATHERED.write_out();
+        assert_eq!(writes(), vec![b"a\nb\n".to_vec()], "both in one write");
+        GATHERED.write_out();
+        assert_eq!(writes().len(), 1, "nothing gathered, nothing written");
+
+        (&GATHERED).make_writer_for(&info).write_all(b"c\n").unwrap();
+        (&GATHERED).make_writer_for(&warn).write_all(b"w\n").unwrap();
+        assert_eq!(
+            writes()[1],
+            b"c\nw\n".to_vec(),
+            "a warning at once, after the lines before it"
+        );
+
+        let line = vec![b'x'; 1000];
+        for _ in 0..GATHER_AT_MOST / 1000 {
+            (&GATHERED).make_writer_for(&info).write_all(&line).unwrap();
+        }
+        assert_eq!(writes().len(), 2, "under the bound: still gathered");
+        (&GATHERED).make_writer_for(&info).write_all(&line).unwrap();
+        assert_eq!(
+            writes().len(),
+            3,
+            "a stretch that gathered the bound is written at once"
+        );
+        assert_eq!(writes()[2].len(), (GATHER_AT_MOST / 1000 + 1) * 1000);
+    }
+
+    struct Callsite;
+    static CALLSITE: Callsite = Callsite;
+    impl tracing::callsite::Callsite for Callsite {
+        fn set_interest(&self, _: tracing::subscriber::Interest) {}
+        fn metadata(&self) -> &tracing::Metadata<'_> {
+            unimplemented!("not registered")
         }
     }
 

@@ -1,7 +1,6 @@
 //! The performance category function: see docs/design.md §2 and docs/.
 use dataflows_shared::{app, Category};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    app::run(Category::Performance).await
+fn main() -> Result<(), lambda_runtime::Error> {
+    app::main(Category::Performance)
 }
