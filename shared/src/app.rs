@@ -267,11 +267,11 @@ impl App {
             &latencies,
             Utc::now().timestamp_millis(),
         ) {
-            println!("{line}");
+            crate::logging::write_line(&line.to_string());
         }
         let backlogs = self.engine.metrics().take_backlogs();
         for line in crate::metrics::emf_backlogs(self.settings.category, &backlogs, Utc::now().timestamp_millis()) {
-            println!("{line}");
+            crate::logging::write_line(&line.to_string());
         }
         Ok(response?)
     }

@@ -58,6 +58,15 @@ pub(crate) fn write_gathered() {
     STDOUT.write_out();
 }
 
+/// A line that does not go through tracing (the EMF metric lines), among the gathered ones and in
+/// their order.
+pub(crate) fn write_line(line: &str) {
+    let mut out = Vec::with_capacity(line.len() + 1);
+    out.extend_from_slice(line.as_bytes());
+    out.push(b'\n');
+    STDOUT.add(&out, false);
+}
+
 /// Lines gathered beyond this are written at once: a long stretch of work keeps at most this
 /// much unwritten (about 40 lines of a delivered webhook).
 pub(crate) const GATHER_AT_MOST: usize = 16 * 1024;
