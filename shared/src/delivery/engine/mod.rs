@@ -110,11 +110,11 @@ pub const PROGRESSING_WITHIN: Duration = Duration::from_secs(10);
 /// A send slot reserve: an account beyond its fair share leaves this share of the slots free.
 pub const FAIR_RESERVE_SHARE: usize = 8;
 
-/// A subscription's claim window, in send lanes: with 4 lanes, up to 12 of its webhooks are
-/// claimed or being claimed at once, 8 of them ahead of the sends, so that the claims written in
+/// A subscription's claim window, in send lanes: with 4 lanes, up to 16 of its webhooks are
+/// claimed or being claimed at once, 12 of them ahead of the sends, so that the claims written in
 /// batches (up to a 20 ms wait to fill a request, then its round trip) are ready before a lane
-/// frees.
-pub const WINDOW_LANES: usize = 3;
+/// frees, also for a receiver that answers at once (docs/performance.md, "Seventh pass").
+pub const WINDOW_LANES: usize = 4;
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -180,7 +180,7 @@ pub struct Engine {
     /// Lanes per subscription; its window is [`WINDOW_LANES`] times as many.
     lanes_per_subscription: usize,
     /// Bounds the webhooks between their claim and the end of their send (twice the send slots
-    /// and two claim requests' worth, shared fairly between accounts), so a claim never holds a
+    /// and four claim requests' worth, shared fairly between accounts), so a claim never holds a
     /// send slot, the next claim requests fill while the sends go on, and an account whose
     /// receivers hang claims no further ahead than its share.
     pipeline: Arc<FairSlots>,
@@ -223,8 +223,8 @@ impl Engine {
             allow_private_targets: config.allow_private_targets,
             send_budget: config.http_timeout + DEADLINE_MARGIN,
             pipeline: FairSlots::new(
-                2 * config.delivery_concurrency + 2 * STATEMENTS_PER_REQUEST,
-                (2 * config.delivery_concurrency + 2 * STATEMENTS_PER_REQUEST) / FAIR_RESERVE_SHARE,
+                2 * config.delivery_concurrency + 4 * STATEMENTS_PER_REQUEST,
+                (2 * config.delivery_concurrency + 4 * STATEMENTS_PER_REQUEST) / FAIR_RESERVE_SHARE,
             ),
             sending: FairSlots::new(
                 config.delivery_concurrency,
