@@ -482,26 +482,8 @@ mod tests {
         use std::io::Write as _;
         use tracing_subscriber::fmt::MakeWriter as _;
         static GATHERED: Gathered<Pipe> = Gathered::new(|| Pipe);
-        let info = tracing::Metadata::new(
-            "info",
-            "t",
-            tracing::Level::INFO,
-            None,
-            None,
-            None,
-            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
-            tracing::metadata::Kind::EVENT,
-        );
-        let warn = tracing::Metadata::new(
-            "warn",
-            "t",
-            tracing::Level::WARN,
-            None,
-            None,
-            None,
-            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
-            tracing::metadata::Kind::EVENT,
-        );
+        let info = event_metadata(tracing::Level::INFO);
+        let warn = event_metadata(tracing::Level::WARN);
         let writes = || WRITES.lock().unwrap().clone();
         (&GATHERED).make_writer_for(&info).write_all(b"a\n").unwrap();
         (&GATHERED).make_writer_for(&info).write_all(b"b\n").unwrap();
@@ -531,6 +513,20 @@ mod tests {
             "a stretch that gathered the bound is written at once"
         );
         assert_eq!(writes()[2].len(), (GATHER_AT_MOST / 1000 + 1) * 1000);
+    }
+
+    /// An event's metadata at `level`, for asking a `MakeWriter` for its writer.
+    fn event_metadata(level: tracing::Level) -> tracing::Metadata<'static> {
+        tracing::Metadata::new(
+            "event",
+            "t",
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        )
     }
 
     struct Callsite;

@@ -22,6 +22,7 @@ from test_iam import ROOT, as_list, functions, logical_ids
 
 METRICS_RS = ROOT / "shared" / "src" / "metrics.rs"
 APP_RS = ROOT / "shared" / "src" / "app.rs"
+LOGGING_RS = ROOT / "shared" / "src" / "logging.rs"
 OPERATIONS_MD = ROOT / "docs" / "operations.md"
 
 NO_ACTION = {"Fn::If": ["HasAlarmAction", [{"Ref": "AlarmActionArn"}], {"Ref": "AWS::NoValue"}]}
@@ -135,8 +136,14 @@ def emf_line_level() -> str:
     code = METRICS_RS.read_text()
     emf = code[re.search(r"pub(?:\(crate\))? fn emf\(", code).start():]
     assert "CloudWatchMetrics" in emf, "could not find the EMF line in metrics.rs"
-    # It is printed as is (println!), not through tracing, so it gets no `level` there either.
-    assert re.search(r"println!\(\"\{line\}\"\)", APP_RS.read_text()), "the EMF line is no longer println!ed"
+    # It is written as is (`logging::write_line`, among the gathered lines), not through tracing,
+    # so it gets no `level` there either.
+    assert re.search(r"crate::logging::write_line\(&line\.to_string\(\)\)", APP_RS.read_text()), \
+        "the EMF line no longer goes out as is"
+    writer = LOGGING_RS.read_text()
+    write_line = writer[writer.index("fn write_line("):]
+    write_line = write_line[:write_line.index("\n}\n")]
+    assert "tracing::" not in write_line and "STDOUT.add(" in write_line, "write_line must not go through tracing"
     m = re.search(r"\"level\"\s*:\s*\"(\w+)\"", emf)
     return m.group(1).upper() if m and m.group(1).upper() in APP_LEVELS else "INFO"
 
