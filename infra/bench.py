@@ -144,7 +144,7 @@ CPUS = cpu_split(os.sched_getaffinity(0))
 
 class pinned:
     """While inside: this script (and so the fixture processes it starts) on the fixture's CPUs;
-    `measured()` gives the measured process's. Without a split, both are every CPU."""
+    `measured_cpus()` gives the measured process's. Without a split, both are every CPU."""
 
     def __enter__(self) -> "pinned":
         self.before = os.sched_getaffinity(0)
@@ -161,9 +161,13 @@ def measured_cpus() -> set[int]:
 
 
 def pin_process(pid: int, cpus: set[int]) -> None:
-    """Every thread of a running process onto `cpus`."""
+    """Every thread of a running process onto `cpus` (a thread that ends meanwhile, such as the
+    function's start thread, is left out)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), cpus)
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except ProcessLookupError:
+            pass
 
 
 class Emulated:
