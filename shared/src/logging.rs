@@ -482,19 +482,18 @@ mod tests {
         use std::io::Write as _;
         use tracing_subscriber::fmt::MakeWriter as _;
         static GATHERED: Gathered<Pipe> = Gathered::new(|| Pipe);
-        let info = event_metadata(tracing::Level::INFO);
-        let warn = event_metadata(tracing::Level::WARN);
+        let (info, warn) = (&INFO, &WARN);
         let writes = || WRITES.lock().unwrap().clone();
-        (&GATHERED).make_writer_for(&info).write_all(b"a\n").unwrap();
-        (&GATHERED).make_writer_for(&info).write_all(b"b\n").unwrap();
+        (&GATHERED).make_writer_for(info).write_all(b"a\n").unwrap();
+        (&GATHERED).make_writer_for(info).write_all(b"b\n").unwrap();
         assert!(writes().is_empty(), "INFO lines wait for the end of the stretch");
         GATHERED.write_out();
         assert_eq!(writes(), vec![b"a\nb\n".to_vec()], "both in one write");
         GATHERED.write_out();
         assert_eq!(writes().len(), 1, "nothing gathered, nothing written");
 
-        (&GATHERED).make_writer_for(&info).write_all(b"c\n").unwrap();
-        (&GATHERED).make_writer_for(&warn).write_all(b"w\n").unwrap();
+        (&GATHERED).make_writer_for(info).write_all(b"c\n").unwrap();
+        (&GATHERED).make_writer_for(warn).write_all(b"w\n").unwrap();
         assert_eq!(
             writes()[1],
             b"c\nw\n".to_vec(),
@@ -503,10 +502,10 @@ mod tests {
 
         let line = vec![b'x'; 1000];
         for _ in 0..GATHER_AT_MOST / 1000 {
-            (&GATHERED).make_writer_for(&info).write_all(&line).unwrap();
+            (&GATHERED).make_writer_for(info).write_all(&line).unwrap();
         }
         assert_eq!(writes().len(), 2, "under the bound: still gathered");
-        (&GATHERED).make_writer_for(&info).write_all(&line).unwrap();
+        (&GATHERED).make_writer_for(info).write_all(&line).unwrap();
         assert_eq!(
             writes().len(),
             3,
@@ -515,8 +514,17 @@ mod tests {
         assert_eq!(writes()[2].len(), (GATHER_AT_MOST / 1000 + 1) * 1000);
     }
 
-    /// An event's metadata at `level`, for asking a `MakeWriter` for its writer.
-    fn event_metadata(level: tracing::Level) -> tracing::Metadata<'static> {
+    /// An INFO and a WARN event's metadata, for asking a `MakeWriter` for its writer: each with
+    /// its own callsite, the way tracing's macros declare theirs.
+    static INFO_CALLSITE: tracing::callsite::DefaultCallsite = tracing::callsite::DefaultCallsite::new(&INFO);
+    static INFO: tracing::Metadata<'static> = event_metadata(tracing::Level::INFO, &INFO_CALLSITE);
+    static WARN_CALLSITE: tracing::callsite::DefaultCallsite = tracing::callsite::DefaultCallsite::new(&WARN);
+    static WARN: tracing::Metadata<'static> = event_metadata(tracing::Level::WARN, &WARN_CALLSITE);
+
+    const fn event_metadata(
+        level: tracing::Level,
+        callsite: &'static tracing::callsite::DefaultCallsite,
+    ) -> tracing::Metadata<'static> {
         tracing::Metadata::new(
             "event",
             "t",
@@ -524,18 +532,9 @@ mod tests {
             None,
             None,
             None,
-            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(callsite)),
             tracing::metadata::Kind::EVENT,
         )
-    }
-
-    struct Callsite;
-    static CALLSITE: Callsite = Callsite;
-    impl tracing::callsite::Callsite for Callsite {
-        fn set_interest(&self, _: tracing::subscriber::Interest) {}
-        fn metadata(&self) -> &tracing::Metadata<'_> {
-            unimplemented!("not registered")
-        }
     }
 
     #[test]
