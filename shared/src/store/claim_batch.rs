@@ -11,7 +11,8 @@
 //! it (claims: every job whose claim is still to come is queued; finishes: every open claim is
 //! waiting for its finish), or at most a short linger. A claim a send slot waits for (one is idle)
 //! goes at the end of the scheduler's turn instead, once every job runnable then has queued its
-//! own. A lone webhook is therefore written at once.
+//! own, and so does a finish that comes alone after a pause ([`FINISH_GAP`]): finishes that
+//! trickle in have no company coming. A lone webhook is therefore written at once.
 //!
 //! **The guarantees are the single-item ones.** Each statement carries the condition of the
 //! `UpdateItem` in [`super::claims`]: a first claim is an `INSERT` (which fails on an existing
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::store::claims::{
     claim_pk, claim_refused, finish_refused, AttemptLog, Claim, ClaimError, ClaimMeta, ClaimStatus, ClaimToken, Claims,
@@ -46,6 +48,19 @@ pub const CLAIM_LINGER: Duration = Duration::from_millis(20);
 /// Longest a finish waits for others to fill its request (the send is over; nothing waits on it
 /// but the invocation's end, which flushes at once).
 pub const FINISH_LINGER: Duration = Duration::from_millis(50);
+
+/// A finish that finds no other queued, this long or more after the one before it, is written at
+/// the end of the scheduler's turn instead of lingering: finishes that trickle in have no company
+/// coming, and every millisecond a finish waits after its receiver's 2xx is a millisecond in which
+/// a killed process leaves that webhook to be sent again. Under load (hundreds a second and more)
+/// finishes come well within it, or find others queued, and fill their requests as before.
+pub const FINISH_GAP: Duration = Duration::from_millis(5);
+
+/// Whether a statement comes alone: nothing is queued, and the one before it came `gap` or more
+/// ago (or none did). Pure.
+fn comes_alone(queued: usize, previous: Option<Instant>, now: Instant, gap: Duration) -> bool {
+    queued == 0 && previous.is_none_or(|previous| now.saturating_duration_since(previous) >= gap)
+}
 
 /// One statement's answer.
 #[derive(Debug)]
@@ -91,6 +106,8 @@ struct Queue {
     timer: Option<u64>,
     /// The generation a flush at the end of the scheduler's turn is due for.
     soon: Option<u64>,
+    /// When the latest statement was queued (lanes with an `alone_after` only).
+    latest_at: Option<Instant>,
 }
 
 impl Queue {
@@ -109,13 +126,16 @@ impl Queue {
 struct Lane {
     queue: Mutex<Queue>,
     linger: Duration,
+    /// A statement that comes alone (see [`comes_alone`]) after this gap goes without lingering.
+    alone_after: Option<Duration>,
 }
 
 impl Lane {
-    fn new(linger: Duration) -> Self {
+    fn new(linger: Duration, alone_after: Option<Duration>) -> Self {
         Lane {
             queue: Mutex::default(),
             linger,
+            alone_after,
         }
     }
 
@@ -163,10 +183,18 @@ impl Inner {
 
     /// Queue a statement and send what is ready. `urgent`: something waits on this statement now
     /// (a send slot is idle), so the queue goes once the jobs runnable at this moment have had
-    /// their turn to join it, without lingering.
+    /// their turn to join it, without lingering. A statement that comes alone after a pause (on
+    /// a lane with `alone_after`) goes the same way.
     fn submit(self: &Arc<Self>, which: Which, entry: Entry, urgent: bool) {
         let lane = self.lane(which);
         let mut queue = lane.lock();
+        let urgent = urgent
+            || lane.alone_after.is_some_and(|gap| {
+                let now = Instant::now();
+                let alone = comes_alone(queue.entries.len(), queue.latest_at, now, gap);
+                queue.latest_at = Some(now);
+                alone
+            });
         queue.entries.push_back(entry);
         let ready = queue.entries.len() >= STATEMENTS_PER_REQUEST || self.complete(which, queue.entries.len());
         let batch = if ready { queue.take() } else { Vec::new() };
@@ -350,8 +378,8 @@ impl ClaimBatches {
         ClaimBatches {
             inner: Arc::new(Inner {
                 batch,
-                claims: Lane::new(CLAIM_LINGER),
-                finishes: Lane::new(FINISH_LINGER),
+                claims: Lane::new(CLAIM_LINGER, None),
+                finishes: Lane::new(FINISH_LINGER, Some(FINISH_GAP)),
                 open: AtomicUsize::new(0),
                 approaching: AtomicUsize::new(0),
             }),
@@ -559,6 +587,22 @@ mod tests {
         ));
         assert!(!refuses_the_path("ProvisionedThroughputExceeded: refused"));
         assert!(!refuses_the_path("service error: throttled"));
+    }
+
+    #[test]
+    fn a_statement_comes_alone_after_a_pause_with_nothing_queued() {
+        let t0 = Instant::now();
+        let gap = Duration::from_millis(5);
+        assert!(comes_alone(0, None, t0, gap), "the first of all");
+        assert!(comes_alone(0, Some(t0), t0 + gap, gap), "a pause as long as the gap");
+        assert!(
+            !comes_alone(0, Some(t0), t0 + gap - Duration::from_micros(1), gap),
+            "a stream"
+        );
+        assert!(
+            !comes_alone(3, Some(t0), t0 + gap * 10, gap),
+            "others wait already: it joins them"
+        );
     }
 
     #[test]

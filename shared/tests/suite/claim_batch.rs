@@ -296,3 +296,54 @@ async fn claims_a_send_waits_for_go_at_the_end_of_the_turn_and_the_others_linger
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_finish_that_comes_alone_goes_at_once_and_a_stream_shares_requests() {
+    use dataflows_shared::store::claim_batch::{FINISH_GAP, FINISH_LINGER};
+    let requests: Arc<Mutex<Vec<(Duration, usize)>>> = Arc::default();
+    let seen = requests.clone();
+    let t0 = tokio::time::Instant::now();
+    let batch = mock!(aws_sdk_dynamodb::Client::batch_execute_statement).then_compute_output(move |r| {
+        let items = items_of(r);
+        seen.lock().unwrap().push((t0.elapsed(), items.len()));
+        BatchExecuteStatementOutput::builder()
+            .set_responses(Some(
+                items
+                    .iter()
+                    .map(|_| BatchStatementResponse::builder().build())
+                    .collect(),
+            ))
+            .build()
+    });
+    let claims = batches(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&batch]));
+    // Many other claims are open (their sends still out), so no queue is ever complete.
+    let _others: Vec<_> = (0..100).map(|_| claims.open()).collect();
+    let finish_at = |name: String, at: Duration| {
+        let claims = claims.clone();
+        async move {
+            tokio::time::sleep_until(t0 + at).await;
+            claims
+                .finish(
+                    &WebhookId::from(name.as_str()),
+                    &log(1),
+                    ClaimStatus::Delivered,
+                    &ClaimToken::from("t"),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let ms = Duration::from_millis;
+    // A lone finish goes at once, not after the linger; so does the first of a stream that
+    // starts after a pause. The rest of the stream, a millisecond apart, share one request.
+    let start = FINISH_GAP + ms(1);
+    let finishes = std::iter::once(finish_at("lone".into(), Duration::ZERO))
+        .chain((0..10u32).map(|i| finish_at(format!("s{i}"), start + ms(i.into()))));
+    let done = futures::future::join_all(finishes).await;
+    assert!(done.iter().all(|d| *d == Finished::Recorded));
+    assert_eq!(
+        *requests.lock().unwrap(),
+        vec![(Duration::ZERO, 1), (start, 1), (start + ms(1) + FINISH_LINGER, 9)],
+        "(sent at, statements)"
+    );
+}
