@@ -171,7 +171,12 @@ def pin_process(pid: int, cpus: set[int]) -> None:
 
 
 class Emulated:
-    """One function: its bootstrap behind the runtime interface emulator, on free ports."""
+    """One function: its bootstrap behind the runtime interface emulator, on free ports.
+
+    Its output goes into a pipe that a thread of this script copies to `log`, as Lambda captures
+    a runtime's stdout and stderr and the function never writes a file: the emulator hands its
+    own stdout to the bootstrap, and were that the log file, every gathered write of the function
+    would pay the file system's page-cache and journal work (docs/performance.md, "Eighth pass")."""
 
     def __init__(self, binary: Path, env: dict[str, str], log: Path):
         self.port = supervise.free_port()
@@ -180,9 +185,20 @@ class Emulated:
         self.proc = subprocess.Popen(
             [str(supervise.rie_path()), "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
              "--runtime-api-address", f"127.0.0.1:{supervise.free_port()}", str(binary)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self._last_read = time.monotonic()
+        self._copier = threading.Thread(target=self._copy, daemon=True)
+        self._copier.start()
         self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
         supervise.wait_http(f"http://127.0.0.1:{self.port}/", timeout=10)
+
+    def _copy(self) -> None:
+        """The pipe into the log file, as it comes."""
+        out = self.proc.stdout
+        while chunk := os.read(out.fileno(), 65536):
+            self._log.write(chunk)
+            self._log.flush()
+            self._last_read = time.monotonic()
 
     def invoke(self, event: dict) -> dict:
         req = urllib.request.Request(self.url, data=json.dumps(event).encode(),
@@ -199,12 +215,17 @@ class Emulated:
             raise RuntimeError("the emulator has no runtime process")
         return int(out[0])
 
-    def output(self) -> str:
-        self._log.flush()
+    def output(self, quiet: float = 0.05, at_most: float = 2.0) -> str:
+        """The log so far: once the pipe has been quiet for `quiet` s (what was written before the
+        call is in the file), or `at_most` s have passed."""
+        deadline = time.monotonic() + at_most
+        while time.monotonic() - self._last_read < quiet and time.monotonic() < deadline:
+            time.sleep(quiet / 5)
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         supervise._terminate(self.proc)
+        self._copier.join(timeout=5)
         self._log.close()
 
 

@@ -13,8 +13,22 @@ pub const MIN_SECRET_BYTES: usize = 24;
 pub const MAX_SECRET_BYTES: usize = 64;
 
 /// A signing secret. Its bytes never appear in `Debug` output, so it cannot leak through logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+/// It keeps the HMAC keyed with it (the key's inner and outer pads already hashed), so that a
+/// signature costs the hashing of its message alone: a subscription's secrets are parsed once per
+/// cache fill and sign every one of its webhooks.
+#[derive(Clone)]
+pub struct Secret {
+    bytes: Vec<u8>,
+    keyed: Hmac<Sha256>,
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,28 +54,42 @@ impl Secret {
         if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&bytes.len()) {
             return Err(SecretError::Length(bytes.len()));
         }
-        Ok(Secret(bytes))
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes).expect("HMAC accepts keys of any length");
+        Ok(Secret { bytes, keyed })
     }
 
     /// Sign one message: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
     pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        let mut out = String::with_capacity(SIGNATURE_LEN);
+        self.push_signature(&mut out, webhook_id, timestamp, body);
+        out
+    }
+
+    fn push_signature(&self, out: &mut String, webhook_id: &str, timestamp: i64, body: &[u8]) {
+        let mut mac = self.keyed.clone();
         mac.update(webhook_id.as_bytes());
         mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
+        mac.update(itoa::Buffer::new().format(timestamp).as_bytes());
         mac.update(b".");
         mac.update(body);
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        out.push_str("v1,");
+        STANDARD.encode_string(mac.finalize().into_bytes(), out);
     }
 }
 
+/// `v1,` and the base64 of a 32-byte digest.
+const SIGNATURE_LEN: usize = 3 + 44;
+
 /// The `webhook-signature` header value: one `v1,` signature per secret, space separated.
 pub fn signature_header(secrets: &[Secret], webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets
-        .iter()
-        .map(|s| s.sign(webhook_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::with_capacity(secrets.len() * (SIGNATURE_LEN + 1));
+    for (i, secret) in secrets.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        secret.push_signature(&mut out, webhook_id, timestamp, body);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -79,6 +107,25 @@ mod tests {
     fn matches_the_spec_test_vector() {
         let secret = Secret::parse(SECRET).unwrap();
         assert_eq!(secret.sign(ID, TS, BODY.as_bytes()), EXPECTED);
+    }
+
+    #[test]
+    fn a_secret_signs_the_same_every_time_and_a_copy_the_same_as_the_original() {
+        let secret = Secret::parse(SECRET).unwrap();
+        let copy = secret.clone();
+        for _ in 0..3 {
+            assert_eq!(secret.sign(ID, TS, BODY.as_bytes()), EXPECTED);
+            assert_eq!(copy.sign(ID, TS, BODY.as_bytes()), EXPECTED);
+        }
+        assert_eq!(
+            signature_header(std::slice::from_ref(&secret), ID, TS, BODY.as_bytes()),
+            EXPECTED
+        );
+        assert_eq!(secret.sign(ID, -1, b""), {
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret.bytes).unwrap();
+            mac.update(format!("{ID}.-1.").as_bytes());
+            format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        });
     }
 
     #[test]
