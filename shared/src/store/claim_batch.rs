@@ -152,6 +152,8 @@ struct Inner {
     open: AtomicUsize,
     /// Jobs whose claim is still to come or unanswered (from [`ClaimBatches::approaching`]).
     approaching: AtomicUsize,
+    /// Finishes sent and not yet answered: their jobs are still open but cannot join a queue.
+    finishes_awaiting: AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -176,9 +178,19 @@ impl Inner {
         }
     }
 
-    /// Whether no other statement can join the queue now.
+    /// Whether no other statement can join the queue now. Claims: every job whose claim is still
+    /// to come is queued. Finishes: every open claim's job is queued; or, once no claim is to
+    /// come (the invocation's last sends), every open claim's finish is queued or already on its
+    /// way: the last finishes of an invocation then go at once, not a round trip later, when the
+    /// answer to the request before them lets its jobs go. (While claims still come, finishes on
+    /// their way are waited for: at receivers that answer at once, not waiting for them sent the
+    /// finishes a few at a time.)
     fn complete(&self, which: Which, queued: usize) -> bool {
-        queued >= self.counter(which).load(Ordering::SeqCst)
+        let counted = self.counter(which).load(Ordering::SeqCst);
+        queued >= counted
+            || matches!(which, Which::Finishes)
+                && self.approaching.load(Ordering::SeqCst) == 0
+                && queued + self.finishes_awaiting.load(Ordering::SeqCst) >= counted
     }
 
     /// Queue a statement and send what is ready. `urgent`: something waits on this statement now
@@ -209,7 +221,7 @@ impl Inner {
             queue.timer = arm;
         }
         drop(queue);
-        self.send(batch);
+        self.send(which, batch);
         if let Some(generation) = soon {
             let inner = Arc::clone(self);
             tokio::spawn(async move {
@@ -242,16 +254,20 @@ impl Inner {
             if batch.is_empty() {
                 return;
             }
-            self.send(batch);
+            self.send(which, batch);
         }
     }
 
-    fn send(self: &Arc<Self>, batch: Vec<Entry>) {
+    fn send(self: &Arc<Self>, which: Which, batch: Vec<Entry>) {
         if batch.is_empty() {
             return;
         }
-        let client = Arc::clone(&self.batch);
+        if matches!(which, Which::Finishes) {
+            self.finishes_awaiting.fetch_add(batch.len(), Ordering::SeqCst);
+        }
+        let inner = Arc::clone(self);
         tokio::spawn(async move {
+            let client = Arc::clone(&inner.batch);
             let (statements, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|e| (e.statement, e.reply)).unzip();
             let count = statements.len();
             let answers = match client.execute(statements).await {
@@ -274,6 +290,10 @@ impl Inner {
                     (0..count).map(|_| Reply::Other(why.clone())).collect::<Vec<_>>()
                 }
             };
+            // No longer on their way; each job is still open until it gives its guard up.
+            if matches!(which, Which::Finishes) {
+                inner.finishes_awaiting.fetch_sub(count, Ordering::SeqCst);
+            }
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer); // a job that went away needs no answer
             }
@@ -310,6 +330,10 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.inner.counter(self.which).fetch_sub(1, Ordering::SeqCst);
         self.inner.left(self.which);
+        if matches!(self.which, Which::Claims) && self.inner.approaching.load(Ordering::SeqCst) == 0 {
+            // The last claim answered can complete the finishes' queue.
+            self.inner.left(Which::Finishes);
+        }
     }
 }
 
@@ -382,6 +406,7 @@ impl ClaimBatches {
                 finishes: Lane::new(FINISH_LINGER, Some(FINISH_GAP)),
                 open: AtomicUsize::new(0),
                 approaching: AtomicUsize::new(0),
+                finishes_awaiting: AtomicUsize::new(0),
             }),
             texts: Arc::new(Texts::new(&single.table)),
             single,

@@ -347,3 +347,76 @@ async fn a_finish_that_comes_alone_goes_at_once_and_a_stream_shares_requests() {
         "(sent at, statements)"
     );
 }
+
+/// Statements answered `Applied` after a round trip, with when each request went and its size.
+struct SlowBatch {
+    round_trip: Duration,
+    t0: tokio::time::Instant,
+    sent: Mutex<Vec<(Duration, usize)>>,
+}
+
+impl dataflows_shared::store::partiql::PartiqlBatch for SlowBatch {
+    fn execute(
+        &self,
+        statements: Vec<dataflows_shared::store::partiql::Statement>,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<Vec<dataflows_shared::store::partiql::Answer>, dataflows_shared::store::partiql::BatchError>,
+    > {
+        self.sent.lock().unwrap().push((self.t0.elapsed(), statements.len()));
+        Box::pin(async move {
+            tokio::time::sleep(self.round_trip).await;
+            Ok(statements
+                .iter()
+                .map(|_| dataflows_shared::store::partiql::Answer::Applied)
+                .collect())
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_finishes_go_at_once_when_every_other_is_on_its_way() {
+    let round_trip = Duration::from_millis(5);
+    let slow = Arc::new(SlowBatch {
+        round_trip,
+        t0: tokio::time::Instant::now(),
+        sent: Mutex::default(),
+    });
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, []);
+    let claims = ClaimBatches::new(
+        Claims {
+            client: client.into(),
+            table: "state".into(),
+        },
+        slow.clone(),
+    );
+    // Thirty sends ended together, as at an invocation's end: 25 fill a request; the last 5 have
+    // nobody left to wait for (the others' results are on their way) and go at once, not a round
+    // trip later.
+    let finishes = (0..30).map(|i| {
+        let claims = claims.clone();
+        let open = claims.open();
+        async move {
+            let done = claims
+                .finish(
+                    &WebhookId::from(format!("w{i}").as_str()),
+                    &log(1),
+                    ClaimStatus::Delivered,
+                    &ClaimToken::from("t"),
+                )
+                .await
+                .unwrap();
+            drop(open);
+            done
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let done = futures::future::join_all(finishes.collect::<Vec<_>>()).await;
+    assert!(done.iter().all(|d| *d == Finished::Recorded));
+    assert_eq!(
+        *slow.sent.lock().unwrap(),
+        vec![(Duration::ZERO, STATEMENTS_PER_REQUEST), (Duration::ZERO, 5)],
+        "(sent at, statements)"
+    );
+    assert_eq!(started.elapsed(), round_trip, "one round trip for all thirty");
+}
