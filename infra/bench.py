@@ -216,10 +216,11 @@ class Emulated:
         return int(out[0])
 
     def output(self, quiet: float = 0.05, at_most: float = 2.0) -> str:
-        """The log so far: once the pipe has been quiet for `quiet` s (what was written before the
-        call is in the file), or `at_most` s have passed."""
-        deadline = time.monotonic() + at_most
-        while time.monotonic() - self._last_read < quiet and time.monotonic() < deadline:
+        """The log so far: once `quiet` s have passed since the call and since the pipe was last
+        read (what was written before the call has been copied into the file), or `at_most` s."""
+        called = time.monotonic()
+        deadline = called + at_most
+        while time.monotonic() - max(self._last_read, called) < quiet and time.monotonic() < deadline:
             time.sleep(quiet / 5)
         return self.log_path.read_text(errors="replace")
 
