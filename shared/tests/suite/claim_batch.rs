@@ -77,6 +77,18 @@ fn item(status: &str, owner: &str, attempts_made: u32) -> HashMap<String, Attrib
     ])
 }
 
+/// Every statement of a request applied.
+fn all_applied(items: &[String]) -> BatchExecuteStatementOutput {
+    BatchExecuteStatementOutput::builder()
+        .set_responses(Some(
+            items
+                .iter()
+                .map(|_| BatchStatementResponse::builder().build())
+                .collect(),
+        ))
+        .build()
+}
+
 /// The webhook#... parameter of each statement of a request.
 fn items_of(r: &aws_sdk_dynamodb::operation::batch_execute_statement::BatchExecuteStatementInput) -> Vec<String> {
     r.statements()
@@ -257,14 +269,7 @@ async fn claims_a_send_waits_for_go_at_the_end_of_the_turn_and_the_others_linger
     let batch = mock!(aws_sdk_dynamodb::Client::batch_execute_statement).then_compute_output(move |r| {
         let items = items_of(r);
         seen.lock().unwrap().push(items.clone());
-        BatchExecuteStatementOutput::builder()
-            .set_responses(Some(
-                items
-                    .iter()
-                    .map(|_| BatchStatementResponse::builder().build())
-                    .collect(),
-            ))
-            .build()
+        all_applied(&items)
     });
     let claims = batches(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&batch]));
     // Many more jobs are still to claim (the rest of a large batch), so nothing is complete.
@@ -306,14 +311,7 @@ async fn a_finish_that_comes_alone_goes_at_once_and_a_stream_shares_requests() {
     let batch = mock!(aws_sdk_dynamodb::Client::batch_execute_statement).then_compute_output(move |r| {
         let items = items_of(r);
         seen.lock().unwrap().push((t0.elapsed(), items.len()));
-        BatchExecuteStatementOutput::builder()
-            .set_responses(Some(
-                items
-                    .iter()
-                    .map(|_| BatchStatementResponse::builder().build())
-                    .collect(),
-            ))
-            .build()
+        all_applied(&items)
     });
     let claims = batches(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&batch]));
     // Many other claims are open (their sends still out), so no queue is ever complete.
