@@ -128,6 +128,9 @@ struct Lane {
     linger: Duration,
     /// A statement that comes alone (see [`comes_alone`]) after this gap goes without lingering.
     alone_after: Option<Duration>,
+    /// Statements sent and not yet answered: their jobs are still counted but cannot join the
+    /// queue.
+    awaiting: AtomicUsize,
 }
 
 impl Lane {
@@ -136,6 +139,7 @@ impl Lane {
             queue: Mutex::default(),
             linger,
             alone_after,
+            awaiting: AtomicUsize::new(0),
         }
     }
 
@@ -152,8 +156,6 @@ struct Inner {
     open: AtomicUsize,
     /// Jobs whose claim is still to come or unanswered (from [`ClaimBatches::approaching`]).
     approaching: AtomicUsize,
-    /// Finishes sent and not yet answered: their jobs are still open but cannot join a queue.
-    finishes_awaiting: AtomicUsize,
 }
 
 #[derive(Clone, Copy)]
@@ -190,7 +192,7 @@ impl Inner {
         queued >= counted
             || matches!(which, Which::Finishes)
                 && self.approaching.load(Ordering::SeqCst) == 0
-                && queued + self.finishes_awaiting.load(Ordering::SeqCst) >= counted
+                && queued + self.finishes.awaiting.load(Ordering::SeqCst) >= counted
     }
 
     /// Queue a statement and send what is ready. `urgent`: something waits on this statement now
@@ -200,13 +202,13 @@ impl Inner {
     fn submit(self: &Arc<Self>, which: Which, entry: Entry, urgent: bool) {
         let lane = self.lane(which);
         let mut queue = lane.lock();
-        let urgent = urgent
-            || lane.alone_after.is_some_and(|gap| {
-                let now = Instant::now();
-                let alone = comes_alone(queue.entries.len(), queue.latest_at, now, gap);
-                queue.latest_at = Some(now);
-                alone
-            });
+        let alone = lane.alone_after.is_some_and(|gap| {
+            let now = Instant::now();
+            let alone = comes_alone(queue.entries.len(), queue.latest_at, now, gap);
+            queue.latest_at = Some(now);
+            alone
+        });
+        let urgent = urgent || alone;
         queue.entries.push_back(entry);
         let ready = queue.entries.len() >= STATEMENTS_PER_REQUEST || self.complete(which, queue.entries.len());
         let batch = if ready { queue.take() } else { Vec::new() };
@@ -262,9 +264,7 @@ impl Inner {
         if batch.is_empty() {
             return;
         }
-        if matches!(which, Which::Finishes) {
-            self.finishes_awaiting.fetch_add(batch.len(), Ordering::SeqCst);
-        }
+        self.lane(which).awaiting.fetch_add(batch.len(), Ordering::SeqCst);
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             let client = Arc::clone(&inner.batch);
@@ -290,10 +290,8 @@ impl Inner {
                     (0..count).map(|_| Reply::Other(why.clone())).collect::<Vec<_>>()
                 }
             };
-            // No longer on their way; each job is still open until it gives its guard up.
-            if matches!(which, Which::Finishes) {
-                inner.finishes_awaiting.fetch_sub(count, Ordering::SeqCst);
-            }
+            // No longer on their way; each job is still counted until it gives its guard up.
+            inner.lane(which).awaiting.fetch_sub(count, Ordering::SeqCst);
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer); // a job that went away needs no answer
             }
@@ -406,7 +404,6 @@ impl ClaimBatches {
                 finishes: Lane::new(FINISH_LINGER, Some(FINISH_GAP)),
                 open: AtomicUsize::new(0),
                 approaching: AtomicUsize::new(0),
-                finishes_awaiting: AtomicUsize::new(0),
             }),
             texts: Arc::new(Texts::new(&single.table)),
             single,
